@@ -1,0 +1,1 @@
+"""Access: accounts, API keys and admin tokens; who may call which model."""

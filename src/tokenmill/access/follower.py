@@ -1,0 +1,77 @@
+"""Follows the store's change sequence so the in-memory key index stays current (I/O shell).
+
+The CLI or another process writes a key or account and appends a change; each poll reads the
+changes after the last one seen and reloads just those rows. A poll that fails (database
+briefly locked or down) is retried at the next tick; the index keeps serving what it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from tokenmill.access.directory import KeyDirectory
+from tokenmill.store import accounts as rows
+
+log = logging.getLogger("tokenmill.access")
+
+CHANGES_PER_POLL_MAX = 10_000
+
+
+def load_directory(engine: Engine) -> KeyDirectory:
+    directory = KeyDirectory()
+    with engine.connect() as connection:
+        seq = rows.last_change_seq(connection)
+        directory.load(rows.all_accounts(connection), rows.live_keys(connection), seq)
+    return directory
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    last_seq: int
+    accounts: list[rows.AccountRow]
+    key_ids: list[str]
+    keys: list[rows.KeyRow]
+
+
+def fetch_changes(engine: Engine, after_seq: int) -> ChangeBatch | None:
+    """Read the changes after ``after_seq`` and the rows they name (runs in a thread)."""
+    with engine.connect() as connection:
+        found = rows.changes_after(connection, after_seq, CHANGES_PER_POLL_MAX)
+        if not found:
+            return None
+        account_ids = sorted({ident for _, entity, ident in found if entity == "account"})
+        key_ids = sorted({ident for _, entity, ident in found if entity == "key"})
+        accounts = rows.accounts_by_ids(connection, account_ids) if account_ids else []
+        keys = rows.keys_by_ids(connection, key_ids) if key_ids else []
+    return ChangeBatch(found[-1][0], accounts, key_ids, keys)
+
+
+def apply_changes(directory: KeyDirectory, batch: ChangeBatch) -> None:
+    """Apply ``batch`` to the index (on the event loop, so lookups never see it half done)."""
+    assert batch.last_seq > directory.seq
+    directory.apply_accounts(batch.accounts)
+    directory.forget_keys(batch.key_ids)
+    directory.apply_keys(batch.keys)
+    directory.seq = batch.last_seq
+
+
+async def follow_changes(
+    engine: Engine, directory: KeyDirectory, interval_s: float, executor: Executor
+) -> None:
+    """Poll forever (until cancelled), every ``interval_s`` seconds."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            batch = await loop.run_in_executor(executor, fetch_changes, engine, directory.seq)
+        except SQLAlchemyError as exc:
+            log.warning("change poll failed, retrying: %s", exc.__class__.__name__)
+            continue
+        if batch is not None and batch.last_seq > directory.seq:
+            apply_changes(directory, batch)

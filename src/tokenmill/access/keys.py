@@ -1,0 +1,61 @@
+"""API keys and admin tokens: made at random, shown once, kept only as SHA-256 (pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from tokenmill.errors import AuthenticationFailed, PermissionDenied
+
+KEY_PREFIX = "tm-"
+ADMIN_PREFIX = "tmadmin-"
+KEY_RANDOM_BYTES = 24  # 192 bits
+KEY_DISPLAY_CHARS = 10  # "tm-" and the first 7 random characters, shown in listings
+
+
+def new_secret(prefix: str) -> str:
+    """A fresh secret: ``prefix`` then 192 random bits, URL-safe base64."""
+    secret = prefix + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+    assert len(secret) >= len(prefix) + 32
+    return secret
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a live key may do: the hot-path view of a key and its account."""
+
+    key_id: str
+    account_id: str
+    models: frozenset[str] | None  # None: every model
+    expires_at_ms: int | None
+    account_active: bool
+
+
+def check_grant(grant: Grant, now_ms: int) -> None:
+    """Raise if ``grant`` may not be used at ``now_ms`` (expired key, disabled account)."""
+    if grant.expires_at_ms is not None and now_ms >= grant.expires_at_ms:
+        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    if not grant.account_active:
+        raise PermissionDenied("The account of this API key is disabled.", code="account_disabled")
+
+
+def may_use_model(grant: Grant, model: str) -> bool:
+    return grant.models is None or model in grant.models
+
+
+def check_model(grant: Grant, model: str) -> None:
+    if not may_use_model(grant, model):
+        raise PermissionDenied(
+            f"This API key may not use the model '{model}'.",
+            param="model",
+            code="model_not_allowed",
+        )

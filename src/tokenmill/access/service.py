@@ -1,0 +1,184 @@
+"""Account and key operations shared by the admin API and the CLI (synchronous, on the store).
+
+Each write appends to the change sequence in its transaction, so a running gateway sees it
+within one poll. Input is validated here, once, for both shells.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from tokenmill.access.keys import (
+    ADMIN_PREFIX,
+    KEY_DISPLAY_CHARS,
+    KEY_PREFIX,
+    hash_secret,
+    new_id,
+    new_secret,
+)
+from tokenmill.errors import Conflict, InvalidRequest, NotFound
+from tokenmill.store import accounts as rows
+from tokenmill.store.database import now_ms, write_transaction
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,199}$")
+MODELS_PER_KEY_MAX = 1000
+LIST_LIMIT_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class NewKey:
+    row: rows.KeyRow
+    secret: str  # shown once, never stored
+
+
+def _check_name(name: str, param: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidRequest(
+            f"{param} must be 1-200 characters: letters, digits, space, '.', '_', '@' or '-',"
+            " starting with a letter or digit",
+            param=param,
+        )
+    return name
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= LIST_LIMIT_MAX:
+        raise InvalidRequest(f"limit must be between 1 and {LIST_LIMIT_MAX}", param="limit")
+    return limit
+
+
+def create_account(engine: Engine, name: str) -> rows.AccountRow:
+    account = rows.AccountRow(new_id("acct"), _check_name(name, "name"), "active", now_ms(), None)
+    try:
+        with write_transaction(engine) as connection:
+            rows.insert_account(connection, account)
+    except IntegrityError as exc:
+        raise Conflict(f"an account named '{name}' exists already", param="name") from exc
+    return account
+
+
+def find_account(engine: Engine, ref: str) -> rows.AccountRow:
+    """The account whose id or name is ``ref``."""
+    with engine.connect() as connection:
+        account = rows.account_by_id(connection, ref) or rows.account_by_name(connection, ref)
+    if account is None:
+        raise NotFound(f"no account '{ref}'", param="account")
+    return account
+
+
+def list_accounts(engine: Engine, limit: int = 1000) -> list[rows.AccountRow]:
+    with engine.connect() as connection:
+        return rows.list_accounts(connection, _check_limit(limit))
+
+
+def set_account_status(engine: Engine, ref: str, status: str) -> rows.AccountRow:
+    assert status in ("active", "disabled")
+    account = find_account(engine, ref)
+    with write_transaction(engine) as connection:
+        rows.set_account_status(connection, account.id, status, now_ms())
+        updated = rows.account_by_id(connection, account.id)
+    assert updated is not None
+    return updated
+
+
+def create_key(
+    engine: Engine,
+    account_ref: str,
+    *,
+    name: str = "default",
+    models: list[str] | None = None,
+    expires_at_ms: int | None = None,
+) -> NewKey:
+    account = find_account(engine, account_ref)
+    _check_name(name, "name")
+    if models is not None and (
+        len(models) > MODELS_PER_KEY_MAX
+        or not all(isinstance(m, str) and 0 < len(m) <= 200 for m in models)
+    ):
+        raise InvalidRequest(
+            f"models must be a list of at most {MODELS_PER_KEY_MAX} model ids",
+            param="models",
+        )
+    created = now_ms()
+    if expires_at_ms is not None and expires_at_ms <= created:
+        raise InvalidRequest("expires_at must be in the future", param="expires_at")
+    secret = new_secret(KEY_PREFIX)
+    row = rows.KeyRow(
+        id=new_id("key"),
+        account_id=account.id,
+        name=name,
+        key_hash=hash_secret(secret),
+        key_prefix=secret[:KEY_DISPLAY_CHARS],
+        models=tuple(models) if models is not None else None,
+        created_at_ms=created,
+        expires_at_ms=expires_at_ms,
+        revoked_at_ms=None,
+    )
+    with write_transaction(engine) as connection:
+        rows.insert_key(connection, row)
+    return NewKey(row, secret)
+
+
+def list_keys(engine: Engine, account_ref: str | None, limit: int = 1000) -> list[rows.KeyRow]:
+    account_id = find_account(engine, account_ref).id if account_ref else None
+    with engine.connect() as connection:
+        return rows.list_keys(connection, account_id, _check_limit(limit))
+
+
+def revoke_key(engine: Engine, key_id: str) -> rows.KeyRow:
+    with write_transaction(engine) as connection:
+        if rows.key_by_id(connection, key_id) is None:
+            raise NotFound(f"no key '{key_id}'", param="key_id")
+        rows.revoke_key(connection, key_id, now_ms())
+        key = rows.key_by_id(connection, key_id)
+    assert key is not None and key.revoked_at_ms is not None
+    return key
+
+
+def admin_token_hashes(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return rows.admin_token_hashes(connection)
+
+
+@dataclass(frozen=True)
+class FirstStart:
+    admin_token: str | None  # None when TOKENMILL_ADMIN_TOKEN is set
+    demo_key: str
+    demo_account_id: str
+
+
+def first_start(engine: Engine, *, make_admin_token: bool) -> FirstStart | None:
+    """On a database never started before: an admin token and a demo account with a key.
+
+    Returns the secrets to print once, or None when the database was initialized before.
+    """
+    with write_transaction(engine) as connection:
+        if rows.meta_value(connection, "initialized_at_ms") is not None:
+            return None
+        created = now_ms()
+        rows.set_meta_value(connection, "initialized_at_ms", str(created))
+        admin = new_secret(ADMIN_PREFIX) if make_admin_token else None
+        if admin is not None:
+            rows.insert_admin_token(connection, new_id("adm"), hash_secret(admin), created)
+        account = rows.account_by_name(connection, "demo")
+        if account is None:
+            account = rows.AccountRow(new_id("acct"), "demo", "active", created, None)
+            rows.insert_account(connection, account)
+        secret = new_secret(KEY_PREFIX)
+        key = rows.KeyRow(
+            new_id("key"),
+            account.id,
+            "demo",
+            hash_secret(secret),
+            secret[:KEY_DISPLAY_CHARS],
+            None,
+            created,
+            None,
+            None,
+        )
+        rows.insert_key(connection, key)
+    return FirstStart(admin, secret, account.id)

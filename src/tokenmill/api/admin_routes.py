@@ -1,0 +1,265 @@
+"""The admin API under ``/admin/v1`` (FastAPI: typed, with its OpenAPI spec), bearer admin token.
+
+Thin: each route validates its wire model and calls ``tokenmill.access.service`` (the same
+functions the CLI calls) on a worker thread, then refreshes the in-memory key directory so
+the change works at once in this process (other processes see it within a poll).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from tokenmill.access import service
+from tokenmill.access.keys import hash_secret
+from tokenmill.api.gateway import Gateway
+from tokenmill.errors import AuthenticationFailed, InvalidRequest, NotFound, TokenmillError
+from tokenmill.store import accounts as rows
+from tokenmill.store.usage import query_records
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountIn(_Strict):
+    name: str = Field(min_length=1, max_length=200, examples=["acme"])
+
+
+class KeyIn(_Strict):
+    account: str = Field(description="account id or name")
+    name: str = Field("default", min_length=1, max_length=200)
+    models: list[str] | None = Field(None, description="allowed model ids; omit for all")
+    expires_at: datetime | None = Field(None, description="ISO 8601; omit for no expiry")
+
+
+class Account(BaseModel):
+    id: str
+    name: str
+    status: str
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class Key(BaseModel):
+    id: str
+    account_id: str
+    name: str
+    prefix: str
+    models: list[str] | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewKey(Key):
+    key: str = Field(description="the API key; shown this once, stored only as a hash")
+
+
+class Usage(BaseModel):
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    deployment: str
+    engine: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    estimated: bool
+    status: str
+    http_status: int
+    error_type: str | None
+    started_at: datetime
+    ttft_ms: int | None
+    duration_ms: int
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def account_out(row: rows.AccountRow) -> Account:
+    return Account(
+        id=row.id,
+        name=row.name,
+        status=row.status,
+        created_at=_time(row.created_at_ms),
+        disabled_at=_time(row.disabled_at_ms),
+    )
+
+
+def key_out(row: rows.KeyRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "account_id": row.account_id,
+        "name": row.name,
+        "prefix": row.key_prefix,
+        "models": list(row.models) if row.models is not None else None,
+        "created_at": _time(row.created_at_ms),
+        "expires_at": _time(row.expires_at_ms),
+        "revoked_at": _time(row.revoked_at_ms),
+    }
+
+
+def _error_json(error: TokenmillError) -> JSONResponse:
+    return JSONResponse(error.to_body(), status_code=error.http_status)
+
+
+def create_admin_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="tokenmill admin API",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+
+    async def tokenmill_error(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, TokenmillError)
+        return _error_json(error)
+
+    async def validation_error(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return _error_json(InvalidRequest(message, param=param))
+
+    async def http_error(_request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, HTTPException)
+        if error.status_code == 404:
+            return _error_json(NotFound("No such admin route."))
+        body = InvalidRequest(str(error.detail)).to_body()
+        return JSONResponse(body, status_code=error.status_code)
+
+    app.add_exception_handler(TokenmillError, tokenmill_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+
+    def require_admin(request: Request) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.")
+        if hash_secret(token.strip()) not in gateway.admin_hashes:
+            raise AuthenticationFailed("Incorrect admin token.")
+
+    admin = [Depends(require_admin)]
+    _account_routes(app, gateway, admin)
+    _key_routes(app, gateway, admin)
+    _usage_routes(app, gateway, admin)
+    return app
+
+
+def _account_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
+    db = gateway.db
+
+    @app.post("/accounts", status_code=201, dependencies=admin, response_model=Account)
+    async def create_account(body: AccountIn) -> Account:
+        row = await run_in_threadpool(service.create_account, db, body.name)
+        await gateway.sync_directory()
+        return account_out(row)
+
+    @app.get("/accounts", dependencies=admin, response_model=list[Account])
+    async def list_accounts(limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[Account]:
+        found = await run_in_threadpool(service.list_accounts, db, limit)
+        return [account_out(row) for row in found]
+
+    @app.get("/accounts/{account}", dependencies=admin, response_model=Account)
+    async def show_account(account: str) -> Account:
+        return account_out(await run_in_threadpool(service.find_account, db, account))
+
+    @app.post("/accounts/{account}/disable", dependencies=admin, response_model=Account)
+    async def disable_account(account: str) -> Account:
+        row = await run_in_threadpool(service.set_account_status, db, account, "disabled")
+        await gateway.sync_directory()
+        return account_out(row)
+
+    @app.post("/accounts/{account}/enable", dependencies=admin, response_model=Account)
+    async def enable_account(account: str) -> Account:
+        row = await run_in_threadpool(service.set_account_status, db, account, "active")
+        await gateway.sync_directory()
+        return account_out(row)
+
+
+def _key_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
+    db = gateway.db
+
+    @app.post("/keys", status_code=201, dependencies=admin, response_model=NewKey)
+    async def create_key(body: KeyIn) -> NewKey:
+        unknown = sorted(set(body.models or []) - set(gateway.models))
+        if unknown:
+            raise InvalidRequest(f"unknown models: {', '.join(unknown)}", param="models")
+        made = await run_in_threadpool(
+            lambda: service.create_key(
+                db,
+                body.account,
+                name=body.name,
+                models=body.models,
+                expires_at_ms=_ms(body.expires_at),
+            )
+        )
+        await gateway.sync_directory()
+        return NewKey(**key_out(made.row), key=made.secret)
+
+    @app.get("/keys", dependencies=admin, response_model=list[Key])
+    async def list_keys(
+        account: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> list[Key]:
+        found = await run_in_threadpool(service.list_keys, db, account, limit)
+        return [Key(**key_out(row)) for row in found]
+
+    @app.post("/keys/{key_id}/revoke", dependencies=admin, response_model=Key)
+    async def revoke_key(key_id: str) -> Key:
+        row = await run_in_threadpool(service.revoke_key, db, key_id)
+        await gateway.sync_directory()
+        return Key(**key_out(row))
+
+
+def _usage_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
+    db = gateway.db
+
+    @app.get("/usage", dependencies=admin, response_model=list[Usage])
+    async def list_usage(
+        account: str | None = None,
+        key: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[Usage]:
+        def query() -> list[Usage]:
+            account_id = service.find_account(db, account).id if account else None
+            with db.connect() as connection:
+                found = query_records(
+                    connection,
+                    account_id=account_id,
+                    key_id=key,
+                    model=model,
+                    since_ms=_ms(since),
+                    until_ms=_ms(until),
+                    limit=limit,
+                )
+            return [
+                Usage(**{**record.__dict__, "started_at": _time(record.started_at_ms)})
+                for record in found
+            ]
+
+        return await run_in_threadpool(query)

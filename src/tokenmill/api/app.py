@@ -1,0 +1,104 @@
+"""``create_app(settings)``: the ASGI application of the gateway.
+
+The OpenAI POST endpoints are dispatched straight to their raw-ASGI handlers (the hot path
+skips the router); everything else goes through a Starlette router, with the admin API
+mounted at ``/admin/v1``. Any exception that escapes a handler is a bug: it is logged with
+the request id here, in the one place that catches ``Exception``, and answered with a 500
+in OpenAI's shape when the response has not started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount
+
+from tokenmill.api.admin_routes import create_admin_app
+from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
+from tokenmill.api.gateway import Gateway
+from tokenmill.api.openai_routes import error_response, routes
+from tokenmill.api.request_path import OpenAIEndpoint, new_request_id
+from tokenmill.config import Settings
+from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
+
+log = logging.getLogger("tokenmill.api")
+
+
+class _ServerError(TokenmillError):
+    http_status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+class GatewayApp:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._hot = {
+            "/v1/chat/completions": OpenAIEndpoint(gateway, "chat"),
+            "/v1/completions": OpenAIEndpoint(gateway, "completions"),
+            "/v1/embeddings": OpenAIEndpoint(gateway, "embeddings"),
+        }
+        self._router = _router(gateway)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._router(scope, receive, send)
+            return
+        handler = self._hot.get(scope["path"]) or self._router
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await handler(scope, receive, tracked_send)
+        except Exception:
+            request_id = new_request_id()
+            log.exception(
+                "unhandled error on %s %s (%s)", scope["method"], scope["path"], request_id
+            )
+            if not started:
+                await send_error(
+                    send,
+                    _ServerError(f"Internal error; it was logged as {request_id}."),
+                    request_id,
+                )
+
+
+def _router(gateway: Gateway) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    async def http_error(_request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        if error.status_code == 404:
+            return error_response(NotFound("Unknown path.", code="unknown_url"))
+        if error.status_code == 405:
+            failure = InvalidRequest("Method not allowed on this path.", code="method_not_allowed")
+            response = error_response(failure)
+            response.status_code = 405
+            return response
+        return error_response(InvalidRequest(str(error.detail)))
+
+    return Starlette(
+        routes=[*routes(gateway), Mount("/admin/v1", app=create_admin_app(gateway))],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+def create_app(settings: Settings) -> GatewayApp:
+    return GatewayApp(Gateway(settings))

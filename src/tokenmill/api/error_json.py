@@ -1,0 +1,45 @@
+"""Rendering errors in OpenAI's shape, and the small raw-ASGI senders of the hot path."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.types import Message, Receive, Scope, Send
+
+from tokenmill.errors import TokenmillError
+
+__all__ = ["Message", "Receive", "Scope", "Send"]
+
+JSON_TYPE = (b"content-type", b"application/json")
+SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
+
+
+def error_body(error: TokenmillError) -> bytes:
+    return orjson.dumps(error.to_body())
+
+
+def headers_for(request_id: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [(b"x-request-id", request_id.encode()), *extra]
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, request_id: str, *extra: tuple[bytes, bytes]
+) -> None:
+    headers = headers_for(request_id, JSON_TYPE, (b"content-length", str(len(body)).encode()))
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def send_error(send: Send, error: TokenmillError, request_id: str) -> None:
+    extra: list[tuple[bytes, bytes]] = []
+    retry_after = getattr(error, "retry_after_s", None)
+    if retry_after is not None:
+        extra.append((b"retry-after", str(retry_after).encode()))
+    await send_bytes(send, error.http_status, error_body(error), request_id, *extra)
+
+
+def sse_event(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"

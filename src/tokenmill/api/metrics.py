@@ -1,0 +1,49 @@
+"""Prometheus metrics of the gateway, in a registry of its own (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tokenmill_requests",
+            "Requests by model, endpoint and outcome (refused = rejected before any engine).",
+            ["model", "endpoint", "status"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tokenmill_tokens",
+            "Tokens metered, by model and kind (prompt, completion).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tokenmill_request_duration_seconds",
+            "Request start to last byte, by model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "tokenmill_time_to_first_token_seconds",
+            "Request start to the first token from the engine, by model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "tokenmill_requests_in_flight",
+            "Requests being served now.",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "tokenmill_refused_requests",
+            "Requests refused before any engine call, by HTTP status.",
+            ["endpoint", "http_status"],
+            registry=self.registry,
+        )

@@ -1,0 +1,334 @@
+"""The hot path, in DESIGN order: auth -> parse and validate -> route -> call the engine ->
+relay -> commit the usage record -> finish the response.
+
+Plain ASGI, no framework objects: this is the code every token goes through. Nothing before
+the engine call touches the database (keys come from the in-memory directory), and the
+usage record is committed (group commit) before the last byte: the body of a non-streamed
+answer, or ``data: [DONE]`` of a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tokenmill.access.keys import Grant, check_grant, check_model, hash_secret
+from tokenmill.api.error_json import (
+    SSE_DONE,
+    SSE_TYPE,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    headers_for,
+    send_bytes,
+    send_error,
+    sse_event,
+)
+from tokenmill.api.openai_wire import PARSERS, ParsedRequest, decode_json
+from tokenmill.engines.base import Backend, Endpoint, EngineCall, StreamPart
+from tokenmill.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    PayloadTooLarge,
+    TokenmillError,
+    Unavailable,
+)
+from tokenmill.retail.metering import UsageRecord
+
+if TYPE_CHECKING:
+    from tokenmill.api.gateway import Gateway
+
+MISSING_KEY = "You didn't provide an API key. Send it in the Authorization header: 'Bearer tm-...'."
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def authenticate(gateway: Gateway, scope: Scope) -> Grant:
+    token = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                token = rest.strip()
+            break
+        if name == b"x-api-key":
+            token = value.decode("latin-1").strip()
+    if not token:
+        raise AuthenticationFailed(MISSING_KEY, code="missing_api_key")
+    grant = gateway.directory.lookup(hash_secret(token))
+    if grant is None:
+        raise AuthenticationFailed("Incorrect API key provided.")
+    check_grant(grant, time.time_ns() // 1_000_000)
+    return grant
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidRequest("The client closed the connection before sending the body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class OpenAIEndpoint:
+    """The ASGI app of one OpenAI endpoint (chat, completions, embeddings)."""
+
+    def __init__(self, gateway: Gateway, endpoint: Endpoint) -> None:
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self.parse = PARSERS[endpoint]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        request_id = new_request_id()
+        started_ns = time.perf_counter_ns()
+        try:
+            if scope["method"] != "POST":
+                raise InvalidRequest(f"Use POST for {scope['path']}.")
+            grant = authenticate(gateway, scope)
+            raw = await read_body(scope, receive, gateway.limits.request_body_bytes_max)
+            parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
+            check_model(grant, parsed.model)
+            backend = gateway.route(parsed.model)
+        except TokenmillError as error:
+            gateway.metrics.refused.labels(self.endpoint, str(error.http_status)).inc()
+            await send_error(send, error, request_id)
+            return
+        call = EngineCall(
+            request_id=request_id,
+            endpoint=self.endpoint,
+            public_model=parsed.model,
+            body=parsed.body,
+            stream=parsed.stream,
+            output_tokens_max=parsed.output_tokens_max,
+            stop=parsed.stop,
+            created_s=int(time.time()),
+        )
+        run = _Run(gateway, grant, parsed, backend, call, started_ns)
+        gateway.metrics.in_flight.inc()
+        try:
+            if parsed.stream:
+                await run.stream(send, receive)
+            else:
+                await run.complete(send)
+        finally:
+            gateway.metrics.in_flight.dec()
+
+
+class _Run:
+    """One admitted request: calls the engine, relays, meters, commits."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        grant: Grant,
+        parsed: ParsedRequest,
+        backend: Backend,
+        call: EngineCall,
+        started_ns: int,
+    ) -> None:
+        self.gateway = gateway
+        self.grant = grant
+        self.parsed = parsed
+        self.backend = backend
+        self.call = call
+        self.started_ns = started_ns
+        self.started_at_ms = time.time_ns() // 1_000_000
+        self.request_id = call.request_id
+
+    async def complete(self, send: Send) -> None:
+        try:
+            body = await self.backend.complete(self.call)
+        except TokenmillError as error:
+            await self._commit_quietly(self._record("error", error.http_status, error.type))
+            await send_error(send, error, self.request_id)
+            return
+        try:
+            await self.gateway.writer.submit(self._record("ok", 200, None))
+        except Unavailable as error:
+            await send_error(send, error, self.request_id)
+            return
+        await send_bytes(send, 200, body, self.request_id, *self._engine_headers())
+
+    async def stream(self, send: Send, receive: Receive) -> None:
+        parts = self.backend.stream(self.call).__aiter__()
+        try:
+            first: StreamPart | None = await parts.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except TokenmillError as error:
+            await self._commit_quietly(self._record("error", error.http_status, error.type))
+            await send_error(send, error, self.request_id)
+            return
+        headers = headers_for(self.request_id, SSE_TYPE, (b"cache-control", b"no-cache"))
+        headers.extend(self._engine_headers())
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        status, failure = await self._relay(first, parts, send, receive)
+        record = self._record(
+            status,
+            200 if failure is None else failure.http_status,
+            None if failure is None else failure.type,
+        )
+        try:
+            await self.gateway.writer.submit(record)
+        except Unavailable as commit_error:
+            failure = failure or commit_error
+            status = "error" if status == "ok" else status
+        tail = b""
+        if failure is not None and status != "cancelled":
+            tail = sse_event(error_body(failure))
+        elif status == "ok":
+            tail = SSE_DONE
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _relay(
+        self,
+        first: StreamPart | None,
+        parts: AsyncIterator[StreamPart],
+        send: Send,
+        receive: Receive,
+    ) -> tuple[str, TokenmillError | None]:
+        """Send every part; return (status, error) once the stream ends, fails or is cut."""
+        watcher = _DisconnectWatcher(receive)
+        show_usage = self.parsed.include_usage
+        usage_shown = False
+        try:
+            part = first
+            while part is not None:
+                if not part.usage_only or show_usage:
+                    usage_shown = usage_shown or part.usage_only
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": sse_event(part.payload),
+                            "more_body": True,
+                        }
+                    )
+                part = await anext(parts, None)
+            if show_usage and not usage_shown:
+                await send(
+                    {"type": "http.response.body", "body": self._usage_event(), "more_body": True}
+                )
+            return "ok", None
+        except TokenmillError as error:
+            return "error", error
+        except asyncio.CancelledError:
+            if not watcher.client_gone:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return "cancelled", None
+        finally:
+            watcher.stop()
+            await _close(parts)
+
+    def _usage_event(self) -> bytes:
+        """A usage chunk made here, for an engine that sent none (llama.cpp, a cut stream)."""
+        counts, _ = self.call.meter.counts()
+        usage = {
+            "prompt_tokens": counts.prompt_tokens,
+            "completion_tokens": counts.completion_tokens,
+            "total_tokens": counts.prompt_tokens + counts.completion_tokens,
+        }
+        chat = self.call.endpoint == "chat"
+        chunk: dict[str, Any] = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + self.request_id,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": self.call.created_s,
+            "model": self.call.public_model,
+            "choices": [],
+            "usage": usage,
+        }
+        return sse_event(orjson.dumps(chunk))
+
+    def _engine_headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"x-tokenmill-deployment", self.backend.deployment.encode())]
+        if self.backend.simulated:
+            headers.append((b"x-tokenmill-simulated", b"true"))
+        return headers
+
+    def _record(self, status: str, http_status: int, error_type: str | None) -> UsageRecord:
+        meter = self.call.meter
+        counts, estimated = meter.counts()
+        produced = meter.reported is not None or meter.first_token_at_ns is not None
+        now_ns = time.perf_counter_ns()
+        ttft_ms = None
+        if meter.first_token_at_ns is not None:
+            ttft_ms = (meter.first_token_at_ns - self.started_ns) // 1_000_000
+        record = UsageRecord(
+            request_id=self.request_id,
+            account_id=self.grant.account_id,
+            key_id=self.grant.key_id,
+            model=self.parsed.model,
+            deployment=self.backend.deployment,
+            engine=self.backend.engine,
+            endpoint=self.call.endpoint,
+            prompt_tokens=counts.prompt_tokens if produced else 0,
+            completion_tokens=counts.completion_tokens if produced else 0,
+            cached_tokens=counts.cached_tokens if produced else 0,
+            estimated=estimated and produced,
+            status=status,
+            http_status=http_status,
+            error_type=error_type,
+            started_at_ms=self.started_at_ms,
+            ttft_ms=ttft_ms,
+            duration_ms=(now_ns - self.started_ns) // 1_000_000,
+        )
+        self.gateway.observe(record)
+        return record
+
+    async def _commit_quietly(self, record: UsageRecord) -> None:
+        """Commit the record of a failed request; the client gets the original error."""
+        # A failed commit is logged by the writer; the client needs the request's own error.
+        with contextlib.suppress(Unavailable):
+            await self.gateway.writer.submit(record)
+
+
+async def _close(parts: AsyncIterator[StreamPart]) -> None:
+    close = getattr(parts, "aclose", None)
+    if close is not None:
+        await close()
+
+
+class _DisconnectWatcher:
+    """Cancels the relaying task when the client goes away, so the engine call stops too."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.client_gone = False
+        self._stopped = False
+        self._task = asyncio.current_task()
+        self._future = asyncio.ensure_future(receive())
+        self._future.add_done_callback(self._on_message)
+
+    def _on_message(self, future: asyncio.Future[Message]) -> None:
+        if self._stopped or future.cancelled() or future.exception() is not None:
+            return
+        if future.result().get("type") == "http.disconnect" and self._task is not None:
+            self.client_gone = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._future.cancel()

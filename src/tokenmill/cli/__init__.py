@@ -1,0 +1,1 @@
+"""The ``tokenmill`` command line: a thin shell over the same services the gateway uses."""

@@ -1,0 +1,25 @@
+"""The ``tokenmill`` command: one typer app, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from tokenmill.cli import accounts, keys
+from tokenmill.cli.serve import serve
+from tokenmill.cli.usage import usage
+
+app = typer.Typer(
+    name="tokenmill",
+    help="Sell tokens from your own GPUs and upstream vendors.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve)
+app.command("usage")(usage)
+app.add_typer(accounts.app, name="accounts")
+app.add_typer(keys.app, name="keys")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,198 @@
+"""Configuration: one YAML file (engines, deployments, models, limits) -> frozen settings.
+
+The built-in default (``default_config.yaml`` in the package) is the same format. Errors name
+the bad field by its dotted path (``deployments.llama-8b.gpu_count``). Secrets never live in
+the file: an upstream's API key is read from the environment variable the file names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tokenmill.errors import ConfigurationError
+
+DEFAULT_PORT = 8080
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Limits(_Frozen):
+    """System bounds, each with its unit; documented in docs/limits.md."""
+
+    request_body_bytes_max: int = Field(4 * 1024 * 1024, ge=1024)
+    output_tokens_max: int = Field(32768, ge=1)
+    messages_count_max: int = Field(2048, ge=1)
+    stop_count_max: int = Field(4, ge=1)
+    embedding_inputs_count_max: int = Field(2048, ge=1)
+    timeout_s_connect: float = Field(5.0, gt=0)
+    timeout_s_read: float = Field(120.0, gt=0)
+    stream_idle_s_max: float = Field(60.0, gt=0)
+    upstream_connections_max: int = Field(256, ge=1)
+    commit_queue_count_max: int = Field(100_000, ge=1)
+    commit_batch_count_max: int = Field(2_000, ge=1)
+    change_poll_interval_ms: int = Field(250, ge=10, le=1000)
+    shutdown_drain_s_max: float = Field(30.0, ge=0)
+    sim_queue_count_max: int = Field(10_000, ge=1)
+
+
+class SimEngineConfig(_Frozen):
+    kind: Literal["sim"]
+    time_scale: float = Field(1.0, ge=0, description="1 = real time, 0 = instant")
+
+
+class OpenAIEngineConfig(_Frozen):
+    kind: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str | None = None
+    timeout_s_connect: float | None = Field(None, gt=0)
+    timeout_s_read: float | None = Field(None, gt=0)
+    connections_max: int | None = Field(None, ge=1)
+
+
+EngineConfig = Annotated[SimEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")]
+
+
+class DeploymentConfig(_Frozen):
+    engine: str
+    model: str = Field(description="sim: catalog model id; openai: the upstream's model name")
+    gpu: str | None = None
+    gpu_count: int = Field(1, ge=1, le=4096)
+    precision: Literal["bf16", "fp16", "fp8", "fp4"] = "bf16"
+    kv_precision: Literal["bf16", "fp16", "fp8", "fp4"] | None = None
+    efficiency_compute_ratio: float = Field(0.5, gt=0, le=1)
+    efficiency_memory_ratio: float = Field(0.7, gt=0, le=1)
+    embedding_dimensions: int | None = Field(None, ge=1, le=65536)
+
+
+class ModelConfig(_Frozen):
+    kind: Literal["chat", "embedding"] = "chat"
+    deployments: list[str] = Field(min_length=1)
+    context_tokens: int = Field(131072, ge=16)
+    output_tokens_max: int = Field(8192, ge=1)
+    description: str = ""
+
+
+class StoreConfig(_Frozen):
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+
+class Config(_Frozen):
+    engines: dict[str, EngineConfig]
+    deployments: dict[str, DeploymentConfig]
+    models: dict[str, ModelConfig]
+    limits: Limits = Limits()
+    store: StoreConfig = StoreConfig()
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Config:
+        for name, deployment in self.deployments.items():
+            if deployment.engine not in self.engines:
+                raise ValueError(
+                    f"deployments.{name}.engine: unknown engine '{deployment.engine}'"
+                    f" (defined: {', '.join(sorted(self.engines))})"
+                )
+            engine = self.engines[deployment.engine]
+            if engine.kind == "sim" and deployment.gpu is None:
+                raise ValueError(f"deployments.{name}.gpu: a sim deployment needs a gpu")
+        for name, model in self.models.items():
+            for listed in model.deployments:
+                if listed not in self.deployments:
+                    raise ValueError(f"models.{name}.deployments: unknown deployment '{listed}'")
+            if model.kind == "embedding":
+                for used in model.deployments:
+                    engine = self.engines[self.deployments[used].engine]
+                    dims = self.deployments[used].embedding_dimensions
+                    if engine.kind == "sim" and dims is None:
+                        raise ValueError(
+                            f"deployments.{used}.embedding_dimensions: a sim embedding"
+                            " deployment needs embedding_dimensions"
+                        )
+        return self
+
+
+def parse_config(data: Any, *, source: str = "configuration") -> Config:
+    """Validate a parsed YAML document; raise ConfigurationError naming the bad field."""
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(part) for part in first["loc"] if part not in ("sim", "openai"))
+        message = first["msg"].removeprefix("Value error, ")
+        if path:
+            message = f"{path}: {message}"
+        raise ConfigurationError(f"{source}: {message}", param=path or None) from exc
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration in ``path``, or the built-in default when ``path`` is None."""
+    if path is None:
+        text = resources.files("tokenmill").joinpath("default_config.yaml").read_text("utf-8")
+        source = "built-in default configuration"
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+        source = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{source}: not valid YAML: {exc}") from exc
+    return parse_config(data, source=source)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``tokenmill serve`` (and the CLI) needs, resolved from flags and env."""
+
+    home: Path
+    database_url: str
+    config: Config
+    admin_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    environ: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_home(home: str | None, environ: dict[str, str]) -> Path:
+    return Path(home or environ.get("TOKENMILL_HOME") or ".tokenmill").resolve()
+
+
+def resolve_settings(
+    *,
+    home: str | None = None,
+    config_path: str | None = None,
+    database_url: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Flags first, then environment variables, then defaults."""
+    env = dict(os.environ if environ is None else environ)
+    home_path = resolve_home(home, env)
+    url = database_url or env.get("TOKENMILL_DATABASE_URL") or _sqlite_url(home_path)
+    config_file = config_path or env.get("TOKENMILL_CONFIG")
+    return Settings(
+        home=home_path,
+        database_url=url,
+        config=load_config(Path(config_file) if config_file else None),
+        admin_token=env.get("TOKENMILL_ADMIN_TOKEN") or None,
+        host=host,
+        port=port,
+        environ=env,
+    )
+
+
+def _sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'tokenmill.db'}"

@@ -1,0 +1,1 @@
+"""Economics: hardware and model catalogs and the performance model of inference (pure)."""

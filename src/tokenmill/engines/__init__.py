@@ -1,0 +1,1 @@
+"""Engines: what produces tokens. ``openai`` (any OpenAI-compatible server) and ``sim``."""

@@ -1,0 +1,247 @@
+"""The ``openai`` engine: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, ...).
+
+One pooled aiohttp session per upstream, with explicit connect and read timeouts. The
+client's JSON goes up with only the model name, the output cap and (for streams)
+``stream_options.include_usage`` changed; unknown fields pass through. Stream chunks come
+back as they arrive and are relayed without re-encoding: only chunks that mention ``usage``
+are parsed. Foreign errors are mapped here, where they enter.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tokenmill.config import DeploymentConfig, Limits, OpenAIEngineConfig
+from tokenmill.engines.base import EngineCall, StreamPart
+from tokenmill.errors import (
+    InvalidRequest,
+    RateLimited,
+    TokenmillError,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tokenmill.usage import (
+    TokenCounts,
+    count_chat_prompt_tokens,
+    count_embedding_tokens,
+    count_prompt_tokens,
+    count_text_tokens,
+    parse_usage,
+)
+
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+_USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
+_HAS_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+_SSE_FIELDS = (b"event:", b"id:", b"retry:")
+ERROR_BODY_BYTES_MAX = 64 * 1024
+LINE_BYTES_MAX = 4 * 1024 * 1024
+
+
+class UpstreamSession:
+    """The pooled HTTP client of one upstream (shared by its deployments)."""
+
+    def __init__(self, name: str, config: OpenAIEngineConfig, limits: Limits, api_key: str | None):
+        self.name = name
+        self.base_url = config.base_url.rstrip("/")
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=config.timeout_s_connect or limits.timeout_s_connect,
+            sock_read=config.timeout_s_read or limits.timeout_s_read,
+        )
+        self._connections_max = config.connections_max or limits.upstream_connections_max
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._connections_max, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                read_bufsize=256 * 1024,
+                max_line_size=LINE_BYTES_MAX,
+                max_field_size=64 * 1024,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class OpenAIBackend:
+    kind = "openai"
+    simulated = False
+
+    def __init__(self, deployment: str, config: DeploymentConfig, upstream: UpstreamSession):
+        self.deployment = deployment
+        self.engine = upstream.name
+        self._model = config.model
+        self._upstream = upstream
+
+    async def aclose(self) -> None:
+        """The session belongs to the upstream; the app closes it once."""
+
+    def _body(self, call: EngineCall) -> bytes:
+        body = dict(call.body)
+        body["model"] = self._model
+        if call.output_tokens_max is not None:
+            field = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+            body[field] = call.output_tokens_max
+        if call.stream:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    def _estimate_prompt(self, call: EngineCall) -> None:
+        body = call.body
+        if call.endpoint == "chat":
+            call.meter.prompt_tokens_estimate = count_chat_prompt_tokens(body["messages"])
+        elif call.endpoint == "completions":
+            call.meter.prompt_tokens_estimate = count_prompt_tokens(body["prompt"])
+        else:
+            call.meter.prompt_tokens_estimate = count_embedding_tokens(body["input"])
+
+    async def complete(self, call: EngineCall) -> bytes:
+        self._estimate_prompt(call)
+        url = self._upstream.base_url + _PATHS[call.endpoint]
+        with _mapped_errors(self.engine):
+            async with self._upstream.session().post(url, data=self._body(call)) as response:
+                if response.status != 200:
+                    raise await _status_error(self.engine, response)
+                raw = await response.read()
+        call.meter.first_token_at_ns = time.perf_counter_ns()
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"upstream {self.engine} answered with invalid JSON") from exc
+        if not isinstance(answer, dict):
+            raise UpstreamError(f"upstream {self.engine} answered with a non-object JSON body")
+        counts = parse_usage(answer.get("usage"))
+        if counts is not None:
+            call.meter.report(counts)
+        else:
+            call.meter.completion_tokens_estimate = _count_answer_tokens(answer)
+        return raw
+
+    async def stream(self, call: EngineCall) -> AsyncIterator[StreamPart]:
+        self._estimate_prompt(call)
+        url = self._upstream.base_url + _PATHS[call.endpoint]
+        with _mapped_errors(self.engine):
+            async with self._upstream.session().post(url, data=self._body(call)) as response:
+                if response.status != 200:
+                    raise await _status_error(self.engine, response)
+                async for part in self._relay(call, response):
+                    yield part
+
+    async def _relay(
+        self, call: EngineCall, response: aiohttp.ClientResponse
+    ) -> AsyncIterator[StreamPart]:
+        meter = call.meter
+        first = True
+        async for raw_line in response.content:
+            line = raw_line.strip()
+            if not line or line.startswith(b":") or line.startswith(_SSE_FIELDS):
+                continue
+            if not line.startswith(b"data:"):
+                raise UpstreamError(f"upstream {self.engine} sent a malformed event stream")
+            payload = line[5:].lstrip()
+            if payload == b"[DONE]":
+                return
+            if first:
+                _check_json_object(self.engine, payload)
+                first = False
+            usage_only = False
+            if b'"usage"' in payload and not _USAGE_NULL.search(payload):
+                usage_only = _take_usage(self.engine, payload, call)
+            if _HAS_TEXT.search(payload):
+                meter.completion_tokens_estimate += 1
+                if meter.first_token_at_ns is None:
+                    meter.first_token_at_ns = time.perf_counter_ns()
+            yield StreamPart(payload, usage_only)
+        raise UpstreamError(f"upstream {self.engine} closed the stream before [DONE]")
+
+
+def _take_usage(engine: str, payload: bytes, call: EngineCall) -> bool:
+    """Record the usage in ``payload``; True when it is a usage-only chunk."""
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"upstream {engine} sent invalid JSON in a stream") from exc
+    if not isinstance(chunk, dict):
+        return False
+    counts = parse_usage(chunk.get("usage"))
+    if counts is not None:
+        call.meter.report(counts)
+    return chunk.get("choices") == []
+
+
+def _check_json_object(engine: str, payload: bytes) -> None:
+    try:
+        ok = isinstance(orjson.loads(payload), dict)
+    except orjson.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise UpstreamError(f"upstream {engine} sent a stream event that is not a JSON object")
+
+
+def _count_answer_tokens(answer: dict[str, Any]) -> int:
+    total = 0
+    for choice in answer.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if isinstance(text, str):
+            total += count_text_tokens(text)
+    return total
+
+
+async def _status_error(engine: str, response: aiohttp.ClientResponse) -> TokenmillError:
+    body = await response.content.read(ERROR_BODY_BYTES_MAX)
+    message = body.decode("utf-8", "replace")[:500]
+    try:
+        decoded = orjson.loads(body)
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+            message = str(decoded["error"].get("message", message))[:500]
+        elif isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+            message = decoded["error"][:500]
+    except orjson.JSONDecodeError:
+        pass
+    status = response.status
+    if status in (400, 413, 422):
+        return InvalidRequest(f"upstream {engine} rejected the request: {message}")
+    if status == 429:
+        return RateLimited(f"upstream {engine} is rate limiting: {message}")
+    if status in (503, 529):
+        return Unavailable(f"upstream {engine} is unavailable ({status}): {message}")
+    return UpstreamError(f"upstream {engine} answered {status}: {message}")
+
+
+@contextmanager
+def _mapped_errors(engine: str) -> Iterator[None]:
+    """Map aiohttp and timeout errors to ours, once, where they enter."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream {engine} timed out") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise Unavailable(f"upstream {engine} is unreachable") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamError(f"upstream {engine} closed the connection mid-answer") from exc
+    except (aiohttp.ClientError, ValueError) as exc:
+        raise UpstreamError(f"upstream {engine} failed: {exc.__class__.__name__}") from exc
+
+
+__all__ = ["OpenAIBackend", "TokenCounts", "UpstreamSession"]

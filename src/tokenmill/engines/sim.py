@@ -1,0 +1,335 @@
+"""The ``sim`` engine: a simulated GPU deployment that answers at a performance model's pace.
+
+Each deployment runs one scheduler task doing continuous batching: every step admits waiting
+requests while their KV cache fits (prompt plus output cap), prefills them (compute-bound),
+and runs one decode step for the whole batch (bandwidth-bound); each running request gets
+one token per step. Step times come from ``tokenmill.economics.perf``, scaled by
+``time_scale`` (1 = real time, 0 = instant). Text and usage are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from tokenmill.config import DeploymentConfig
+from tokenmill.economics import catalog, perf
+from tokenmill.engines import sim_text
+from tokenmill.engines.base import EngineCall, StreamPart
+from tokenmill.errors import ConfigurationError, InvalidRequest, TokenmillError, Unavailable
+from tokenmill.usage import (
+    TokenCounts,
+    count_chat_prompt_tokens,
+    count_embedding_tokens,
+    count_prompt_tokens,
+    embedding_inputs,
+)
+
+
+@dataclass(eq=False)
+class _Job:
+    prompt_tokens: int
+    tokens: list[str]
+    finish_reason: str
+    out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    emitted: int = 0
+    cancelled: bool = False
+
+    @property
+    def kv_tokens_reserved(self) -> int:
+        return self.prompt_tokens + len(self.tokens)
+
+
+class SimScheduler:
+    """Continuous batching over one simulated deployment."""
+
+    def __init__(self, setup: perf.Setup, *, time_scale: float, queue_count_max: int) -> None:
+        self._setup = setup
+        self._time_scale = time_scale
+        self._queue_count_max = queue_count_max
+        self.kv_capacity_tokens = perf.kv_capacity_tokens(setup)
+        assert self.kv_capacity_tokens > 0
+        self._waiting: deque[_Job] = deque()
+        self._running: list[_Job] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.steps_count = 0
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def submit(self, job: _Job) -> None:
+        if job.kv_tokens_reserved > self.kv_capacity_tokens:
+            raise InvalidRequest(
+                f"prompt plus max_tokens ({job.kv_tokens_reserved} tokens) exceed what this"
+                f" deployment's KV cache holds ({self.kv_capacity_tokens} tokens)",
+                param="max_tokens",
+            )
+        if len(self._waiting) >= self._queue_count_max:
+            raise Unavailable("the simulated deployment is at capacity; retry shortly")
+        self._waiting.append(job)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sim")
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _admit(self) -> list[_Job]:
+        used = sum(job.kv_tokens_reserved for job in self._running)
+        admitted: list[_Job] = []
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled:
+                self._waiting.popleft()
+                continue
+            if used + job.kv_tokens_reserved > self.kv_capacity_tokens:
+                break
+            self._waiting.popleft()
+            used += job.kv_tokens_reserved
+            admitted.append(job)
+        assert used <= self.kv_capacity_tokens
+        return admitted
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            self._running = [job for job in self._running if not job.cancelled]
+            if not self._running and not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                deadline = loop.time()
+                continue
+            admitted = self._admit()
+            self._running.extend(admitted)
+            step_s = sum(perf.prefill_time_s(self._setup, job.prompt_tokens) for job in admitted)
+            if self._running:
+                kv_total = sum(job.prompt_tokens + job.emitted for job in self._running)
+                step_s += perf.decode_step_time_s(self._setup, len(self._running), kv_total)
+            deadline = max(deadline, loop.time() - 0.05) + step_s * self._time_scale
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            self.steps_count += 1
+            for job in self._running:
+                self._emit(job)
+            self._running = [
+                job for job in self._running if job.emitted < len(job.tokens) and not job.cancelled
+            ]
+
+    @staticmethod
+    def _emit(job: _Job) -> None:
+        if job.cancelled:
+            return
+        if job.emitted < len(job.tokens):
+            job.out.put_nowait(job.tokens[job.emitted])
+            job.emitted += 1
+        if job.emitted >= len(job.tokens):
+            job.out.put_nowait(None)
+
+
+def build_setup(name: str, config: DeploymentConfig) -> perf.Setup:
+    """The performance-model setup of a sim deployment; ConfigurationError if it cannot run."""
+    assert config.gpu is not None
+    try:
+        setup = perf.Setup(
+            gpu=catalog.gpu(config.gpu),
+            gpu_count=config.gpu_count,
+            model=catalog.model(config.model),
+            precision=config.precision,
+            kv_precision=config.kv_precision or "bf16",
+            efficiency_compute_ratio=config.efficiency_compute_ratio,
+            efficiency_memory_ratio=config.efficiency_memory_ratio,
+        )
+        fits = perf.fits(setup)
+        perf.peak_flops_per_s(setup)
+    except TokenmillError as exc:
+        field_name = exc.param or "gpu"
+        raise ConfigurationError(
+            f"deployments.{name}.{field_name}: {exc.message}", param=f"deployments.{name}"
+        ) from exc
+    if not fits:
+        raise ConfigurationError(
+            f"deployments.{name}: {config.model} at {config.precision} does not fit in"
+            f" {config.gpu_count} x {config.gpu} (weights plus a KV reserve); add GPUs or"
+            " lower the precision",
+            param=f"deployments.{name}.gpu_count",
+        )
+    return setup
+
+
+class SimBackend:
+    """One simulated deployment: chat and completions through the scheduler, embeddings."""
+
+    kind = "sim"
+    simulated = True
+
+    def __init__(
+        self,
+        deployment: str,
+        engine: str,
+        config: DeploymentConfig,
+        *,
+        time_scale: float,
+        queue_count_max: int,
+    ) -> None:
+        self.deployment = deployment
+        self.engine = engine
+        self._config = config
+        self._time_scale = time_scale
+        self._setup = build_setup(deployment, config)
+        self._scheduler = SimScheduler(
+            self._setup, time_scale=time_scale, queue_count_max=queue_count_max
+        )
+        self.fingerprint = f"tokenmill-sim:{config.gpu}x{config.gpu_count}:{config.precision}"
+
+    async def aclose(self) -> None:
+        await self._scheduler.aclose()
+
+    def _job(self, call: EngineCall) -> _Job:
+        if call.endpoint == "chat":
+            messages = call.body["messages"]
+            prompt_tokens = count_chat_prompt_tokens(messages)
+            seed_text = orjson.dumps(messages).decode()
+        else:
+            prompt = call.body["prompt"]
+            prompt_tokens = count_prompt_tokens(prompt)
+            seed_text = prompt if isinstance(prompt, str) else "\x1e".join(prompt)
+        cap = call.output_tokens_max if call.output_tokens_max is not None else 1
+        tokens = sim_text.answer_tokens(sim_text.seed_of(call.public_model, seed_text), cap)
+        tokens, stopped = sim_text.cut_at_stop(tokens, call.stop)
+        finish = "stop" if stopped or len(tokens) < cap else "length"
+        call.meter.prompt_tokens_estimate = prompt_tokens
+        return _Job(prompt_tokens, tokens, finish)
+
+    async def _tokens(self, call: EngineCall, job: _Job) -> AsyncIterator[str]:
+        self._scheduler.submit(job)
+        try:
+            while (token := await job.out.get()) is not None:
+                if call.meter.first_token_at_ns is None:
+                    call.meter.first_token_at_ns = time.perf_counter_ns()
+                call.meter.completion_tokens_estimate += 1
+                yield token
+        finally:
+            job.cancelled = True  # finished jobs are gone already; this stops a cut one
+            call.meter.report(TokenCounts(job.prompt_tokens, call.meter.completion_tokens_estimate))
+
+    async def complete(self, call: EngineCall) -> bytes:
+        if call.endpoint == "embeddings":
+            return await self._embed(call)
+        job = self._job(call)
+        text = "".join([token async for token in self._tokens(call, job)])
+        usage = _usage(job.prompt_tokens, len(job.tokens))
+        if call.endpoint == "chat":
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": job.finish_reason,
+            }
+            obj = "chat.completion"
+        else:
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": job.finish_reason,
+            }
+            obj = "text_completion"
+        return orjson.dumps(self._envelope(call, obj) | {"choices": [choice], "usage": usage})
+
+    async def stream(self, call: EngineCall) -> AsyncIterator[StreamPart]:
+        job = self._job(call)
+        chat = call.endpoint == "chat"
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        head = self._envelope(call, obj)
+        if chat:
+            yield StreamPart(
+                orjson.dumps(
+                    head
+                    | {
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    }
+                )
+            )
+        async for token in self._tokens(call, job):
+            if chat:
+                choice = {
+                    "index": 0,
+                    "delta": {"content": token},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            else:
+                choice = {"index": 0, "text": token, "logprobs": None, "finish_reason": None}
+            yield StreamPart(orjson.dumps(head | {"choices": [choice]}))
+        last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": job.finish_reason}
+        if chat:
+            last["delta"] = {}
+        else:
+            last["text"] = ""
+        yield StreamPart(orjson.dumps(head | {"choices": [last]}))
+        usage = _usage(job.prompt_tokens, len(job.tokens))
+        yield StreamPart(orjson.dumps(head | {"choices": [], "usage": usage}), usage_only=True)
+
+    def _envelope(self, call: EngineCall, obj: str) -> dict[str, Any]:
+        prefix = "chatcmpl" if call.endpoint == "chat" else "cmpl"
+        return {
+            "id": f"{prefix}-{call.request_id}",
+            "object": obj,
+            "created": call.created_s,
+            "model": call.public_model,
+            "system_fingerprint": self.fingerprint,
+        }
+
+    async def _embed(self, call: EngineCall) -> bytes:
+        dimensions = call.body.get("dimensions") or self._config.embedding_dimensions
+        if dimensions is None:
+            raise InvalidRequest("this model does not make embeddings", param="model")
+        texts = embedding_inputs(call.body["input"])
+        prompt_tokens = count_embedding_tokens(call.body["input"])
+        call.meter.prompt_tokens_estimate = prompt_tokens
+        await asyncio.sleep(perf.prefill_time_s(self._setup, prompt_tokens) * self._time_scale)
+        as_base64 = call.body.get("encoding_format") == "base64"
+        data = []
+        for index, text in enumerate(texts):
+            seed = sim_text.seed_of(call.public_model, str(dimensions), orjson.dumps(text).decode())
+            vector = sim_text.unit_vector(seed, dimensions)
+            embedding: Any = (
+                base64.b64encode(sim_text.pack_float32(vector)).decode() if as_base64 else vector
+            )
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        call.meter.report(TokenCounts(prompt_tokens, 0))
+        call.meter.first_token_at_ns = time.perf_counter_ns()
+        return orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": call.public_model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }
+        )
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

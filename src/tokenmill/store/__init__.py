@@ -1,0 +1,1 @@
+"""Persistence: SQLite (default) or PostgreSQL through SQLAlchemy Core; Alembic migrations."""

@@ -1,0 +1,196 @@
+"""Rows of accounts, API keys and admin tokens, and the change sequence that announces them.
+
+Every write that a running gateway must see appends a row to ``changes`` in the same
+transaction, so a follower that has read up to ``seq`` N has seen every change up to N.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from tokenmill.store.tables import accounts, admin_tokens, api_keys, changes, meta
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    id: str
+    name: str
+    status: str
+    created_at_ms: int
+    disabled_at_ms: int | None
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: str
+    account_id: str
+    name: str
+    key_hash: str
+    key_prefix: str
+    models: tuple[str, ...] | None
+    created_at_ms: int
+    expires_at_ms: int | None
+    revoked_at_ms: int | None
+
+
+def _account(row: Any) -> AccountRow:
+    return AccountRow(row.id, row.name, row.status, row.created_at_ms, row.disabled_at_ms)
+
+
+def _key(row: Any) -> KeyRow:
+    models = tuple(json.loads(row.models)) if row.models is not None else None
+    return KeyRow(
+        row.id,
+        row.account_id,
+        row.name,
+        row.key_hash,
+        row.key_prefix,
+        models,
+        row.created_at_ms,
+        row.expires_at_ms,
+        row.revoked_at_ms,
+    )
+
+
+def record_change(connection: Connection, entity: str, entity_id: str, now_ms: int) -> None:
+    connection.execute(
+        insert(changes).values(entity=entity, entity_id=entity_id, created_at_ms=now_ms)
+    )
+
+
+def insert_account(connection: Connection, account: AccountRow) -> None:
+    connection.execute(
+        insert(accounts).values(
+            id=account.id,
+            name=account.name,
+            status=account.status,
+            created_at_ms=account.created_at_ms,
+            disabled_at_ms=account.disabled_at_ms,
+        )
+    )
+    record_change(connection, "account", account.id, account.created_at_ms)
+
+
+def set_account_status(connection: Connection, account_id: str, status: str, now_ms: int) -> bool:
+    disabled_at = now_ms if status == "disabled" else None
+    result = connection.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(status=status, disabled_at_ms=disabled_at)
+    )
+    if result.rowcount:
+        record_change(connection, "account", account_id, now_ms)
+    return bool(result.rowcount)
+
+
+def account_by_id(connection: Connection, account_id: str) -> AccountRow | None:
+    row = connection.execute(select(accounts).where(accounts.c.id == account_id)).first()
+    return _account(row) if row else None
+
+
+def account_by_name(connection: Connection, name: str) -> AccountRow | None:
+    row = connection.execute(select(accounts).where(accounts.c.name == name)).first()
+    return _account(row) if row else None
+
+
+def list_accounts(connection: Connection, limit: int) -> list[AccountRow]:
+    rows = connection.execute(select(accounts).order_by(accounts.c.created_at_ms).limit(limit))
+    return [_account(row) for row in rows]
+
+
+def accounts_by_ids(connection: Connection, ids: Sequence[str]) -> list[AccountRow]:
+    rows = connection.execute(select(accounts).where(accounts.c.id.in_(list(ids))))
+    return [_account(row) for row in rows]
+
+
+def insert_key(connection: Connection, key: KeyRow) -> None:
+    connection.execute(
+        insert(api_keys).values(
+            id=key.id,
+            account_id=key.account_id,
+            name=key.name,
+            key_hash=key.key_hash,
+            key_prefix=key.key_prefix,
+            models=json.dumps(list(key.models)) if key.models is not None else None,
+            created_at_ms=key.created_at_ms,
+            expires_at_ms=key.expires_at_ms,
+            revoked_at_ms=key.revoked_at_ms,
+        )
+    )
+    record_change(connection, "key", key.id, key.created_at_ms)
+
+
+def revoke_key(connection: Connection, key_id: str, now_ms: int) -> bool:
+    result = connection.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at_ms.is_(None))
+        .values(revoked_at_ms=now_ms)
+    )
+    if result.rowcount:
+        record_change(connection, "key", key_id, now_ms)
+    return bool(result.rowcount)
+
+
+def key_by_id(connection: Connection, key_id: str) -> KeyRow | None:
+    row = connection.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+    return _key(row) if row else None
+
+
+def keys_by_ids(connection: Connection, ids: Sequence[str]) -> list[KeyRow]:
+    rows = connection.execute(select(api_keys).where(api_keys.c.id.in_(list(ids))))
+    return [_key(row) for row in rows]
+
+
+def list_keys(connection: Connection, account_id: str | None, limit: int) -> list[KeyRow]:
+    query = select(api_keys).order_by(api_keys.c.created_at_ms).limit(limit)
+    if account_id is not None:
+        query = query.where(api_keys.c.account_id == account_id)
+    return [_key(row) for row in connection.execute(query)]
+
+
+def live_keys(connection: Connection) -> list[KeyRow]:
+    """Every key not revoked: what a gateway loads into memory at start."""
+    rows = connection.execute(select(api_keys).where(api_keys.c.revoked_at_ms.is_(None)))
+    return [_key(row) for row in rows]
+
+
+def all_accounts(connection: Connection) -> list[AccountRow]:
+    return [_account(row) for row in connection.execute(select(accounts))]
+
+
+def changes_after(connection: Connection, seq: int, limit: int) -> list[tuple[int, str, str]]:
+    rows = connection.execute(
+        select(changes.c.seq, changes.c.entity, changes.c.entity_id)
+        .where(changes.c.seq > seq)
+        .order_by(changes.c.seq)
+        .limit(limit)
+    )
+    return [(row.seq, row.entity, row.entity_id) for row in rows]
+
+
+def last_change_seq(connection: Connection) -> int:
+    return int(connection.execute(select(func.coalesce(func.max(changes.c.seq), 0))).scalar_one())
+
+
+def insert_admin_token(connection: Connection, token_id: str, token_hash: str, now_ms: int) -> None:
+    connection.execute(
+        insert(admin_tokens).values(id=token_id, token_hash=token_hash, created_at_ms=now_ms)
+    )
+
+
+def admin_token_hashes(connection: Connection) -> list[str]:
+    return [row.token_hash for row in connection.execute(select(admin_tokens.c.token_hash))]
+
+
+def meta_value(connection: Connection, name: str) -> str | None:
+    row = connection.execute(select(meta.c.value).where(meta.c.name == name)).first()
+    return row.value if row else None
+
+
+def set_meta_value(connection: Connection, name: str, value: str) -> None:
+    connection.execute(insert(meta).values(name=name, value=value))

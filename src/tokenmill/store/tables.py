@@ -1,0 +1,98 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations under ``migrations/`` create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Integer primary keys autoincrement on SQLite only as INTEGER; BigInteger elsewhere.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # active | disabled
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("disabled_at_ms", BigInteger),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_prefix", String(16), nullable=False),
+    Column("models", Text),  # JSON list of allowed model ids; NULL = every model
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger),
+    Column("revoked_at_ms", BigInteger),
+    Index("ix_api_keys_account", "account_id"),
+)
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("deployment", String(200), nullable=False),
+    Column("engine", String(200), nullable=False),
+    Column("endpoint", String(32), nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # ok | error | cancelled
+    Column("http_status", Integer, nullable=False),
+    Column("error_type", String(64)),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("ttft_ms", Integer),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_usage_account_started", "account_id", "started_at_ms"),
+    Index("ix_usage_key_started", "key_id", "started_at_ms"),
+    Index("ix_usage_model_started", "model", "started_at_ms"),
+    Index("ix_usage_started", "started_at_ms"),
+)
+
+# The change sequence: every change to accounts or keys made outside the hot path appends a
+# row; a running gateway follows it to refresh its in-memory state within a second.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("entity", String(16), nullable=False),  # account | key
+    Column("entity_id", String(40), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)

@@ -1,0 +1,59 @@
+"""Usage records: written in groups by the commit writer, read by the admin API and CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+
+from tokenmill.retail.metering import UsageRecord
+from tokenmill.store.tables import usage_records
+
+_FIELDS = [f.name for f in fields(UsageRecord)]
+
+
+def insert_records(connection: Connection, records: Sequence[UsageRecord]) -> None:
+    assert records
+    connection.execute(insert(usage_records), [asdict(record) for record in records])
+
+
+def _record(row: Any) -> UsageRecord:
+    values = {name: getattr(row, name) for name in _FIELDS}
+    values["estimated"] = bool(values["estimated"])
+    return UsageRecord(**values)
+
+
+def query_records(
+    connection: Connection,
+    *,
+    account_id: str | None = None,
+    key_id: str | None = None,
+    model: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int = 1000,
+) -> list[UsageRecord]:
+    """Records matching every given filter, newest first; ``until_ms`` is exclusive."""
+    query = select(usage_records).order_by(
+        usage_records.c.started_at_ms.desc(), usage_records.c.request_id
+    )
+    if account_id is not None:
+        query = query.where(usage_records.c.account_id == account_id)
+    if key_id is not None:
+        query = query.where(usage_records.c.key_id == key_id)
+    if model is not None:
+        query = query.where(usage_records.c.model == model)
+    if since_ms is not None:
+        query = query.where(usage_records.c.started_at_ms >= since_ms)
+    if until_ms is not None:
+        query = query.where(usage_records.c.started_at_ms < until_ms)
+    return [_record(row) for row in connection.execute(query.limit(limit))]
+
+
+def record_by_request_id(connection: Connection, request_id: str) -> UsageRecord | None:
+    row = connection.execute(
+        select(usage_records).where(usage_records.c.request_id == request_id)
+    ).first()
+    return _record(row) if row else None

@@ -1,0 +1,114 @@
+"""Token counts of a request: the engine's reported usage, or a local count (pure).
+
+Shared by the engines (which report usage) and metering (which records it).
+
+Pure: no I/O. An OpenAI-style stream may carry ``"usage": null`` in ordinary chunks and some
+servers send running totals, so the last non-null usage wins (never a sum). When an engine
+gives no usage (a stream cut, cancelled, or a server that never sends it) the relayed text is
+counted locally and the record is marked estimated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# Per message: role and separators of a typical chat template, counted like OpenAI's guide.
+CHAT_TOKENS_PER_MESSAGE = 4
+CHAT_TOKENS_PER_REPLY = 3
+
+
+def count_text_tokens(text: str) -> int:
+    """A local token count: words and punctuation marks (about one BPE token each)."""
+    return len(_WORD.findall(text))
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return " ".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def count_chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    total = CHAT_TOKENS_PER_REPLY
+    for message in messages:
+        total += CHAT_TOKENS_PER_MESSAGE + count_text_tokens(_content_text(message.get("content")))
+        name = message.get("name")
+        if isinstance(name, str):
+            total += count_text_tokens(name)
+    return total
+
+
+def count_prompt_tokens(prompt: str | list[str]) -> int:
+    if isinstance(prompt, str):
+        return max(1, count_text_tokens(prompt))
+    return sum(max(1, count_text_tokens(p)) for p in prompt)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+def parse_usage(usage: Any) -> TokenCounts | None:
+    """OpenAI ``usage`` object -> counts; None when absent or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens", 0)
+    if not _is_count(prompt) or not _is_count(completion):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
+    return TokenCounts(prompt, completion, cached if _is_count(cached) else 0)
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+@dataclass
+class Meter:
+    """What one request used, filled in while it runs.
+
+    ``reported`` is the engine's last non-null usage; ``*_estimate`` are local counts used
+    only when no usage was reported.
+    """
+
+    prompt_tokens_estimate: int = 0
+    completion_tokens_estimate: int = 0
+    reported: TokenCounts | None = None
+    first_token_at_ns: int | None = None
+
+    def report(self, counts: TokenCounts) -> None:
+        self.reported = counts  # the last one wins: running totals are not summed
+
+    def counts(self) -> tuple[TokenCounts, bool]:
+        """(counts, estimated)."""
+        if self.reported is not None:
+            return self.reported, False
+        estimate = TokenCounts(self.prompt_tokens_estimate, self.completion_tokens_estimate)
+        return estimate, True
+
+
+def embedding_inputs(inputs: Any) -> list[Any]:
+    """The items of an embeddings ``input``: one string, strings, one or many token arrays."""
+    if isinstance(inputs, str):
+        return [inputs]
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], int):
+        return [inputs]
+    return list(inputs) if isinstance(inputs, list) else []
+
+
+def count_embedding_tokens(inputs: Any) -> int:
+    return sum(
+        count_prompt_tokens(item) if isinstance(item, str) else len(item)
+        for item in embedding_inputs(inputs)
+    )
