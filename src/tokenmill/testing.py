@@ -1,0 +1,254 @@
+"""Test support: a fake OpenAI-compatible upstream (the far side of a network, never our own
+code) and servers run on loopback in a background thread.
+
+The fake upstream picks its behaviour from the model name it is asked for, so one server
+covers every case:
+
+| model          | behaviour                                                          |
+| -------------- | ------------------------------------------------------------------ |
+| `fake`         | a normal answer; streams end with a usage chunk when asked        |
+| `fake-nousage` | no usage anywhere (like llama.cpp's server in streams)            |
+| `fake-running` | every stream chunk carries running usage totals                   |
+| `fake-500`     | HTTP 500 with an OpenAI error body                                 |
+| `fake-429`     | HTTP 429 with an OpenAI error body                                 |
+| `fake-400`     | HTTP 400 with an OpenAI error body                                 |
+| `fake-hang`    | waits `hang_s` before answering anything                           |
+| `fake-garbage` | a 200 with a body that is not JSON (or not SSE, for streams)      |
+| `fake-cut`     | streams: half the tokens, then the connection closes, no [DONE]   |
+| `fake-slow`    | streams: one token every `slow_s`                                  |
+
+Output: ``max_tokens`` (or ``max_completion_tokens``, default 16) tokens, token i is word
+i of a fixed list plus a space; prompt tokens are the whitespace words of the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+FAKE_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a daemon thread (a context manager)."""
+
+    def __init__(self, app: ASGIApp, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            loop="asyncio",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the server thread died while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start within 20 s")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+@dataclass
+class FakeUpstreamState:
+    """What the fake upstream saw; tests compare it with what the gateway metered."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    hang_s: float = 30.0
+    slow_s: float = 0.05
+    completed_streams: int = 0
+    cancelled_streams: int = 0
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        text = " ".join(
+            m["content"] if isinstance(m.get("content"), str) else "" for m in body["messages"]
+        )
+    elif "input" in body:
+        given = body["input"]
+        text = given if isinstance(given, str) else " ".join(map(str, given))
+    else:
+        prompt = body.get("prompt", "")
+        text = prompt if isinstance(prompt, str) else " ".join(prompt)
+    return max(1, len(text.split()))
+
+
+def _error(status: int, message: str) -> Response:
+    body = {"error": {"message": message, "type": "fake_error", "param": None, "code": None}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def fake_upstream_app(state: FakeUpstreamState) -> Starlette:
+    async def completions(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        state.requests.append(body)
+        state.headers.append(dict(request.headers))
+        model = body.get("model", "fake")
+        if model == "fake-500":
+            return _error(500, "the fake upstream failed")
+        if model == "fake-429":
+            return _error(429, "the fake upstream is busy")
+        if model == "fake-400":
+            return _error(400, "the fake upstream does not like this request")
+        if model == "fake-hang":
+            await asyncio.sleep(state.hang_s)
+        if model == "fake-garbage":
+            return Response(b"<html>not json", media_type="application/json")
+        chat = request.url.path.endswith("/chat/completions")
+        count = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+        tokens = [FAKE_WORDS[i % len(FAKE_WORDS)] + " " for i in range(count)]
+        prompt = _prompt_tokens(body)
+        if body.get("stream"):
+            return StreamingResponse(
+                _stream(state, model, chat, tokens, prompt, body), media_type="text/event-stream"
+            )
+        return _answer(model, chat, tokens, prompt)
+
+    async def embeddings(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        state.requests.append(body)
+        given = body["input"]
+        items = [given] if isinstance(given, str) else given
+        data = [
+            {"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i in range(len(items))
+        ]
+        prompt = _prompt_tokens(body)
+        usage = {"prompt_tokens": prompt, "total_tokens": prompt}
+        answer = {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+        ]
+    )
+
+
+def _answer(model: str, chat: bool, tokens: list[str], prompt: int) -> Response:
+    text = "".join(tokens)
+    if chat:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "length",
+        }
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": "length"}
+    answer: dict[str, Any] = {
+        "id": "fake-1",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": 1,
+        "model": model,
+        "choices": [choice],
+    }
+    if model != "fake-nousage":
+        answer["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt + len(tokens),
+        }
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+async def _stream(
+    state: FakeUpstreamState,
+    model: str,
+    chat: bool,
+    tokens: list[str],
+    prompt: int,
+    body: dict[str, Any],
+) -> AsyncIterator[bytes]:
+    def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        data = {
+            "id": "fake-1",
+            "object": obj,
+            "created": 1,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+        }
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    def piece(text: str, finish: str | None = None) -> dict[str, Any]:
+        if chat:
+            return {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+        return {"index": 0, "text": text, "finish_reason": finish}
+
+    if model == "fake-garbage":
+        yield b"this is not an event stream\n\n"
+        return
+    try:
+        if chat:
+            yield chunk(
+                [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+            )
+        cut = len(tokens) // 2 if model == "fake-cut" else None
+        for index, token in enumerate(tokens):
+            if cut is not None and index == cut:
+                raise ConnectionAbortedError("fake cut")
+            running = None
+            if model == "fake-running":
+                running = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": index + 1,
+                    "total_tokens": prompt + index + 1,
+                }
+            yield chunk([piece(token)], running)
+            if model == "fake-slow":
+                await asyncio.sleep(state.slow_s)
+        yield chunk([piece("", "length")])
+        options = body.get("stream_options") or {}
+        if options.get("include_usage") and model != "fake-nousage":
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(tokens),
+                "total_tokens": prompt + len(tokens),
+            }
+            yield chunk([], usage)
+        yield b"data: [DONE]\n\n"
+        state.completed_streams += 1
+    except asyncio.CancelledError:
+        state.cancelled_streams += 1
+        raise
