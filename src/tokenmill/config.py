@@ -127,7 +127,10 @@ def parse_config(data: Any, *, source: str = "configuration") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        path = ".".join(str(part) for part in first["loc"] if part not in ("sim", "openai"))
+        loc = list(first["loc"])
+        if len(loc) > 2 and loc[0] == "engines" and loc[2] in ("sim", "openai"):
+            del loc[2]  # the discriminator's tag, not a field the user wrote
+        path = ".".join(str(part) for part in loc)
         message = first["msg"].removeprefix("Value error, ")
         if path:
             message = f"{path}: {message}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Annotated
 
@@ -88,6 +89,9 @@ def serve(
     if first is not None:
         typer.echo(banner(first, settings))
     sys.stdout.flush()
+    # uvicorn drains on SIGTERM, then raises the signal again for the previous handler; a
+    # no-op handler there lets a drained gateway exit 0, as a supervisor expects.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     uvicorn.run(
         app,
         host=host,

@@ -61,6 +61,7 @@ class SimScheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.steps_count = 0
+        self.modeled_s = 0.0  # the GPU time the model says all steps so far took
 
     @property
     def running_count(self) -> int:
@@ -120,6 +121,7 @@ class SimScheduler:
             deadline = max(deadline, loop.time() - 0.05) + step_s * self._time_scale
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.steps_count += 1
+            self.modeled_s += step_s
             for job in self._running:
                 self._emit(job)
             self._running = [

@@ -1,0 +1,213 @@
+"""The store on SQLite and PostgreSQL: migrations, the group commit, the change sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import pytest
+from sqlalchemy import Engine, inspect, text
+
+from tokenmill.access import service
+from tokenmill.access.follower import apply_changes, fetch_changes, load_directory
+from tokenmill.access.keys import hash_secret
+from tokenmill.errors import Conflict, NotFound, Unavailable
+from tokenmill.retail.metering import UsageRecord
+from tokenmill.store.database import open_engine
+from tokenmill.store.group_commit import GroupCommitWriter
+from tokenmill.store.usage import query_records, record_by_request_id
+
+
+def record(
+    index: int, *, account: str = "acct_a", model: str = "m", at_ms: int = 1000
+) -> UsageRecord:
+    return UsageRecord(
+        request_id=f"req_{index:06d}_{secrets.token_hex(4)}",
+        account_id=account,
+        key_id="key_a",
+        model=model,
+        deployment="d",
+        engine="e",
+        endpoint="chat",
+        prompt_tokens=index,
+        completion_tokens=2 * index,
+        cached_tokens=0,
+        estimated=False,
+        status="ok",
+        http_status=200,
+        error_type=None,
+        started_at_ms=at_ms + index,
+        ttft_ms=1,
+        duration_ms=2,
+    )
+
+
+class TestMigrations:
+    def test_opening_twice_migrates_once_and_keeps_rows(self, database_url: str) -> None:
+        """A second open finds the schema at head and the rows of the first."""
+        first = open_engine(database_url)
+        service.create_account(first, "acme")
+        first.dispose()
+        second = open_engine(database_url)
+        try:
+            tables = set(inspect(second).get_table_names())
+            assert {"accounts", "api_keys", "usage_records", "changes", "meta"} <= tables
+            assert service.find_account(second, "acme").name == "acme"
+        finally:
+            second.dispose()
+
+
+class TestGroupCommit:
+    def test_every_submitted_record_is_readable_once_submit_returns(self, store: Engine) -> None:
+        """submit returns only after the record is committed: another connection sees it."""
+
+        async def scenario() -> None:
+            writer = GroupCommitWriter(store, queue_count_max=1000, batch_count_max=100)
+            writer.start()
+            one = record(1)
+            await writer.submit(one)
+            with store.connect() as connection:
+                assert record_by_request_id(connection, one.request_id) == one
+            await writer.close()
+
+        asyncio.run(scenario())
+
+    def test_concurrent_submits_share_commits(self, store: Engine) -> None:
+        """500 requests at once: all committed, in far fewer commits than records."""
+
+        async def scenario() -> GroupCommitWriter:
+            writer = GroupCommitWriter(store, queue_count_max=10_000, batch_count_max=1000)
+            writer.start()
+            await asyncio.gather(*(writer.submit(record(i)) for i in range(500)))
+            await writer.close()
+            return writer
+
+        writer = asyncio.run(scenario())
+        with store.connect() as connection:
+            assert len(query_records(connection, limit=10_000)) == 500
+        assert writer.records_count == 500
+        assert writer.commits_count < 100
+
+    def test_a_failing_store_answers_unavailable_and_the_writer_goes_on(
+        self, store: Engine
+    ) -> None:
+        """A commit that fails raises Unavailable in its requests; the next commit works."""
+
+        async def scenario() -> None:
+            writer = GroupCommitWriter(store, queue_count_max=100, batch_count_max=10)
+            writer.start()
+            with store.begin() as connection:
+                connection.execute(text("ALTER TABLE usage_records RENAME TO usage_hidden"))
+            with pytest.raises(Unavailable):
+                await writer.submit(record(1))
+            with store.begin() as connection:
+                connection.execute(text("ALTER TABLE usage_hidden RENAME TO usage_records"))
+            await writer.submit(record(2))
+            await writer.close()
+
+        asyncio.run(scenario())
+        with store.connect() as connection:
+            assert [r.prompt_tokens for r in query_records(connection)] == [2]
+
+    def test_close_commits_what_is_queued(self, store: Engine) -> None:
+        """Records submitted before close are all committed by the time close returns."""
+
+        async def scenario() -> None:
+            writer = GroupCommitWriter(store, queue_count_max=1000, batch_count_max=7)
+            writer.start()
+            tasks = [asyncio.create_task(writer.submit(record(i))) for i in range(50)]
+            await asyncio.sleep(0)
+            await writer.close()
+            await asyncio.gather(*tasks)
+
+        asyncio.run(scenario())
+        with store.connect() as connection:
+            assert len(query_records(connection, limit=100)) == 50
+
+
+class TestUsageQueries:
+    def test_filters_select_exactly_the_matching_records(self, store: Engine) -> None:
+        """Account, model and the half-open time window each narrow the result."""
+
+        async def fill() -> None:
+            writer = GroupCommitWriter(store, queue_count_max=100, batch_count_max=100)
+            writer.start()
+            for i in range(6):
+                await writer.submit(
+                    record(
+                        i,
+                        account="acct_a" if i % 2 else "acct_b",
+                        model="x" if i < 3 else "y",
+                        at_ms=10_000,
+                    )
+                )
+            await writer.close()
+
+        asyncio.run(fill())
+        with store.connect() as connection:
+            by_account = query_records(connection, account_id="acct_a")
+            assert sorted(r.prompt_tokens for r in by_account) == [1, 3, 5]
+            by_model = query_records(connection, model="y")
+            assert sorted(r.prompt_tokens for r in by_model) == [3, 4, 5]
+            window = query_records(connection, since_ms=10_002, until_ms=10_004)
+            assert sorted(r.prompt_tokens for r in window) == [2, 3]
+            newest_first = query_records(connection)
+            assert [r.prompt_tokens for r in newest_first] == [5, 4, 3, 2, 1, 0]
+
+
+class TestChangeSequence:
+    def test_a_follower_sees_keys_made_revoked_and_accounts_disabled(self, store: Engine) -> None:
+        """Each write appends a change; applying them keeps the directory exact."""
+        directory = load_directory(store)
+        account = service.create_account(store, "acme")
+        made = service.create_key(store, account.id, name="k1")
+        batch = fetch_changes(store, directory.seq)
+        assert batch is not None
+        apply_changes(directory, batch)
+        grant = directory.lookup(hash_secret(made.secret))
+        assert grant is not None and grant.account_active
+        service.set_account_status(store, "acme", "disabled")
+        batch = fetch_changes(store, directory.seq)
+        assert batch is not None
+        apply_changes(directory, batch)
+        grant = directory.lookup(hash_secret(made.secret))
+        assert grant is not None and not grant.account_active
+        service.revoke_key(store, made.row.id)
+        batch = fetch_changes(store, directory.seq)
+        assert batch is not None
+        apply_changes(directory, batch)
+        assert directory.lookup(hash_secret(made.secret)) is None
+        assert fetch_changes(store, directory.seq) is None
+
+    def test_a_fresh_directory_loads_only_live_keys(self, store: Engine) -> None:
+        """Revoked keys are not loaded at start; live ones are."""
+        account = service.create_account(store, "acme")
+        live = service.create_key(store, account.id)
+        dead = service.create_key(store, account.id)
+        service.revoke_key(store, dead.row.id)
+        directory = load_directory(store)
+        assert directory.lookup(hash_secret(live.secret)) is not None
+        assert directory.lookup(hash_secret(dead.secret)) is None
+        assert len(directory) == 1
+
+
+class TestAccountsService:
+    def test_names_are_unique_and_lookups_say_what_is_missing(self, store: Engine) -> None:
+        """A duplicate name is a Conflict; an unknown account or key is NotFound."""
+        service.create_account(store, "acme")
+        with pytest.raises(Conflict):
+            service.create_account(store, "acme")
+        with pytest.raises(NotFound):
+            service.find_account(store, "nobody")
+        with pytest.raises(NotFound):
+            service.revoke_key(store, "key_missing")
+
+    def test_the_first_start_happens_once(self, store: Engine) -> None:
+        """first_start makes an admin token and a demo key once; later calls return None."""
+        first = service.first_start(store, make_admin_token=True)
+        assert first is not None and first.admin_token is not None
+        assert first.demo_key.startswith("tm-")
+        assert service.first_start(store, make_admin_token=True) is None
+        assert hash_secret(first.admin_token) in service.admin_token_hashes(store)
+        keys = service.list_keys(store, "demo")
+        assert [k.key_hash for k in keys] == [hash_secret(first.demo_key)]
