@@ -85,7 +85,7 @@ def _chat(url: str, key: str, stream: bool) -> httpx.Response:
 
 class TestKill:
     def test_every_answer_a_client_received_survives_a_kill_9(self, tmp_path: Path) -> None:
-        """Clients hammer the gateway; kill -9 mid-load; every fully received answer has its record."""
+        """Clients load the gateway; kill -9; every fully received answer has its record."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         received: list[str] = []
