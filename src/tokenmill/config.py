@@ -35,7 +35,6 @@ class Limits(_Frozen):
     embedding_inputs_count_max: int = Field(2048, ge=1)
     timeout_s_connect: float = Field(5.0, gt=0)
     timeout_s_read: float = Field(120.0, gt=0)
-    stream_idle_s_max: float = Field(60.0, gt=0)
     upstream_connections_max: int = Field(256, ge=1)
     commit_queue_count_max: int = Field(100_000, ge=1)
     commit_batch_count_max: int = Field(2_000, ge=1)
