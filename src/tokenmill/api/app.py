@@ -50,12 +50,18 @@ class GatewayApp:
         if scope["type"] != "http":
             await self._router(scope, receive, send)
             return
-        handler = self._hot.get(scope["path"]) or self._router
+        hot = self._hot.get(scope["path"])
+        handler = hot or self._router
+        # The hot path makes its own request id; other routes get one here.
+        stamp = None if hot else (b"x-request-id", new_request_id().encode())
         started = False
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if stamp is not None:
+                    message["headers"] = [*message.get("headers", ()), stamp]
             await send(message)
 
         try:
