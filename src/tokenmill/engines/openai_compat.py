@@ -121,13 +121,13 @@ class OpenAIBackend:
                 if response.status != 200:
                     raise await _status_error(self.engine, response)
                 raw = await response.read()
-        call.meter.first_token_at_ns = time.perf_counter_ns()
         try:
             answer = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"upstream {self.engine} answered with invalid JSON") from exc
         if not isinstance(answer, dict):
             raise UpstreamError(f"upstream {self.engine} answered with a non-object JSON body")
+        call.meter.first_token_at_ns = time.perf_counter_ns()
         counts = parse_usage(answer.get("usage"))
         if counts is not None:
             call.meter.report(counts)
