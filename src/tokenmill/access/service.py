@@ -61,8 +61,16 @@ def create_account(engine: Engine, name: str) -> rows.AccountRow:
     return account
 
 
+def check_ref(value: str, param: str) -> str:
+    """An id or name given to look something up: text a database can store, bounded."""
+    if not isinstance(value, str) or not 0 < len(value) <= 200 or "\x00" in value:
+        raise InvalidRequest(f"{param} must be 1-200 characters of text", param=param)
+    return value
+
+
 def find_account(engine: Engine, ref: str) -> rows.AccountRow:
     """The account whose id or name is ``ref``."""
+    check_ref(ref, "account")
     with engine.connect() as connection:
         account = rows.account_by_id(connection, ref) or rows.account_by_name(connection, ref)
     if account is None:
@@ -97,7 +105,7 @@ def create_key(
     _check_name(name, "name")
     if models is not None and (
         len(models) > MODELS_PER_KEY_MAX
-        or not all(isinstance(m, str) and 0 < len(m) <= 200 for m in models)
+        or not all(isinstance(m, str) and 0 < len(m) <= 200 and "\x00" not in m for m in models)
     ):
         raise InvalidRequest(
             f"models must be a list of at most {MODELS_PER_KEY_MAX} model ids",
@@ -130,6 +138,7 @@ def list_keys(engine: Engine, account_ref: str | None, limit: int = 1000) -> lis
 
 
 def revoke_key(engine: Engine, key_id: str) -> rows.KeyRow:
+    check_ref(key_id, "key_id")
     with write_transaction(engine) as connection:
         if rows.key_by_id(connection, key_id) is None:
             raise NotFound(f"no key '{key_id}'", param="key_id")

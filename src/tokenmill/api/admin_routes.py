@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from tokenmill.access import service
 from tokenmill.access.keys import hash_secret
 from tokenmill.api.gateway import Gateway
+from tokenmill.api.openai_routes import server_error
 from tokenmill.errors import AuthenticationFailed, InvalidRequest, NotFound, TokenmillError
 from tokenmill.store import accounts as rows
 from tokenmill.store.usage import query_records
@@ -151,6 +152,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
         return JSONResponse(body, status_code=error.status_code)
 
     app.add_exception_handler(TokenmillError, tokenmill_error)
+    app.add_exception_handler(500, server_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
 
@@ -245,6 +247,10 @@ def _usage_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
         until: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[Usage]:
+        for value, param in ((key, "key"), (model, "model")):
+            if value is not None:
+                service.check_ref(value, param)
+
         def query() -> list[Usage]:
             account_id = service.find_account(db, account).id if account else None
             with db.connect() as connection:

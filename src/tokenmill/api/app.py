@@ -22,18 +22,12 @@ from starlette.routing import Mount
 from tokenmill.api.admin_routes import create_admin_app
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.openai_routes import error_response, routes
-from tokenmill.api.request_path import OpenAIEndpoint, new_request_id
+from tokenmill.api.openai_routes import ServerError, error_response, routes, server_error
+from tokenmill.api.request_path import OpenAIEndpoint
 from tokenmill.config import Settings
-from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
+from tokenmill.errors import InvalidRequest, NotFound
 
 log = logging.getLogger("tokenmill.api")
-
-
-class _ServerError(TokenmillError):
-    http_status = 500
-    type = "server_error"
-    code = "internal_error"
 
 
 class GatewayApp:
@@ -53,7 +47,7 @@ class GatewayApp:
         hot = self._hot.get(scope["path"])
         handler = hot or self._router
         # The hot path makes its own request id; other routes get one here.
-        stamp = None if hot else (b"x-request-id", new_request_id().encode())
+        stamp = None if hot else (b"x-request-id", self.gateway.request_ids().encode())
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -67,14 +61,14 @@ class GatewayApp:
         try:
             await handler(scope, receive, tracked_send)
         except Exception:
-            request_id = new_request_id()
+            request_id = self.gateway.request_ids()
             log.exception(
                 "unhandled error on %s %s (%s)", scope["method"], scope["path"], request_id
             )
             if not started:
                 await send_error(
                     send,
-                    _ServerError(f"Internal error; it was logged as {request_id}."),
+                    ServerError(f"Internal error; it was logged as {request_id}."),
                     request_id,
                 )
 
@@ -102,7 +96,7 @@ def _router(gateway: Gateway) -> Starlette:
     return Starlette(
         routes=[*routes(gateway), Mount("/admin/v1", app=create_admin_app(gateway))],
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, 500: server_error},
     )
 
 

@@ -13,6 +13,7 @@ from tokenmill.access.directory import KeyDirectory
 from tokenmill.access.follower import apply_changes, fetch_changes, follow_changes, load_directory
 from tokenmill.access.keys import hash_secret
 from tokenmill.api.metrics import GatewayMetrics
+from tokenmill.api.request_path import RequestIds
 from tokenmill.config import Config, ModelConfig, OpenAIEngineConfig, Settings
 from tokenmill.engines.base import Backend
 from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
@@ -65,6 +66,7 @@ class Gateway:
         self.limits = settings.config.limits
         self.models: dict[str, ModelConfig] = dict(settings.config.models)
         self.metrics = GatewayMetrics()
+        self.request_ids = RequestIds()
         self.backends, self._upstreams = build_backends(settings.config, settings.environ)
         self.db: Engine = open_engine(
             settings.database_url, sqlite_synchronous=settings.config.store.sqlite_synchronous
@@ -79,6 +81,7 @@ class Gateway:
             self.db,
             queue_count_max=self.limits.commit_queue_count_max,
             batch_count_max=self.limits.commit_batch_count_max,
+            sqlite_synchronous=settings.config.store.sqlite_synchronous,
         )
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenmill-io")
         self._follower: asyncio.Task[None] | None = None
@@ -95,15 +98,7 @@ class Gateway:
         return all(self.backends[name].simulated for name in self.models[model].deployments)
 
     def observe(self, record: UsageRecord) -> None:
-        metrics = self.metrics
-        metrics.requests.labels(record.model, record.endpoint, record.status).inc()
-        if record.prompt_tokens:
-            metrics.tokens.labels(record.model, "prompt").inc(record.prompt_tokens)
-        if record.completion_tokens:
-            metrics.tokens.labels(record.model, "completion").inc(record.completion_tokens)
-        metrics.latency.labels(record.model).observe(record.duration_ms / 1000)
-        if record.ttft_ms is not None:
-            metrics.ttft.labels(record.model).observe(record.ttft_ms / 1000)
+        self.metrics.of(record.model, record.endpoint, record.status).observe(record)
 
     async def start(self) -> None:
         self.writer.start()

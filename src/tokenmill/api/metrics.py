@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from tokenmill.retail.metering import UsageRecord
 
 _LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -47,3 +51,41 @@ class GatewayMetrics:
             ["endpoint", "http_status"],
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, str], RecordMetrics] = {}
+
+    def of(self, model: str, endpoint: str, status: str) -> RecordMetrics:
+        """The labelled series of one (model, endpoint, status), looked up once, then cached.
+
+        Bounded: models and endpoints come from the configuration, statuses are three.
+        """
+        key = (model, endpoint, status)
+        found = self._children.get(key)
+        if found is None:
+            found = RecordMetrics(
+                requests=self.requests.labels(model, endpoint, status),
+                prompt_tokens=self.tokens.labels(model, "prompt"),
+                completion_tokens=self.tokens.labels(model, "completion"),
+                latency=self.latency.labels(model),
+                ttft=self.ttft.labels(model),
+            )
+            self._children[key] = found
+        return found
+
+
+@dataclass(frozen=True)
+class RecordMetrics:
+    requests: Counter
+    prompt_tokens: Counter
+    completion_tokens: Counter
+    latency: Histogram
+    ttft: Histogram
+
+    def observe(self, record: UsageRecord) -> None:
+        self.requests.inc()
+        if record.prompt_tokens:
+            self.prompt_tokens.inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.completion_tokens.inc(record.completion_tokens)
+        self.latency.observe(record.duration_ms / 1000)
+        if record.ttft_ms is not None:
+            self.ttft.observe(record.ttft_ms / 1000)

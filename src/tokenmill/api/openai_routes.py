@@ -25,6 +25,21 @@ def error_response(error: TokenmillError) -> Response:
     return json_response(error.to_body(), error.http_status)
 
 
+class ServerError(TokenmillError):
+    http_status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+async def server_error(request: Request, _error: Exception) -> Response:
+    """What Starlette's error middleware answers for an unhandled exception: OpenAI's shape.
+
+    The middleware logs the exception itself; every such 500 is a bug.
+    """
+    path = request.url.path
+    return error_response(ServerError(f"Internal error on {path[:200]}; it was logged."))
+
+
 def _model_object(gateway: Gateway, name: str, created_s: int) -> dict[str, Any]:
     model = gateway.models[name]
     simulated = gateway.simulated(name)

@@ -171,7 +171,7 @@ def _check_message(index: int, message: Any) -> None:
     if not isinstance(message, dict):
         raise InvalidRequest(f"{param} must be an object.", param=param)
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"{param}.role must be one of {', '.join(sorted(ROLES))}.", param=f"{param}.role"
         )

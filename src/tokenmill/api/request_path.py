@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -49,8 +50,15 @@ if TYPE_CHECKING:
 MISSING_KEY = "You didn't provide an API key. Send it in the Authorization header: 'Bearer tm-...'."
 
 
-def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+class RequestIds:
+    """Unique request ids, cheaply: a random prefix per gateway and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):010x}"
 
 
 def authenticate(gateway: Gateway, scope: Scope) -> Grant:
@@ -101,7 +109,7 @@ class OpenAIEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway
-        request_id = new_request_id()
+        request_id = gateway.request_ids()
         started_ns = time.perf_counter_ns()
         try:
             if scope["method"] != "POST":

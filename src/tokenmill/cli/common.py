@@ -44,7 +44,7 @@ def database_url(home: str | None, url: str | None) -> str:
 
 @contextmanager
 def store(home: str | None, url: str | None) -> Iterator[Engine]:
-    engine = open_engine(database_url(home, url))
+    engine = run(lambda: open_engine(database_url(home, url)))
     try:
         yield engine
     finally:
@@ -56,7 +56,7 @@ def run(action: Callable[[], T]) -> T:
     try:
         return action()
     except TokenmillError as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error.message}", highlight=False)
+        typer.echo(f"error: {error.message}", err=True)
         raise typer.Exit(1) from error
 
 

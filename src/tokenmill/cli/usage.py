@@ -41,6 +41,9 @@ def usage(
     with store(home, database_url) as engine:
 
         def query() -> list:  # type: ignore[type-arg]
+            for value, param in ((key, "--key"), (model, "--model")):
+                if value is not None:
+                    service.check_ref(value, param)
             account_id = service.find_account(engine, account).id if account else None
             with engine.connect() as connection:
                 return query_records(

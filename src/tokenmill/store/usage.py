@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, select
 
 from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.tables import usage_records
 
 _FIELDS = [f.name for f in fields(UsageRecord)]
+# The group commit writes through the driver directly: one prepared INSERT, rows as tuples.
+record_row = attrgetter(*_FIELDS)
 
 
-def insert_records(connection: Connection, records: Sequence[UsageRecord]) -> None:
-    assert records
-    connection.execute(insert(usage_records), [asdict(record) for record in records])
+def insert_sql(placeholder: str) -> str:
+    """The INSERT of one usage record, with the driver's placeholder (``?`` or ``%s``)."""
+    marks = ", ".join([placeholder] * len(_FIELDS))
+    return f"INSERT INTO usage_records ({', '.join(_FIELDS)}) VALUES ({marks})"
 
 
 def _record(row: Any) -> UsageRecord:

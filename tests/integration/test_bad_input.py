@@ -1,0 +1,434 @@
+"""Bad input against the live gateway: a clear 4xx in OpenAI's error shape, and nothing
+changed (no usage record, nothing sent upstream). Then fuzzing: no input gets a 500."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import strategies
+from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tokenmill.access import service
+from tokenmill.store.usage import query_records
+from tokenmill.testing import FakeUpstreamState
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+EMBEDDINGS = "/v1/embeddings"
+POST_PATHS = (CHAT, COMPLETIONS, EMBEDDINGS)
+HELLO = [{"role": "user", "content": "hello there"}]
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
+    """``response`` is ``status`` with the OpenAI error body and a request id; the error."""
+    assert response.status_code == status, response.text
+    assert response.headers.get("x-request-id"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["type"], str) and error["type"], error
+    assert error["param"] is None or isinstance(error["param"], str), error
+    assert error["code"] is None or isinstance(error["code"], str), error
+    assert error["param"] == param, error
+    return error
+
+
+def usage_count(live: LiveGateway) -> int:
+    with live.db.connect() as connection:
+        return len(query_records(connection, limit=100_000))
+
+
+@dataclass
+class Shared:
+    """One gateway for the whole table (bad input changes nothing, so cases cannot interfere)."""
+
+    live: LiveGateway
+    upstream: FakeUpstreamState
+    keys: dict[str, str]
+    client: httpx.Client
+
+
+def _wait_for_status(live: LiveGateway, secret: str, status: int, within_s: float = 2.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        answer = httpx.get(live.url + "/v1/models", headers={"Authorization": f"Bearer {secret}"})
+        if answer.status_code == status:
+            return
+        assert time.monotonic() < deadline, f"still {answer.status_code}, not {status}"
+        time.sleep(0.02)
+
+
+def _make_keys(live: LiveGateway) -> dict[str, str]:
+    """A good key and one of every kind of bad key, each already seen by the gateway."""
+    keys = {"good": live.new_key("acme")[0], "unknown": "tm-" + "x" * 32}
+    keys["restricted"] = live.new_key("acme", models=["sim-chat"])[0]
+    keys["revoked"], revoked_id, _ = live.new_key("acme", name="gone")
+    service.revoke_key(live.db, revoked_id)
+    live.wait_for_key(keys["revoked"], known=False)
+    keys["disabled"] = live.new_key("suspended")[0]
+    service.set_account_status(live.db, "suspended", "disabled")
+    _wait_for_status(live, keys["disabled"], 403)
+    # Last, so that its short life is spent waiting here only once.
+    expires_at_ms = time.time_ns() // 1_000_000 + 1500
+    keys["expired"] = live.new_key("acme", name="short", expires_at_ms=expires_at_ms)[0]
+    time.sleep(max(0.0, (expires_at_ms + 50) / 1000 - time.time()))
+    return keys
+
+
+@pytest.fixture(scope="module")
+def shared(
+    fake_upstream: tuple[str, FakeUpstreamState], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Shared]:
+    home = tmp_path_factory.mktemp("bad-input")
+    url = f"sqlite:///{home / 'tokenmill.db'}"
+    with (
+        live_gateway(url, gateway_config(fake_upstream[0]), home) as live,
+        httpx.Client(base_url=live.url, timeout=10) as client,
+    ):
+        yield Shared(live, fake_upstream[1], _make_keys(live), client)
+
+
+def post_and_check_nothing_changed(
+    shared: Shared, method: str, path: str, headers: dict[str, str], content: bytes
+) -> httpx.Response:
+    """Send one request; assert it left no usage record and sent nothing upstream."""
+    records_before = usage_count(shared.live)
+    upstream_before = len(shared.upstream.requests)
+    response = shared.client.request(method, path, headers=headers, content=content)
+    assert usage_count(shared.live) == records_before
+    assert len(shared.upstream.requests) == upstream_before
+    return response
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    """A chat body for the upstream model (bad input must never reach it), fields replaced."""
+    return {"model": "fake", "messages": HELLO, **fields}
+
+
+def completion(**fields: Any) -> dict[str, Any]:
+    return {"model": "fake", "prompt": "hello there", **fields}
+
+
+def embedding(**fields: Any) -> dict[str, Any]:
+    return {"model": "fake-embed", "input": "hello there", **fields}
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    return chat(messages=[{"role": "user", "content": "hi", **fields}])
+
+
+# (path, body: a dict sent as JSON or raw bytes, status, param)
+BAD_BODIES = [
+    pytest.param(CHAT, b'{"model": "fake", "messages": [', 400, None, id="malformed-json"),
+    pytest.param(CHAT, b"", 400, None, id="empty-body"),
+    pytest.param(CHAT, b'[{"model": "fake"}]', 400, None, id="json-array"),
+    pytest.param(CHAT, b'"hello"', 400, None, id="json-string"),
+    pytest.param(CHAT, b"\xff\xfe{}", 400, None, id="not-utf8"),
+    pytest.param(CHAT, chat(model=7), 400, "model", id="model-not-a-string"),
+    pytest.param(CHAT, {"messages": HELLO}, 400, "model", id="model-missing"),
+    pytest.param(CHAT, chat(messages="hello"), 400, "messages", id="messages-not-a-list"),
+    pytest.param(CHAT, chat(messages=[]), 400, "messages", id="messages-empty"),
+    pytest.param(CHAT, chat(messages=["hello"]), 400, "messages.[0]", id="message-not-object"),
+    pytest.param(
+        CHAT, chat(messages=[{"content": "hi"}]), 400, "messages.[0].role", id="message-no-role"
+    ),
+    pytest.param(CHAT, message(role="wizard"), 400, "messages.[0].role", id="role-unknown"),
+    pytest.param(CHAT, message(role=["user"]), 400, "messages.[0].role", id="role-a-list"),
+    pytest.param(CHAT, message(role={"user": 1}), 400, "messages.[0].role", id="role-an-object"),
+    pytest.param(CHAT, message(content=5), 400, "messages.[0].content", id="content-a-number"),
+    pytest.param(
+        CHAT,
+        chat(messages=[{"role": "user"}]),
+        400,
+        "messages.[0].content",
+        id="content-missing",
+    ),
+    pytest.param(
+        CHAT,
+        chat(messages=[*HELLO, {"role": "user", "content": {"text": "hi"}}]),
+        400,
+        "messages.[1].content",
+        id="second-content-an-object",
+    ),
+    pytest.param(CHAT, chat(stream="yes"), 400, "stream", id="stream-yes"),
+    pytest.param(
+        CHAT,
+        chat(stream_options={"include_usage": True}),
+        400,
+        "stream_options",
+        id="stream-options-without-stream",
+    ),
+    pytest.param(
+        CHAT,
+        chat(stream=True, stream_options="usage"),
+        400,
+        "stream_options",
+        id="stream-options-a-string",
+    ),
+    pytest.param(
+        CHAT,
+        chat(stream=True, stream_options={"include_usage": "yes"}),
+        400,
+        "stream_options.include_usage",
+        id="include-usage-yes",
+    ),
+    pytest.param(CHAT, chat(max_tokens=0), 400, "max_tokens", id="max-tokens-0"),
+    pytest.param(CHAT, chat(max_tokens=-1), 400, "max_tokens", id="max-tokens-minus-1"),
+    pytest.param(CHAT, chat(max_tokens="10"), 400, "max_tokens", id="max-tokens-a-string"),
+    pytest.param(CHAT, chat(max_tokens=1.5), 400, "max_tokens", id="max-tokens-1.5"),
+    pytest.param(CHAT, chat(max_tokens=True), 400, "max_tokens", id="max-tokens-true"),
+    pytest.param(
+        CHAT, chat(max_tokens=131_073), 400, "max_tokens", id="max-tokens-over-the-context"
+    ),
+    pytest.param(
+        CHAT,
+        chat(max_completion_tokens=0),
+        400,
+        "max_completion_tokens",
+        id="max-completion-tokens-0",
+    ),
+    pytest.param(CHAT, chat(n=2), 400, "n", id="n-2"),
+    pytest.param(CHAT, chat(stop=["a", "b", "c", "d", "e"]), 400, "stop", id="stop-5-entries"),
+    pytest.param(CHAT, chat(stop=""), 400, "stop", id="stop-empty-string"),
+    pytest.param(CHAT, chat(stop=["a", ""]), 400, "stop", id="stop-an-empty-entry"),
+    pytest.param(CHAT, chat(stop=5), 400, "stop", id="stop-a-number"),
+    pytest.param(CHAT, chat(temperature="hot"), 400, "temperature", id="temperature-hot"),
+    pytest.param(CHAT, chat(temperature=True), 400, "temperature", id="temperature-true"),
+    pytest.param(CHAT, chat(top_p=[1]), 400, "top_p", id="top-p-a-list"),
+    pytest.param(CHAT, chat(seed=1.5), 400, "seed", id="seed-1.5"),
+    pytest.param(CHAT, chat(user=5), 400, "user", id="user-a-number"),
+    pytest.param(COMPLETIONS, completion(prompt=5), 400, "prompt", id="prompt-a-number"),
+    pytest.param(COMPLETIONS, {"model": "fake"}, 400, "prompt", id="prompt-missing"),
+    pytest.param(COMPLETIONS, completion(prompt=[]), 400, "prompt", id="prompt-empty-list"),
+    pytest.param(COMPLETIONS, completion(prompt=["a", "b"]), 400, "prompt", id="two-prompts"),
+    pytest.param(COMPLETIONS, completion(echo=True), 400, "echo", id="echo"),
+    pytest.param(COMPLETIONS, completion(best_of=2), 400, "best_of", id="best-of-2"),
+    pytest.param(
+        COMPLETIONS, completion(max_tokens=0), 400, "max_tokens", id="completion-max-tokens-0"
+    ),
+    pytest.param(EMBEDDINGS, embedding(input=[]), 400, "input", id="input-empty-list"),
+    pytest.param(EMBEDDINGS, embedding(input=""), 400, "input", id="input-empty-string"),
+    pytest.param(EMBEDDINGS, embedding(input=[[]]), 400, "input", id="input-empty-token-array"),
+    pytest.param(EMBEDDINGS, embedding(input=None), 400, "input", id="input-missing"),
+    pytest.param(EMBEDDINGS, embedding(input=["a", 1]), 400, "input", id="input-mixed"),
+    pytest.param(EMBEDDINGS, embedding(input=[-1]), 400, "input", id="input-negative-token"),
+    pytest.param(
+        EMBEDDINGS,
+        embedding(encoding_format="hex"),
+        400,
+        "encoding_format",
+        id="encoding-format-hex",
+    ),
+    pytest.param(EMBEDDINGS, embedding(dimensions=0), 400, "dimensions", id="dimensions-0"),
+    pytest.param(
+        EMBEDDINGS, embedding(dimensions="8"), 400, "dimensions", id="dimensions-a-string"
+    ),
+    pytest.param(CHAT, chat(model="gpt-nope"), 404, "model", id="unknown-model-chat"),
+    pytest.param(
+        EMBEDDINGS, embedding(model="gpt-nope"), 404, "model", id="unknown-model-embeddings"
+    ),
+    pytest.param(EMBEDDINGS, embedding(model="fake"), 400, "model", id="chat-model-embeddings"),
+    pytest.param(CHAT, chat(model="fake-embed"), 400, "model", id="embedding-model-chat"),
+    pytest.param(
+        COMPLETIONS,
+        completion(model="fake-embed"),
+        400,
+        "model",
+        id="embedding-model-completions",
+    ),
+]
+
+
+class TestBadBodies:
+    @pytest.mark.parametrize(("path", "body", "status", "param"), BAD_BODIES)
+    def test_a_bad_body_gets_a_clear_error_and_changes_nothing(
+        self, shared: Shared, path: str, body: dict[str, Any] | bytes, status: int, param: str
+    ) -> None:
+        """Each bad body gets its exact status and an OpenAI error naming the bad field."""
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        headers = {
+            "Authorization": f"Bearer {shared.keys['good']}",
+            "Content-Type": "application/json",
+        }
+        response = post_and_check_nothing_changed(shared, "POST", path, headers, content)
+        error = assert_openai_error(response, status, param)
+        if status == 404:
+            assert error["code"] == "model_not_found"
+        else:
+            assert error["type"] == "invalid_request_error"
+
+    def test_a_valid_body_on_the_same_gateway_is_metered(self, shared: Shared) -> None:
+        """The control case: a good request does write a record, so the checks above can fail."""
+        before = usage_count(shared.live)
+        response = shared.client.post(
+            CHAT,
+            headers={"Authorization": f"Bearer {shared.keys['good']}"},
+            json=chat(max_tokens=2),
+        )
+        assert response.status_code == 200, response.text
+        assert usage_count(shared.live) == before + 1
+
+
+# The Authorization header; {good}, {revoked}, ... stand for the keys made by _make_keys.
+BAD_AUTH = [
+    pytest.param(None, 401, "missing_api_key", id="no-header"),
+    pytest.param("", 401, "missing_api_key", id="empty-header"),
+    pytest.param("Bearer", 401, "missing_api_key", id="bearer-without-key"),
+    pytest.param("Basic dXNlcjpwYXNz", 401, "missing_api_key", id="basic-scheme"),
+    pytest.param("{good}", 401, "missing_api_key", id="key-without-scheme"),
+    pytest.param("Bearer {unknown}", 401, "invalid_api_key", id="unknown-key"),
+    pytest.param("Bearer {good}x", 401, "invalid_api_key", id="key-with-extra-character"),
+    pytest.param("Bearer {revoked}", 401, "invalid_api_key", id="revoked-key"),
+    pytest.param("Bearer {expired}", 401, "expired_api_key", id="expired-key"),
+    pytest.param("Bearer {disabled}", 403, "account_disabled", id="disabled-account"),
+    pytest.param("Bearer {restricted}", 403, "model_not_allowed", id="model-not-allowed"),
+]
+
+
+class TestBadKeys:
+    @pytest.mark.parametrize(("authorization", "status", "code"), BAD_AUTH)
+    def test_a_bad_key_is_refused_before_anything_happens(
+        self, shared: Shared, authorization: str | None, status: int, code: str
+    ) -> None:
+        """A missing, malformed, unknown, revoked, expired, disabled or restricted key."""
+        headers = {"Content-Type": "application/json"}
+        if authorization is not None:
+            headers["Authorization"] = authorization.format(**shared.keys)
+        response = post_and_check_nothing_changed(
+            shared, "POST", CHAT, headers, orjson.dumps(chat(max_tokens=2))
+        )
+        param = "model" if code == "model_not_allowed" else None
+        assert assert_openai_error(response, status, param)["code"] == code
+
+    def test_a_restricted_key_still_uses_its_allowed_model(self, shared: Shared) -> None:
+        """The control case for the allow-list: the listed model answers."""
+        response = httpx.post(
+            shared.live.url + CHAT,
+            headers={"Authorization": f"Bearer {shared.keys['restricted']}"},
+            json={"model": "sim-chat", "messages": HELLO, "max_tokens": 2},
+        )
+        assert response.status_code == 200, response.text
+
+
+class TestBadRoutes:
+    @pytest.mark.parametrize(
+        ("method", "path", "status"),
+        [
+            pytest.param("GET", CHAT, 400, id="get-chat"),
+            pytest.param("GET", EMBEDDINGS, 400, id="get-embeddings"),
+            pytest.param("PUT", COMPLETIONS, 400, id="put-completions"),
+            pytest.param("POST", "/v1/chat/completion", 404, id="unknown-path-post"),
+            pytest.param("GET", "/v2/models", 404, id="unknown-path-get"),
+        ],
+    )
+    def test_a_wrong_method_or_path_gets_an_openai_error(
+        self, shared: Shared, method: str, path: str, status: int
+    ) -> None:
+        """GET on a POST endpoint is a 400; an unknown path a 404; both in OpenAI's shape."""
+        headers = {"Authorization": f"Bearer {shared.keys['good']}"}
+        response = post_and_check_nothing_changed(
+            shared, method, path, headers, orjson.dumps(chat())
+        )
+        assert_openai_error(response, status)
+
+
+class TestOversizedBodies:
+    @pytest.fixture
+    def small(
+        self, fake_upstream: tuple[str, FakeUpstreamState], tmp_path: Path
+    ) -> Iterator[Shared]:
+        config = gateway_config(fake_upstream[0], request_body_bytes_max=1024)
+        with (
+            live_gateway(f"sqlite:///{tmp_path / 'small.db'}", config, tmp_path) as live,
+            httpx.Client(base_url=live.url, timeout=10) as client,
+        ):
+            yield Shared(live, fake_upstream[1], {"good": live.new_key()[0]}, client)
+
+    def _body(self, size: int) -> bytes:
+        body = orjson.dumps(chat(messages=[{"role": "user", "content": "x" * size}]))
+        return body
+
+    def test_a_body_over_the_limit_gets_413(self, small: Shared) -> None:
+        """A Content-Length over request_body_bytes_max is refused with 413."""
+        headers = {"Authorization": f"Bearer {small.keys['good']}"}
+        response = post_and_check_nothing_changed(small, "POST", CHAT, headers, self._body(2000))
+        assert assert_openai_error(response, 413)["code"] == "request_too_large"
+
+    def test_a_chunked_body_over_the_limit_gets_413(self, small: Shared) -> None:
+        """A body without Content-Length is counted as it arrives and refused past the limit."""
+        body = self._body(3000)
+        records_before = usage_count(small.live)
+        upstream_before = len(small.upstream.requests)
+        response = httpx.post(
+            small.live.url + CHAT,
+            headers={"Authorization": f"Bearer {small.keys['good']}"},
+            content=iter([body[i : i + 256] for i in range(0, len(body), 256)]),
+        )
+        assert "content-length" not in response.request.headers
+        assert assert_openai_error(response, 413)["code"] == "request_too_large"
+        assert usage_count(small.live) == records_before
+        assert len(small.upstream.requests) == upstream_before
+
+    def test_a_body_just_under_the_limit_is_served(self, small: Shared) -> None:
+        """The control case: the same request under the limit answers 200."""
+        body = self._body(800)
+        assert len(body) <= 1024
+        response = httpx.post(
+            small.live.url + CHAT,
+            headers={"Authorization": f"Bearer {small.keys['good']}"},
+            content=body,
+        )
+        assert response.status_code == 200, response.text
+
+
+def _assert_no_server_error(client: httpx.Client, content: bytes) -> None:
+    for path in POST_PATHS:
+        response = client.post(path, content=content)
+        assert response.status_code != 500, (path, content[:300], response.text[:300])
+        assert response.headers.get("x-request-id"), (path, response.headers)
+        if response.status_code >= 300:
+            assert_openai_error(response, response.status_code, response.json()["error"]["param"])
+
+
+@pytest.fixture
+def client(gateway: LiveGateway, key: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=gateway.url, headers=headers, timeout=30) as session:
+        yield session
+
+
+class TestFuzzedInput:
+    @FUZZ
+    @given(value=strategies.json_values())
+    def test_any_json_value_gets_no_500(self, client: httpx.Client, value: Any) -> None:
+        """Any JSON value, posted to every endpoint, gets an answer or an OpenAI error."""
+        _assert_no_server_error(client, json.dumps(value).encode())
+
+    @FUZZ
+    @given(body=strategies.request_bodies())
+    def test_any_request_shaped_body_gets_no_500(
+        self, client: httpx.Client, body: dict[str, Any]
+    ) -> None:
+        """Chat-, completion- and embedding-shaped bodies with fuzzed fields never get a 500."""
+        _assert_no_server_error(client, json.dumps(body).encode())
+
+    @FUZZ
+    @given(raw=st.binary(max_size=300))
+    def test_any_bytes_get_no_500(self, client: httpx.Client, raw: bytes) -> None:
+        """Arbitrary bytes as a body never get a 500."""
+        _assert_no_server_error(client, raw)

@@ -1,0 +1,146 @@
+"""Hypothesis strategies shared by the tests: JSON values and OpenAI-shaped request bodies
+whose fields are sometimes right and sometimes anything at all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+# Models of tests.conftest.gateway_config: sim ones answer at once; "fake" is the loopback
+# upstream; the rest do not exist.
+MODEL_NAMES = ("sim-chat", "sim-chat", "sim-embed", "fake", "fake-embed", "no-such-model")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function", "wizard", "")
+
+json_scalars: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+)
+
+
+def json_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
+    """Any JSON value: scalars, arrays and objects nested a few levels deep."""
+    return st.recursive(
+        json_scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=5),
+            st.dictionaries(st.text(max_size=12), inner, max_size=5),
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+def fuzzed(plausible: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly (four in five) a plausible value for a field, sometimes any JSON value."""
+    return st.one_of(plausible, plausible, plausible, plausible, json_values(max_leaves=4))
+
+
+def some_of(fields: dict[str, st.SearchStrategy[Any]], most: int) -> st.SearchStrategy[dict]:
+    """A dict of at most ``most`` of ``fields`` (so that one bad field does not hide the rest)."""
+    chosen = st.lists(st.sampled_from(sorted(fields)), max_size=most, unique=True)
+    return chosen.flatmap(lambda names: st.fixed_dictionaries({n: fields[n] for n in names}))
+
+
+def _with_some_of(
+    core: dict[str, st.SearchStrategy[Any]], optional: dict[str, st.SearchStrategy[Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
+    return st.tuples(st.fixed_dictionaries(core), some_of(optional, 3)).map(
+        lambda pair: {**pair[0], **pair[1]}
+    )
+
+
+models = fuzzed(st.sampled_from(MODEL_NAMES) | st.sampled_from(MODEL_NAMES) | st.text(max_size=20))
+token_counts = fuzzed(
+    st.one_of(st.integers(min_value=-2, max_value=64), st.sampled_from([10**6, 2**31, 1.5]))
+)
+content_parts = st.lists(
+    st.fixed_dictionaries(
+        {"type": fuzzed(st.sampled_from(["text", "image_url"]))},
+        optional={"text": fuzzed(st.text(max_size=30))},
+    ),
+    max_size=3,
+)
+messages = st.lists(
+    fuzzed(
+        _with_some_of(
+            {
+                "role": fuzzed(st.sampled_from(ROLES)),
+                "content": fuzzed(st.one_of(st.text(max_size=60), content_parts)),
+            },
+            {"name": fuzzed(st.text(max_size=10)), "tool_calls": json_values(max_leaves=3)},
+        )
+    ),
+    min_size=1,
+    max_size=4,
+)
+stops = fuzzed(st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5), max_size=6)))
+numbers = fuzzed(st.floats(min_value=-3, max_value=3, allow_nan=False))
+
+_COMMON_OPTIONAL: dict[str, st.SearchStrategy[Any]] = {
+    "max_tokens": token_counts,
+    "max_completion_tokens": token_counts,
+    "stream": fuzzed(st.booleans()),
+    "stream_options": fuzzed(st.fixed_dictionaries({}, optional={"include_usage": st.booleans()})),
+    "n": fuzzed(st.integers(min_value=0, max_value=3)),
+    "stop": stops,
+    "temperature": numbers,
+    "top_p": numbers,
+    "presence_penalty": numbers,
+    "frequency_penalty": numbers,
+    "seed": fuzzed(st.integers(min_value=-(2**63), max_value=2**63)),
+    "user": fuzzed(st.text(max_size=10)),
+    "response_format": json_values(max_leaves=3),
+    "tools": json_values(max_leaves=4),
+}
+
+
+def chat_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies shaped like a chat completion request, any field possibly wrong."""
+    return _with_some_of({"model": models, "messages": fuzzed(messages)}, _COMMON_OPTIONAL)
+
+
+def completion_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies shaped like a (legacy) completion request, any field possibly wrong."""
+    prompt = fuzzed(st.one_of(st.text(max_size=60), st.lists(st.text(max_size=20), max_size=3)))
+    return _with_some_of(
+        {"model": models, "prompt": prompt},
+        {
+            **_COMMON_OPTIONAL,
+            "echo": fuzzed(st.booleans()),
+            "best_of": fuzzed(st.integers(min_value=0, max_value=3)),
+        },
+    )
+
+
+def embedding_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies shaped like an embeddings request, any field possibly wrong."""
+    token_array = st.lists(st.integers(min_value=-1, max_value=2**31), max_size=6)
+    given = fuzzed(
+        st.one_of(
+            st.text(max_size=40),
+            st.lists(st.text(max_size=20), max_size=4),
+            token_array,
+            st.lists(token_array, max_size=3),
+        )
+    )
+    return _with_some_of(
+        {"model": models, "input": given},
+        {
+            "encoding_format": fuzzed(st.sampled_from(["float", "base64", "hex"])),
+            "dimensions": fuzzed(st.integers(min_value=-1, max_value=70_000)),
+            "user": fuzzed(st.text(max_size=10)),
+        },
+    )
+
+
+def request_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """A chat-, completion- or embeddings-shaped body."""
+    return st.one_of(chat_bodies(), completion_bodies(), embedding_bodies())
+
+
+def optional_token_limits(most: int) -> st.SearchStrategy[int | None]:
+    """A max_tokens-like value from 1 to ``most``, or absent (None)."""
+    return st.none() | st.integers(min_value=1, max_value=most)
