@@ -182,7 +182,7 @@ class _Run:
     async def stream(self, send: Send, receive: Receive) -> None:
         parts = self.backend.stream(self.call).__aiter__()
         try:
-            first: StreamPart | None = await parts.__anext__()
+            first: list[StreamPart] | None = await parts.__anext__()
         except StopAsyncIteration:
             first = None
         except TokenmillError as error:
@@ -212,28 +212,24 @@ class _Run:
 
     async def _relay(
         self,
-        first: StreamPart | None,
-        parts: AsyncIterator[StreamPart],
+        first: list[StreamPart] | None,
+        parts: AsyncIterator[list[StreamPart]],
         send: Send,
         receive: Receive,
     ) -> tuple[str, TokenmillError | None]:
-        """Send every part; return (status, error) once the stream ends, fails or is cut."""
+        """Send every batch; return (status, error) once the stream ends, fails or is cut."""
         watcher = _DisconnectWatcher(receive)
         show_usage = self.parsed.include_usage
         usage_shown = False
         try:
-            part = first
-            while part is not None:
-                if not part.usage_only or show_usage:
-                    usage_shown = usage_shown or part.usage_only
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": sse_event(part.payload),
-                            "more_body": True,
-                        }
-                    )
-                part = await anext(parts, None)
+            batch = first
+            while batch is not None:
+                shown = [p for p in batch if show_usage or not p.usage_only]
+                if shown:
+                    usage_shown = usage_shown or any(p.usage_only for p in shown)
+                    body = b"".join([b"data: " + p.payload + b"\n\n" for p in shown])
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                batch = await anext(parts, None)
             if show_usage and not usage_shown:
                 await send(
                     {"type": "http.response.body", "body": self._usage_event(), "more_body": True}
@@ -314,7 +310,7 @@ class _Run:
             await self.gateway.writer.submit(record)
 
 
-async def _close(parts: AsyncIterator[StreamPart]) -> None:
+async def _close(parts: AsyncIterator[list[StreamPart]]) -> None:
     close = getattr(parts, "aclose", None)
     if close is not None:
         await close()

@@ -1,8 +1,9 @@
 """The contract between the request path and whatever produces tokens.
 
 A ``Backend`` serves one deployment. It answers a non-streamed call with the body bytes of
-an OpenAI response, or a streamed call with SSE payloads (the bytes after ``data: ``, never
-``[DONE]``: the gateway sends that itself once the usage is committed). Either way it fills
+an OpenAI response, or a streamed call with batches of SSE payloads (the bytes after
+``data: ``, never ``[DONE]``: the gateway sends that itself once the usage is committed); a
+batch is what arrived together, and the gateway relays it in one write. Either way it fills
 ``call.meter``: reported usage when it has it, local estimates always. Errors are
 ``TokenmillError``s (``UpstreamError``, ``UpstreamTimeout``, ``Unavailable``, ...), mapped
 where a foreign exception enters.
@@ -48,6 +49,6 @@ class Backend(Protocol):
 
     async def complete(self, call: EngineCall) -> bytes: ...
 
-    def stream(self, call: EngineCall) -> AsyncIterator[StreamPart]: ...
+    def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]: ...
 
     async def aclose(self) -> None: ...

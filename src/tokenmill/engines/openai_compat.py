@@ -135,42 +135,61 @@ class OpenAIBackend:
             call.meter.completion_tokens_estimate = _count_answer_tokens(answer)
         return raw
 
-    async def stream(self, call: EngineCall) -> AsyncIterator[StreamPart]:
+    async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         self._estimate_prompt(call)
         url = self._upstream.base_url + _PATHS[call.endpoint]
         with _mapped_errors(self.engine):
             async with self._upstream.session().post(url, data=self._body(call)) as response:
                 if response.status != 200:
                     raise await _status_error(self.engine, response)
-                async for part in self._relay(call, response):
-                    yield part
+                async for parts in self._relay(call, response):
+                    yield parts
 
     async def _relay(
         self, call: EngineCall, response: aiohttp.ClientResponse
-    ) -> AsyncIterator[StreamPart]:
-        meter = call.meter
-        first = True
-        async for raw_line in response.content:
-            line = raw_line.strip()
-            if not line or line.startswith(b":") or line.startswith(_SSE_FIELDS):
+    ) -> AsyncIterator[list[StreamPart]]:
+        """The upstream's events, a batch per read: whatever arrived together goes on together."""
+        pending = b""
+        checked = False
+        async for data in response.content.iter_any():
+            pending += data
+            cut = pending.rfind(b"\n")
+            if cut < 0:
+                if len(pending) > LINE_BYTES_MAX:
+                    raise UpstreamError(f"upstream {self.engine} sent an over-long event")
                 continue
-            if not line.startswith(b"data:"):
-                raise UpstreamError(f"upstream {self.engine} sent a malformed event stream")
-            payload = line[5:].lstrip()
-            if payload == b"[DONE]":
-                return
-            if first:
-                _check_json_object(self.engine, payload)
-                first = False
-            usage_only = False
-            if b'"usage"' in payload and not _USAGE_NULL.search(payload):
-                usage_only = _take_usage(self.engine, payload, call)
-            if _HAS_TEXT.search(payload):
-                meter.completion_tokens_estimate += 1
-                if meter.first_token_at_ns is None:
-                    meter.first_token_at_ns = time.perf_counter_ns()
-            yield StreamPart(payload, usage_only)
+            lines, pending = pending[: cut + 1].split(b"\n"), pending[cut + 1 :]
+            parts: list[StreamPart] = []
+            for raw_line in lines:
+                line = raw_line.strip()
+                if not line or line.startswith(b":") or line.startswith(_SSE_FIELDS):
+                    continue
+                if not line.startswith(b"data:"):
+                    raise UpstreamError(f"upstream {self.engine} sent a malformed event stream")
+                payload = line[5:].lstrip()
+                if payload == b"[DONE]":
+                    if parts:
+                        yield parts
+                    return
+                if not checked:
+                    _check_json_object(self.engine, payload)
+                    checked = True
+                parts.append(self._part(call, payload))
+            if parts:
+                yield parts
         raise UpstreamError(f"upstream {self.engine} closed the stream before [DONE]")
+
+    def _part(self, call: EngineCall, payload: bytes) -> StreamPart:
+        """Meter one event: parse it only if it carries usage; count it if it carries text."""
+        usage_only = False
+        if b'"usage"' in payload and not _USAGE_NULL.search(payload):
+            usage_only = _take_usage(self.engine, payload, call)
+        if _HAS_TEXT.search(payload):
+            meter = call.meter
+            meter.completion_tokens_estimate += 1
+            if meter.first_token_at_ns is None:
+                meter.first_token_at_ns = time.perf_counter_ns()
+        return StreamPart(payload, usage_only)
 
 
 def _take_usage(engine: str, payload: bytes, call: EngineCall) -> bool:

@@ -249,46 +249,24 @@ class SimBackend:
             obj = "text_completion"
         return orjson.dumps(self._envelope(call, obj) | {"choices": [choice], "usage": usage})
 
-    async def stream(self, call: EngineCall) -> AsyncIterator[StreamPart]:
+    async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         job = self._job(call)
         chat = call.endpoint == "chat"
-        obj = "chat.completion.chunk" if chat else "text_completion"
-        head = self._envelope(call, obj)
+        head = self._envelope(call, "chat.completion.chunk" if chat else "text_completion")
+
+        def part(choice: dict[str, Any]) -> list[StreamPart]:
+            choice = {"index": 0, **choice, "logprobs": None}
+            return [StreamPart(orjson.dumps(head | {"choices": [choice]}))]
+
         if chat:
-            yield StreamPart(
-                orjson.dumps(
-                    head
-                    | {
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ]
-                    }
-                )
-            )
+            yield part({"delta": {"role": "assistant", "content": ""}, "finish_reason": None})
         async for token in self._tokens(call, job):
-            if chat:
-                choice = {
-                    "index": 0,
-                    "delta": {"content": token},
-                    "logprobs": None,
-                    "finish_reason": None,
-                }
-            else:
-                choice = {"index": 0, "text": token, "logprobs": None, "finish_reason": None}
-            yield StreamPart(orjson.dumps(head | {"choices": [choice]}))
-        last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": job.finish_reason}
-        if chat:
-            last["delta"] = {}
-        else:
-            last["text"] = ""
-        yield StreamPart(orjson.dumps(head | {"choices": [last]}))
+            text = {"delta": {"content": token}} if chat else {"text": token}
+            yield part({**text, "finish_reason": None})
+        last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
+        yield part({**last, "finish_reason": job.finish_reason})
         usage = _usage(job.prompt_tokens, len(job.tokens))
-        yield StreamPart(orjson.dumps(head | {"choices": [], "usage": usage}), usage_only=True)
+        yield [StreamPart(orjson.dumps(head | {"choices": [], "usage": usage}), usage_only=True)]
 
     def _envelope(self, call: EngineCall, obj: str) -> dict[str, Any]:
         prefix = "chatcmpl" if call.endpoint == "chat" else "cmpl"
