@@ -11,6 +11,7 @@ counted locally and the record is marked estimated.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -79,13 +80,15 @@ class Meter:
     """What one request used, filled in while it runs.
 
     ``reported`` is the engine's last non-null usage; ``*_estimate`` are local counts used
-    only when no usage was reported.
+    only when no usage was reported. Counting a long prompt costs time, so an engine may
+    give ``prompt_counter`` instead: it runs only when the estimate is needed.
     """
 
     prompt_tokens_estimate: int = 0
     completion_tokens_estimate: int = 0
     reported: TokenCounts | None = None
     first_token_at_ns: int | None = None
+    prompt_counter: Callable[[], int] | None = None
 
     def report(self, counts: TokenCounts) -> None:
         self.reported = counts  # the last one wins: running totals are not summed
@@ -94,6 +97,9 @@ class Meter:
         """(counts, estimated)."""
         if self.reported is not None:
             return self.reported, False
+        if self.prompt_counter is not None:
+            self.prompt_tokens_estimate = self.prompt_counter()
+            self.prompt_counter = None
         estimate = TokenCounts(self.prompt_tokens_estimate, self.completion_tokens_estimate)
         return estimate, True
 

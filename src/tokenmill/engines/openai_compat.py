@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tokenmill.config import DeploymentConfig, Limits, OpenAIEngineConfig
 from tokenmill.engines.base import EngineCall, StreamPart
@@ -89,6 +90,8 @@ class OpenAIBackend:
         self.engine = upstream.name
         self._model = config.model
         self._upstream = upstream
+        # Parsed once: aiohttp would parse a string URL on every request.
+        self._urls = {name: URL(upstream.base_url + path) for name, path in _PATHS.items()}
 
     async def aclose(self) -> None:
         """The session belongs to the upstream; the app closes it once."""
@@ -105,17 +108,18 @@ class OpenAIBackend:
         return orjson.dumps(body)
 
     def _estimate_prompt(self, call: EngineCall) -> None:
+        """A local prompt count, made only if the upstream reports no usage."""
         body = call.body
         if call.endpoint == "chat":
-            call.meter.prompt_tokens_estimate = count_chat_prompt_tokens(body["messages"])
+            call.meter.prompt_counter = lambda: count_chat_prompt_tokens(body["messages"])
         elif call.endpoint == "completions":
-            call.meter.prompt_tokens_estimate = count_prompt_tokens(body["prompt"])
+            call.meter.prompt_counter = lambda: count_prompt_tokens(body["prompt"])
         else:
-            call.meter.prompt_tokens_estimate = count_embedding_tokens(body["input"])
+            call.meter.prompt_counter = lambda: count_embedding_tokens(body["input"])
 
     async def complete(self, call: EngineCall) -> bytes:
         self._estimate_prompt(call)
-        url = self._upstream.base_url + _PATHS[call.endpoint]
+        url = self._urls[call.endpoint]
         with _mapped_errors(self.engine):
             async with self._upstream.session().post(url, data=self._body(call)) as response:
                 if response.status != 200:
@@ -137,7 +141,7 @@ class OpenAIBackend:
 
     async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         self._estimate_prompt(call)
-        url = self._upstream.base_url + _PATHS[call.endpoint]
+        url = self._urls[call.endpoint]
         with _mapped_errors(self.engine):
             async with self._upstream.session().post(url, data=self._body(call)) as response:
                 if response.status != 200:
