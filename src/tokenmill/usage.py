@@ -1,6 +1,9 @@
-"""Token counts of a request: the engine's reported usage, or a local count (pure).
+"""Metering, pure: a request's token counts (the engine's reported usage, or a local
+count) and the usage record the store keeps of it.
 
-Shared by the engines (which report usage) and metering (which records it).
+Shared by the engines (which report usage), the request path (which makes the record) and
+the store (which commits it). Every authenticated, valid request, successful or failed,
+leaves one ``UsageRecord``; ``estimated`` says the counts are the local count.
 
 Pure: no I/O. An OpenAI-style stream may carry ``"usage": null`` in ordinary chunks and some
 servers send running totals, so the last non-null usage wins (never a sum). When an engine
@@ -118,3 +121,31 @@ def count_embedding_tokens(inputs: Any) -> int:
         count_prompt_tokens(item) if isinstance(item, str) else len(item)
         for item in embedding_inputs(inputs)
     )
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One request, as the store keeps it."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    deployment: str
+    engine: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    estimated: bool
+    status: str  # ok | error | cancelled
+    http_status: int
+    error_type: str | None
+    started_at_ms: int
+    ttft_ms: int | None
+    duration_ms: int
+
+    def __post_init__(self) -> None:
+        assert self.status in ("ok", "error", "cancelled")
+        assert min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) >= 0
+        assert self.duration_ms >= 0

@@ -18,8 +18,8 @@ from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
-from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.usage import query_records, record_by_request_id
+from tokenmill.usage import UsageRecord
 
 PROMPT: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Tell me about the gateway."}

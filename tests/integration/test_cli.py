@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import LiveGateway, gateway_config, live_gateway
 from tokenmill.access import service
 from tokenmill.access.keys import hash_secret
-from tokenmill.retail.metering import UsageRecord
+from tokenmill.usage import UsageRecord
 
 TOKENMILL = Path(sys.executable).parent / "tokenmill"
 HELLO = [{"role": "user", "content": "hello there"}]

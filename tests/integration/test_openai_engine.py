@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
-from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.usage import query_records, record_by_request_id
 from tokenmill.testing import FakeUpstreamState, free_port
+from tokenmill.usage import UsageRecord
 
 Upstream = tuple[str, FakeUpstreamState]
 MESSAGES = [{"role": "user", "content": "one two three"}]

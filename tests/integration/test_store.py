@@ -12,10 +12,10 @@ from tokenmill.access import service
 from tokenmill.access.follower import apply_changes, fetch_changes, load_directory
 from tokenmill.access.keys import hash_secret
 from tokenmill.errors import Conflict, NotFound, Unavailable
-from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.database import open_engine
 from tokenmill.store.group_commit import GroupCommitWriter
 from tokenmill.store.usage import query_records, record_by_request_id
+from tokenmill.usage import UsageRecord
 
 
 def record(

@@ -19,9 +19,9 @@ from tokenmill.engines.base import Backend
 from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
 from tokenmill.engines.sim import SimBackend
 from tokenmill.errors import ConfigurationError, Unavailable
-from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.database import open_engine
 from tokenmill.store.group_commit import GroupCommitWriter
+from tokenmill.usage import UsageRecord
 
 log = logging.getLogger("tokenmill.gateway")
 

@@ -42,7 +42,7 @@ from tokenmill.errors import (
     TokenmillError,
     Unavailable,
 )
-from tokenmill.retail.metering import UsageRecord
+from tokenmill.usage import UsageRecord
 
 if TYPE_CHECKING:
     from tokenmill.api.gateway import Gateway

@@ -24,8 +24,8 @@ import psycopg
 from sqlalchemy import Engine
 
 from tokenmill.errors import Unavailable
-from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.usage import insert_sql, record_row
+from tokenmill.usage import UsageRecord
 
 log = logging.getLogger("tokenmill.store")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from tokenmill.retail.metering import UsageRecord
 from tokenmill.store.tables import usage_records
+from tokenmill.usage import UsageRecord
 
 _FIELDS = [f.name for f in fields(UsageRecord)]
 # The group commit writes through the driver directly: one prepared INSERT, rows as tuples.

@@ -1,1 +1,0 @@
-"""Retail: metering now; rating, holds, ledger and invoices come with the retail issue."""
