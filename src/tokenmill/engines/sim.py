@@ -38,13 +38,20 @@ class _Job:
     prompt_tokens: int
     tokens: list[str]
     finish_reason: str
+    output_tokens_max: int = 0  # the request's cap: what it could use at most
     out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     emitted: int = 0
     cancelled: bool = False
 
     @property
     def kv_tokens_reserved(self) -> int:
+        """KV the request will occupy: its prompt and the tokens it will produce (paged
+        attention allocates as tokens come, so a short answer holds no room for its cap)."""
         return self.prompt_tokens + len(self.tokens)
+
+    @property
+    def kv_tokens_worst(self) -> int:
+        return self.prompt_tokens + max(self.output_tokens_max, len(self.tokens))
 
 
 class SimScheduler:
@@ -68,9 +75,9 @@ class SimScheduler:
         return len(self._running)
 
     def submit(self, job: _Job) -> None:
-        if job.kv_tokens_reserved > self.kv_capacity_tokens:
+        if job.kv_tokens_worst > self.kv_capacity_tokens:
             raise InvalidRequest(
-                f"prompt plus max_tokens ({job.kv_tokens_reserved} tokens) exceed what this"
+                f"prompt plus max_tokens ({job.kv_tokens_worst} tokens) exceed what this"
                 f" deployment's KV cache holds ({self.kv_capacity_tokens} tokens)",
                 param="max_tokens",
             )
@@ -211,10 +218,13 @@ class SimBackend:
         tokens, stopped = sim_text.cut_at_stop(tokens, call.stop)
         finish = "stop" if stopped or len(tokens) < cap else "length"
         call.meter.prompt_tokens_estimate = prompt_tokens
-        return _Job(prompt_tokens, tokens, finish)
+        job = _Job(prompt_tokens, tokens, finish, output_tokens_max=cap)
+        # Submitted before anything is sent, so a refusal (too big, queue full) is still an
+        # HTTP status and not an error event inside a 200 stream.
+        self._scheduler.submit(job)
+        return job
 
     async def _tokens(self, call: EngineCall, job: _Job) -> AsyncIterator[str]:
-        self._scheduler.submit(job)
         try:
             while (token := await job.out.get()) is not None:
                 if call.meter.first_token_at_ns is None:
@@ -251,22 +261,27 @@ class SimBackend:
 
     async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         job = self._job(call)
-        chat = call.endpoint == "chat"
-        head = self._envelope(call, "chat.completion.chunk" if chat else "text_completion")
+        try:
+            chat = call.endpoint == "chat"
+            head = self._envelope(call, "chat.completion.chunk" if chat else "text_completion")
 
-        def part(choice: dict[str, Any]) -> list[StreamPart]:
-            choice = {"index": 0, **choice, "logprobs": None}
-            return [StreamPart(orjson.dumps(head | {"choices": [choice]}))]
+            def part(choice: dict[str, Any]) -> list[StreamPart]:
+                choice = {"index": 0, **choice, "logprobs": None}
+                return [StreamPart(orjson.dumps(head | {"choices": [choice]}))]
 
-        if chat:
-            yield part({"delta": {"role": "assistant", "content": ""}, "finish_reason": None})
-        async for token in self._tokens(call, job):
-            text = {"delta": {"content": token}} if chat else {"text": token}
-            yield part({**text, "finish_reason": None})
-        last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
-        yield part({**last, "finish_reason": job.finish_reason})
-        usage = _usage(job.prompt_tokens, len(job.tokens))
-        yield [StreamPart(orjson.dumps(head | {"choices": [], "usage": usage}), usage_only=True)]
+            if chat:
+                yield part({"delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+            async for token in self._tokens(call, job):
+                text = {"delta": {"content": token}} if chat else {"text": token}
+                yield part({**text, "finish_reason": None})
+            last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
+            yield part({**last, "finish_reason": job.finish_reason})
+            usage = _usage(job.prompt_tokens, len(job.tokens))
+            yield [
+                StreamPart(orjson.dumps(head | {"choices": [], "usage": usage}), usage_only=True)
+            ]
+        finally:
+            job.cancelled = True  # a client that left stops its place in the batch
 
     def _envelope(self, call: EngineCall, obj: str) -> dict[str, Any]:
         prefix = "chatcmpl" if call.endpoint == "chat" else "cmpl"
