@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -46,6 +47,21 @@ def banner(first: FirstStart, settings: Settings) -> str:
     return "\n".join(lines)
 
 
+GC_GENERATION0_COUNT = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, larger young-generation collections; the startup objects frozen out of them.
+
+    Every request allocates many short-lived objects; at the default threshold (700) the
+    collector runs every few requests and, with many requests in flight, costs a third of
+    the throughput (measured with bench/gateway_overhead.py). Cycles still get collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GENERATION0_COUNT, 20, 100)
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
@@ -88,6 +104,7 @@ def serve(
     app = run(lambda: create_app(settings))
     if first is not None:
         typer.echo(banner(first, settings))
+    tune_garbage_collector()
     sys.stdout.flush()
     # uvicorn drains on SIGTERM, then raises the signal again for the previous handler; a
     # no-op handler there lets a drained gateway exit 0, as a supervisor expects.

@@ -15,6 +15,7 @@ asynchronous connection. Either way one prepared INSERT, rows as tuples, ``execu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -31,6 +32,8 @@ log = logging.getLogger("tokenmill.store")
 
 _Item = tuple[UsageRecord, "asyncio.Future[None]"]
 LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held by another process
+CHECKPOINT_RECORDS_COUNT = 2000  # records between two WAL checkpoints (a few MB of WAL)
+LOCK_PAUSE_S_MAX = 0.005  # the longest sleep between two tries for a lock held elsewhere
 
 
 class _Writer(Protocol):
@@ -124,15 +127,42 @@ class _SqliteWriter:
         self._synchronous = synchronous
         self._sql = insert_sql("?")
         self._connection: sqlite3.Connection | None = None
+        self._records_since_checkpoint = 0
+        self._checkpointing: asyncio.Future[None] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute("PRAGMA busy_timeout=0")  # a held lock is retried below, not waited
+        # Checkpoints copy the WAL back into the database: tens of milliseconds that must not
+        # stall the event loop, so they run on a thread of their own (see _checkpoint).
+        connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
 
     async def write(self, rows: list[tuple[Any, ...]]) -> None:
+        await self._write(rows)
+        self._records_since_checkpoint += len(rows)
+        running = self._checkpointing is not None and not self._checkpointing.done()
+        if self._records_since_checkpoint >= CHECKPOINT_RECORDS_COUNT and not running:
+            self._records_since_checkpoint = 0
+            loop = asyncio.get_running_loop()
+            self._checkpointing = loop.run_in_executor(None, self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and restart it (on a worker thread).
+
+        RESTART holds the write lock while it copies, so the WAL starts over instead of
+        growing under a steady stream of commits; meanwhile the writer finds the lock taken
+        and retries with short sleeps (``_write``), so the event loop never waits on it.
+        """
+        try:
+            with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as connection:
+                connection.execute("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed, retried later: %s", exc)
+
+    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
         deadline = time.monotonic() + LOCK_WAIT_S_MAX
         pause_s = 0.001
         while True:
@@ -149,7 +179,7 @@ class _SqliteWriter:
                 self._discard()
                 raise _unavailable(exc) from exc
             await asyncio.sleep(pause_s)
-            pause_s = min(pause_s * 2, 0.05)
+            pause_s = min(pause_s * 2, LOCK_PAUSE_S_MAX)
 
     def _write_now(self, rows: list[tuple[Any, ...]]) -> None:
         if self._connection is None:
@@ -170,6 +200,8 @@ class _SqliteWriter:
             connection.close()
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            await self._checkpointing
         self._discard()
 
 
