@@ -32,7 +32,11 @@ log = logging.getLogger("tokenmill.store")
 
 _Item = tuple[UsageRecord, "asyncio.Future[None]"]
 LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held by another process
-CHECKPOINT_RECORDS_COUNT = 2000  # records between two WAL checkpoints (a few MB of WAL)
+# A WAL checkpoint after this many commits or records, whichever comes first: each commit
+# appends the pages it touched (about 26 KB for one record and its indexes), so both bound
+# the WAL to a few MB.
+CHECKPOINT_COMMITS_COUNT = 100
+CHECKPOINT_RECORDS_COUNT = 2000
 LOCK_PAUSE_S_MAX = 0.005  # the longest sleep between two tries for a lock held elsewhere
 
 
@@ -128,6 +132,7 @@ class _SqliteWriter:
         self._sql = insert_sql("?")
         self._connection: sqlite3.Connection | None = None
         self._records_since_checkpoint = 0
+        self._commits_since_checkpoint = 0
         self._checkpointing: asyncio.Future[None] | None = None
 
     def _connect(self) -> sqlite3.Connection:
@@ -143,9 +148,14 @@ class _SqliteWriter:
     async def write(self, rows: list[tuple[Any, ...]]) -> None:
         await self._write(rows)
         self._records_since_checkpoint += len(rows)
+        self._commits_since_checkpoint += 1
+        due = (
+            self._records_since_checkpoint >= CHECKPOINT_RECORDS_COUNT
+            or self._commits_since_checkpoint >= CHECKPOINT_COMMITS_COUNT
+        )
         running = self._checkpointing is not None and not self._checkpointing.done()
-        if self._records_since_checkpoint >= CHECKPOINT_RECORDS_COUNT and not running:
-            self._records_since_checkpoint = 0
+        if due and not running:
+            self._records_since_checkpoint = self._commits_since_checkpoint = 0
             loop = asyncio.get_running_loop()
             self._checkpointing = loop.run_in_executor(None, self._checkpoint)
 
