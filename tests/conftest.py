@@ -22,7 +22,9 @@ from tokenmill.api.app import create_app
 from tokenmill.config import Settings, parse_config
 from tokenmill.errors import NotFound
 from tokenmill.store.database import open_engine
+from tokenmill.store.usage import query_records, record_by_request_id
 from tokenmill.testing import FakeUpstreamState, ServerThread, fake_upstream_app
+from tokenmill.usage import UsageRecord
 
 PG_URL_ENV = "TOKENMILL_TEST_PG_URL"
 FAKE_BEHAVIOURS = (
@@ -141,6 +143,17 @@ class LiveGateway:
         made = service.create_key(self.db, row.id, **options)
         self.wait_for_key(made.secret)
         return made.secret, made.row.id, row.id
+
+    def record(self, request_id: str) -> UsageRecord:
+        """The usage record of ``request_id``; it must exist."""
+        with self.db.connect() as connection:
+            found = record_by_request_id(connection, request_id)
+        assert found is not None, f"no usage record for {request_id}"
+        return found
+
+    def records(self, key_id: str | None = None) -> list[UsageRecord]:
+        with self.db.connect() as connection:
+            return query_records(connection, key_id=key_id)
 
     def wait_for_key(self, secret: str, *, known: bool = True, within_s: float = 2.0) -> float:
         """Seconds until the gateway accepts (or, known=False, refuses) ``secret``."""

@@ -18,7 +18,6 @@ from openai import AsyncOpenAI, OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
-from tokenmill.store.usage import query_records, record_by_request_id
 from tokenmill.usage import UsageRecord
 
 PROMPT: list[ChatCompletionMessageParam] = [
@@ -49,15 +48,11 @@ def async_sdk(gateway: LiveGateway, key: str) -> AsyncOpenAI:
 
 
 def record_of(gateway: LiveGateway, request_id: str) -> UsageRecord:
-    with gateway.db.connect() as connection:
-        record = record_by_request_id(connection, request_id)
-    assert record is not None, f"no usage record for {request_id}"
-    return record
+    return gateway.record(request_id)
 
 
 def records_of(gateway: LiveGateway, key_id: str | None = None) -> list[UsageRecord]:
-    with gateway.db.connect() as connection:
-        return query_records(connection, key_id=key_id)
+    return gateway.records(key_id)
 
 
 def chat_text(client: OpenAI, **options: Any) -> tuple[str, str | None]:

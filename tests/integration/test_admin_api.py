@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.assertions import assert_openai_error
 from tests.conftest import LiveGateway, gateway_config, live_gateway
 from tokenmill.access.keys import hash_secret
 from tokenmill.store.usage import query_records
@@ -47,20 +48,6 @@ USAGE_FIELDS = {
     "duration_ms",
 }
 HELLO = [{"role": "user", "content": "hello there"}]
-
-
-def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
-    """``response`` is ``status`` with the OpenAI error body; the error."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"], error
-    assert isinstance(error["type"], str) and error["type"], error
-    assert error["code"] is None or isinstance(error["code"], str), error
-    assert error["param"] == param, error
-    return error
 
 
 def admin_client(gateway: LiveGateway) -> httpx.Client:

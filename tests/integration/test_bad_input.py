@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import strategies
+from tests.assertions import assert_openai_error
 from tests.conftest import LiveGateway, gateway_config, live_gateway
 from tokenmill.access import service
 from tokenmill.store.usage import query_records
@@ -30,22 +31,6 @@ HELLO = [{"role": "user", "content": "hello there"}]
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def assert_openai_error(response: httpx.Response, status: int, param: str | None = None) -> dict:
-    """``response`` is ``status`` with the OpenAI error body and a request id; the error."""
-    assert response.status_code == status, response.text
-    assert response.headers.get("x-request-id"), response.headers
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, error
-    assert isinstance(error["message"], str) and error["message"], error
-    assert isinstance(error["type"], str) and error["type"], error
-    assert error["param"] is None or isinstance(error["param"], str), error
-    assert error["code"] is None or isinstance(error["code"], str), error
-    assert error["param"] == param, error
-    return error
 
 
 def usage_count(live: LiveGateway) -> int:

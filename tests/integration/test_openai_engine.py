@@ -16,8 +16,9 @@ import httpx
 import orjson
 import pytest
 
+from tests.assertions import assert_openai_error
 from tests.conftest import LiveGateway, gateway_config, live_gateway
-from tokenmill.store.usage import query_records, record_by_request_id
+from tokenmill.store.usage import record_by_request_id
 from tokenmill.testing import FakeUpstreamState, free_port
 from tokenmill.usage import UsageRecord
 
@@ -72,29 +73,11 @@ def content_of(chunk: dict[str, Any]) -> str:
 
 
 def record_of(gateway: LiveGateway, response: httpx.Response) -> UsageRecord:
-    request_id = response.headers["x-request-id"]
-    with gateway.db.connect() as connection:
-        record = record_by_request_id(connection, request_id)
-    assert record is not None, f"no usage record for {request_id}"
-    return record
+    return gateway.record(response.headers["x-request-id"])
 
 
 def records_of(gateway: LiveGateway, key_id: str | None = None) -> list[UsageRecord]:
-    with gateway.db.connect() as connection:
-        return query_records(connection, key_id=key_id)
-
-
-def assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
-    """The response is ``status`` with an error body in exactly OpenAI's shape."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["type"], str) and error["type"]
-    return dict(error)
+    return gateway.records(key_id)
 
 
 def assert_one_error_record(gateway: LiveGateway, response: httpx.Response, status: int) -> None:
@@ -486,14 +469,14 @@ class TestMidStreamFailures:
 
 class TestRefusedRequests:
     @pytest.mark.parametrize(
-        ("headers", "body", "status"),
+        ("headers", "body", "status", "param"),
         [
-            ({"Authorization": "Bearer tm-not-a-key"}, chat("fake"), 401),
-            ({}, chat("fake"), 401),
-            (None, {**chat("fake"), "n": 2}, 400),
-            (None, {"model": "fake", "messages": []}, 400),
-            (None, {"model": "fake", "messages": MESSAGES, "stream": "yes"}, 400),
-            (None, {"model": "fake-nope", "messages": MESSAGES}, 404),
+            ({"Authorization": "Bearer tm-not-a-key"}, chat("fake"), 401, None),
+            ({}, chat("fake"), 401, None),
+            (None, {**chat("fake"), "n": 2}, 400, "n"),
+            (None, {"model": "fake", "messages": []}, 400, "messages"),
+            (None, {"model": "fake", "messages": MESSAGES, "stream": "yes"}, 400, "stream"),
+            (None, {"model": "fake-nope", "messages": MESSAGES}, 404, "model"),
         ],
         ids=["bad-key", "no-key", "n-2", "no-messages", "bad-stream", "unknown-model"],
     )
@@ -504,6 +487,7 @@ class TestRefusedRequests:
         headers: dict[str, str] | None,
         body: dict[str, Any],
         status: int,
+        param: str | None,
     ) -> None:
         """A request the gateway refuses is not sent upstream and leaves no record."""
         state = fake_upstream[1]
@@ -515,7 +499,7 @@ class TestRefusedRequests:
             headers=headers if headers is not None else {"Authorization": f"Bearer {secret}"},
             json=body,
         )
-        assert_openai_error(response, status)
+        assert_openai_error(response, status, param)
         assert len(state.requests) == before
         assert records_of(gateway, key_id) == []
         assert len(records_of(gateway)) == records_before
@@ -542,6 +526,6 @@ class TestRefusedRequests:
         secret = gateway.new_key(models=["sim-chat"])[0]
         before = len(state.requests)
         response = post(gateway, secret, chat("fake", max_tokens=2))
-        error = assert_openai_error(response, 403)
+        error = assert_openai_error(response, 403, "model")
         assert error["code"] == "model_not_allowed"
         assert len(state.requests) == before
