@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 
 from tokenmill.access import service
-from tokenmill.access.follower import apply_changes, fetch_changes, load_directory
+from tokenmill.access.follower import apply_changes, fetch_changes, load_directory, overlap_of
 from tokenmill.access.keys import hash_secret
 from tokenmill.errors import Conflict, NotFound, Unavailable
+from tokenmill.store import accounts as rows
 from tokenmill.store.database import open_engine
 from tokenmill.store.group_commit import GroupCommitWriter
 from tokenmill.store.usage import query_records, record_by_request_id
@@ -156,29 +157,67 @@ class TestUsageQueries:
             assert [r.prompt_tokens for r in newest_first] == [5, 4, 3, 2, 1, 0]
 
 
+def _key_row(account_id: str, name: str) -> rows.KeyRow:
+    return rows.KeyRow(
+        id=f"key_{name}",
+        account_id=account_id,
+        name=name,
+        key_hash=hash_secret(name),
+        key_prefix="tm-" + name[:7],
+        models=None,
+        created_at_ms=1,
+        expires_at_ms=None,
+        revoked_at_ms=None,
+    )
+
+
 class TestChangeSequence:
     def test_a_follower_sees_keys_made_revoked_and_accounts_disabled(self, store: Engine) -> None:
         """Each write appends a change; applying them keeps the directory exact."""
         directory = load_directory(store)
         account = service.create_account(store, "acme")
         made = service.create_key(store, account.id, name="k1")
-        batch = fetch_changes(store, directory.seq)
+        batch = fetch_changes(store, directory)
         assert batch is not None
-        apply_changes(directory, batch)
+        apply_changes(directory, batch, overlap_of(store))
         grant = directory.lookup(hash_secret(made.secret))
         assert grant is not None and grant.account_active
         service.set_account_status(store, "acme", "disabled")
-        batch = fetch_changes(store, directory.seq)
+        batch = fetch_changes(store, directory)
         assert batch is not None
-        apply_changes(directory, batch)
+        apply_changes(directory, batch, overlap_of(store))
         grant = directory.lookup(hash_secret(made.secret))
         assert grant is not None and not grant.account_active
         service.revoke_key(store, made.row.id)
-        batch = fetch_changes(store, directory.seq)
+        batch = fetch_changes(store, directory)
         assert batch is not None
-        apply_changes(directory, batch)
+        apply_changes(directory, batch, overlap_of(store))
         assert directory.lookup(hash_secret(made.secret)) is None
-        assert fetch_changes(store, directory.seq) is None
+        assert fetch_changes(store, directory) is None
+
+    def test_a_change_committed_out_of_sequence_order_is_still_applied(self, store: Engine) -> None:
+        """PostgreSQL: seq n commits after seq n+1 was seen; the next poll still applies n."""
+        if store.dialect.name == "sqlite":
+            pytest.skip("SQLite serializes writers: sequence order is commit order")
+        account = service.create_account(store, "acme")
+        directory = load_directory(store)
+        early, late = (_key_row(account.id, name) for name in ("early", "late"))
+        with store.connect() as first, store.connect() as second:
+            first_transaction = first.begin()
+            rows.insert_key(first, early)  # takes seq n, not yet visible
+            with second.begin():
+                rows.insert_key(second, late)  # takes seq n+1, visible now
+            batch = fetch_changes(store, directory)
+            assert batch is not None
+            apply_changes(directory, batch, overlap_of(store))
+            assert directory.lookup(late.key_hash) is not None
+            assert directory.lookup(early.key_hash) is None
+            first_transaction.commit()
+        batch = fetch_changes(store, directory)
+        assert batch is not None
+        apply_changes(directory, batch, overlap_of(store))
+        assert directory.lookup(early.key_hash) is not None
+        assert fetch_changes(store, directory) is None
 
     def test_a_fresh_directory_loads_only_live_keys(self, store: Engine) -> None:
         """Revoked keys are not loaded at start; live ones are."""

@@ -3,6 +3,11 @@
 The CLI or another process writes a key or account and appends a change; each poll reads the
 changes after the last one seen and reloads just those rows. A poll that fails (database
 briefly locked or down) is retried at the next tick; the index keeps serving what it had.
+
+On PostgreSQL two writers can commit out of sequence order: seq 11 visible before seq 10.
+A follower that only asked for "after 11" would miss 10 for good, so it reads a window of
+``SEQ_OVERLAP_COUNT`` before the highest seq it saw and skips the changes it has applied.
+SQLite serializes writers, so there the window is empty.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tokenmill.store import accounts as rows
 log = logging.getLogger("tokenmill.access")
 
 CHANGES_PER_POLL_MAX = 10_000
+SEQ_OVERLAP_COUNT = 256
 
 
 def load_directory(engine: Engine) -> KeyDirectory:
@@ -33,32 +39,44 @@ def load_directory(engine: Engine) -> KeyDirectory:
 
 @dataclass(frozen=True)
 class ChangeBatch:
-    last_seq: int
+    seqs: list[int]
     accounts: list[rows.AccountRow]
     key_ids: list[str]
     keys: list[rows.KeyRow]
 
 
-def fetch_changes(engine: Engine, after_seq: int) -> ChangeBatch | None:
-    """Read the changes after ``after_seq`` and the rows they name (runs in a thread)."""
+def overlap_of(engine: Engine) -> int:
+    return 0 if engine.dialect.name == "sqlite" else SEQ_OVERLAP_COUNT
+
+
+def fetch_changes(engine: Engine, directory: KeyDirectory) -> ChangeBatch | None:
+    """Read the changes the directory has not applied and the rows they name (a thread)."""
+    after_seq = max(0, directory.seq - overlap_of(engine))
     with engine.connect() as connection:
-        found = rows.changes_after(connection, after_seq, CHANGES_PER_POLL_MAX)
+        found = [
+            change
+            for change in rows.changes_after(connection, after_seq, CHANGES_PER_POLL_MAX)
+            if not directory.has_applied(change[0])
+        ]
         if not found:
             return None
         account_ids = sorted({ident for _, entity, ident in found if entity == "account"})
         key_ids = sorted({ident for _, entity, ident in found if entity == "key"})
         accounts = rows.accounts_by_ids(connection, account_ids) if account_ids else []
         keys = rows.keys_by_ids(connection, key_ids) if key_ids else []
-    return ChangeBatch(found[-1][0], accounts, key_ids, keys)
+    return ChangeBatch([seq for seq, _, _ in found], accounts, key_ids, keys)
 
 
-def apply_changes(directory: KeyDirectory, batch: ChangeBatch) -> None:
-    """Apply ``batch`` to the index (on the event loop, so lookups never see it half done)."""
-    assert batch.last_seq > directory.seq
+def apply_changes(directory: KeyDirectory, batch: ChangeBatch, overlap: int) -> None:
+    """Apply ``batch`` to the index (on the event loop, so lookups never see it half done).
+
+    Applying is idempotent (rows are reloaded, not patched), so a batch that raced with
+    another is harmless.
+    """
     directory.apply_accounts(batch.accounts)
     directory.forget_keys(batch.key_ids)
     directory.apply_keys(batch.keys)
-    directory.seq = batch.last_seq
+    directory.mark_applied(batch.seqs, overlap)
 
 
 async def follow_changes(
@@ -69,9 +87,9 @@ async def follow_changes(
     while True:
         await asyncio.sleep(interval_s)
         try:
-            batch = await loop.run_in_executor(executor, fetch_changes, engine, directory.seq)
+            batch = await loop.run_in_executor(executor, fetch_changes, engine, directory)
         except SQLAlchemyError as exc:
             log.warning("change poll failed, retrying: %s", exc.__class__.__name__)
             continue
-        if batch is not None and batch.last_seq > directory.seq:
-            apply_changes(directory, batch)
+        if batch is not None:
+            apply_changes(directory, batch, overlap_of(engine))

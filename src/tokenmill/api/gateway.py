@@ -10,7 +10,13 @@ from sqlalchemy import Engine
 
 from tokenmill.access import service
 from tokenmill.access.directory import KeyDirectory
-from tokenmill.access.follower import apply_changes, fetch_changes, follow_changes, load_directory
+from tokenmill.access.follower import (
+    apply_changes,
+    fetch_changes,
+    follow_changes,
+    load_directory,
+    overlap_of,
+)
 from tokenmill.access.keys import hash_secret
 from tokenmill.api.metrics import GatewayMetrics
 from tokenmill.api.request_path import RequestIds
@@ -110,9 +116,9 @@ class Gateway:
     async def sync_directory(self) -> None:
         """Apply the store's new changes now (after a write made by this process)."""
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self.io, fetch_changes, self.db, self.directory.seq)
-        if batch is not None and batch.last_seq > self.directory.seq:
-            apply_changes(self.directory, batch)
+        batch = await loop.run_in_executor(self.io, fetch_changes, self.db, self.directory)
+        if batch is not None:
+            apply_changes(self.directory, batch, overlap_of(self.db))
 
     async def stop(self) -> None:
         """Flush the usage writer, stop the engines, close the store."""
