@@ -94,3 +94,26 @@ class TestConfig:
         """A path that does not exist says so."""
         with pytest.raises(ConfigurationError, match="cannot read"):
             load_config(tmp_path / "absent.yaml")
+
+
+class TestStreamEvents:
+    @pytest.mark.parametrize(
+        ("payload", "carries"),
+        [
+            (b'{"choices":[{"delta":{"content":"Hi"}}]}', True),
+            (b'{"choices":[{"delta":{"role":"assistant","content":""}}]}', False),
+            (b'{"choices":[{"delta": {"content": "Hi"}}]}', True),
+            (b'{"choices":[{"delta": {"content": ""}}]}', False),
+            (b'{"choices":[{"text":"x","index":0}]}', True),
+            (b'{"choices":[{"text":""}]}', False),
+            (b'{"choices":[],"usage":{"prompt_tokens":1}}', False),
+            (b'{"choices":[{"delta":{"content":null}}]}', False),
+        ],
+    )
+    def test_an_event_counts_as_a_token_only_when_it_carries_text(
+        self, payload: bytes, carries: bool
+    ) -> None:
+        """Compact and spaced JSON alike: empty or missing content is no token."""
+        from tokenmill.engines.openai_compat import _carries_text
+
+        assert _carries_text(payload) is carries

@@ -186,14 +186,27 @@ class OpenAIBackend:
     def _part(self, call: EngineCall, payload: bytes) -> StreamPart:
         """Meter one event: parse it only if it carries usage; count it if it carries text."""
         usage_only = False
-        if b'"usage"' in payload and not _USAGE_NULL.search(payload):
+        mentions_usage = b'"usage"' in payload and b'"usage":null' not in payload
+        if mentions_usage and not _USAGE_NULL.search(payload):  # also "usage": null, spaced
             usage_only = _take_usage(self.engine, payload, call)
-        if _HAS_TEXT.search(payload):
+        if _carries_text(payload):
             meter = call.meter
             meter.completion_tokens_estimate += 1
             if meter.first_token_at_ns is None:
                 meter.first_token_at_ns = time.perf_counter_ns()
         return StreamPart(payload, usage_only)
+
+
+def _carries_text(payload: bytes) -> bool:
+    """Whether an event has non-empty content or text: a substring test for compact JSON,
+    the regular expression only for spaced JSON (the hot path runs this per event)."""
+    for key in (b'"content":"', b'"text":"'):
+        at = payload.find(key)
+        if at >= 0:
+            return payload[at + len(key) : at + len(key) + 1] != b'"'
+    if b'"content"' in payload or b'"text"' in payload:
+        return _HAS_TEXT.search(payload) is not None
+    return False
 
 
 def _take_usage(engine: str, payload: bytes, call: EngineCall) -> bool:
