@@ -120,4 +120,6 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=int(settings.config.limits.shutdown_drain_s_max),
         server_header=False,
+        # The gateway never reads the client's address, so X-Forwarded-* need no parsing.
+        proxy_headers=False,
     )
