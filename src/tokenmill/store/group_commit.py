@@ -77,8 +77,13 @@ class GroupCommitWriter:
             raise Unavailable("the usage writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((record, future))
-        # A cancelled caller (client gone) must not cancel the commit: shield the wait.
-        await asyncio.shield(future)
+        # A cancelled caller (client gone) must not cancel the commit: shield the wait, and
+        # let the outcome be collected (the writer logs a failure) rather than left unread.
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(_collect)
+            raise
 
     async def close(self) -> None:
         """Commit everything queued, then stop the writer."""
@@ -112,6 +117,11 @@ class GroupCommitWriter:
                 else:
                     future.set_exception(error)
             self._queue.task_done()
+
+
+def _collect(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _unavailable(exc: BaseException) -> Unavailable:
