@@ -21,6 +21,7 @@ from tests.conftest import gateway_config
 from tokenmill.store.database import open_engine
 from tokenmill.store.usage import record_by_request_id
 from tokenmill.testing import free_port
+from tokenmill.usage import UsageRecord
 
 TOKENMILL = str(Path(sys.executable).with_name("tokenmill"))
 
@@ -66,6 +67,16 @@ def serve(home: Path, config: dict, port: int) -> Iterator[tuple[subprocess.Pope
             process.kill()
         process.wait(timeout=10)
         log.close()
+
+
+def stored_records(home: Path, request_ids: list[str]) -> dict[str, UsageRecord | None]:
+    """The usage record of each request id in the SQLite store of ``home`` (None if absent)."""
+    engine = open_engine(f"sqlite:///{home / 'tokenmill.db'}")
+    try:
+        with engine.connect() as connection:
+            return {rid: record_by_request_id(connection, rid) for rid in request_ids}
+    finally:
+        engine.dispose()
 
 
 def _chat(url: str, key: str, stream: bool) -> httpx.Response:
@@ -116,13 +127,8 @@ class TestKill:
             for thread in threads:
                 thread.join(timeout=15)
         assert len(received) >= 50, "too little load reached the gateway before the kill"
-        engine = open_engine(f"sqlite:///{tmp_path / 'home' / 'tokenmill.db'}")
-        try:
-            with engine.connect() as connection:
-                missing = [rid for rid in received if record_by_request_id(connection, rid) is None]
-        finally:
-            engine.dispose()
-        assert missing == []
+        found = stored_records(tmp_path / "home", received)
+        assert [rid for rid in received if found[rid] is None] == []
 
     def test_a_restarted_gateway_serves_the_same_keys_and_keeps_the_records(
         self, tmp_path: Path
@@ -138,14 +144,8 @@ class TestKill:
             assert printed == key, "a restart must not make a second demo key"
             second = _chat(f"http://127.0.0.1:{port}", key, False)
             assert second.status_code == 200
-        engine = open_engine(f"sqlite:///{home / 'tokenmill.db'}")
-        try:
-            with engine.connect() as connection:
-                for response in (first, second):
-                    rid = response.headers["x-request-id"]
-                    assert record_by_request_id(connection, rid) is not None
-        finally:
-            engine.dispose()
+        ids = [response.headers["x-request-id"] for response in (first, second)]
+        assert all(record is not None for record in stored_records(home, ids).values())
 
 
 class TestDrain:
@@ -178,12 +178,7 @@ class TestDrain:
             assert process.wait(timeout=30) == 0
             with pytest.raises(httpx.TransportError):
                 httpx.get(url + "/healthz", timeout=2)
-        engine = open_engine(f"sqlite:///{tmp_path / 'home' / 'tokenmill.db'}")
-        try:
-            with engine.connect() as connection:
-                record = record_by_request_id(connection, request_id)
-        finally:
-            engine.dispose()
+        record = stored_records(tmp_path / "home", [request_id])[request_id]
         assert record is not None
         assert record.status == "ok"
         assert record.completion_tokens > 1
