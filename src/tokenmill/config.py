@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tokenmill.errors import ConfigurationError
+from tokenmill.errors import ConfigurationError, InvalidRequest
+from tokenmill.money import parse_amount
 
 DEFAULT_PORT = 8080
 
@@ -41,6 +49,8 @@ class Limits(_Frozen):
     change_poll_interval_ms: int = Field(250, ge=10, le=1000)
     shutdown_drain_s_max: float = Field(30.0, ge=0)
     sim_queue_count_max: int = Field(10_000, ge=1)
+    hold_ttl_s: float = Field(3600.0, gt=0)
+    holds_count_max: int = Field(100_000, ge=1)
 
 
 class SimEngineConfig(_Frozen):
@@ -72,12 +82,45 @@ class DeploymentConfig(_Frozen):
     embedding_dimensions: int | None = Field(None, ge=1, le=65536)
 
 
+class PriceConfig(_Frozen):
+    """A model's price, in currency units per million tokens (``"0.20"``), exact as decimals."""
+
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    input: int = Field(description="per million input tokens; stored as nano-units")
+    output: int = 0
+    cached_input: int | None = None  # None: the input price
+    request_fee: int = 0  # per request, in currency units
+
+    @field_validator("input", "output", "cached_input", "request_fee", mode="before")
+    @classmethod
+    def _nano(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float):
+            value = repr(value)  # YAML read 0.57 as a float: its shortest text is what was typed
+        try:
+            return parse_amount(value, param="price")
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from exc
+
+
+class PromptAllowanceConfig(_Frozen):
+    """Tokens the chat template may add to a prompt, for the hold's prompt bound."""
+
+    template_tokens: int = Field(32, ge=0)
+    tokens_per_message: int = Field(8, ge=0)
+    tokens_per_tool: int = Field(16, ge=0)
+    tokens_per_image: int = Field(4096, ge=0)
+
+
 class ModelConfig(_Frozen):
     kind: Literal["chat", "embedding"] = "chat"
     deployments: list[str] = Field(min_length=1)
     context_tokens: int = Field(131072, ge=16)
     output_tokens_max: int = Field(8192, ge=1)
     description: str = ""
+    price: PriceConfig | None = None  # seeded into the price book if the model has none there
+    prompt_allowance: PromptAllowanceConfig = PromptAllowanceConfig()
 
 
 class StoreConfig(_Frozen):

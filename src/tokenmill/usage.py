@@ -144,8 +144,12 @@ class UsageRecord:
     started_at_ms: int
     ttft_ms: int | None
     duration_ms: int
+    charge_nano: int = 0  # what the account was charged, in its currency
+    loss_nano: int = 0  # what the charge exceeded the hold by: the operator's loss
 
     def __post_init__(self) -> None:
         assert self.status in ("ok", "error", "cancelled")
         assert min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) >= 0
         assert self.duration_ms >= 0
+        assert self.charge_nano >= 0
+        assert self.loss_nano >= 0

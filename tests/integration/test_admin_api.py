@@ -17,7 +17,15 @@ from tests.conftest import LiveGateway, gateway_config, live_gateway
 from tokenmill.access.keys import hash_secret
 from tokenmill.store.usage import query_records
 
-ACCOUNT_FIELDS = {"id", "name", "status", "created_at", "disabled_at"}
+ACCOUNT_FIELDS = {
+    "id",
+    "name",
+    "status",
+    "created_at",
+    "disabled_at",
+    "currency",
+    "credit_limit",
+}
 KEY_FIELDS = {
     "id",
     "account_id",
@@ -46,6 +54,8 @@ USAGE_FIELDS = {
     "started_at",
     "ttft_ms",
     "duration_ms",
+    "charge_nano",
+    "loss_nano",
 }
 HELLO = [{"role": "user", "content": "hello there"}]
 

@@ -248,7 +248,7 @@ class TestAccountsService:
         assert first is not None and first.admin_token is not None
         assert first.demo_key.startswith("tm-")
         assert service.first_start(store, make_admin_token=True) is None
-        assert hash_secret(first.admin_token) in service.admin_token_hashes(store)
+        assert hash_secret(first.admin_token) in service.admin_token_actors(store)
         keys = service.list_keys(store, "demo")
         assert [k.key_hash for k in keys] == [hash_secret(first.demo_key)]
 

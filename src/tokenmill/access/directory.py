@@ -10,20 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tokenmill.access.keys import Grant
+from tokenmill.changes import ChangeCursor
 from tokenmill.store.accounts import AccountRow, KeyRow
 
 
-class KeyDirectory:
+class KeyDirectory(ChangeCursor):
     """Key hash -> Grant, kept current by ``apply_keys`` and ``apply_accounts``."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._grants: dict[str, Grant] = {}
         self._hash_by_key_id: dict[str, str] = {}
         self._rows_by_key_id: dict[str, KeyRow] = {}
         self._account_active: dict[str, bool] = {}
         self._key_ids_by_account: dict[str, set[str]] = {}
-        self.seq = 0  # the highest change applied
-        self._applied_recent: set[int] = set()  # applied seqs in the overlap window
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -35,18 +35,6 @@ class KeyDirectory:
         self.apply_accounts(accounts)
         self.apply_keys(keys)
         self.seq = seq
-
-    def has_applied(self, seq: int) -> bool:
-        """Whether change ``seq`` was applied; asked only inside the overlap window."""
-        return seq in self._applied_recent
-
-    def mark_applied(self, seqs: Iterable[int], overlap: int) -> None:
-        """Remember ``seqs`` as applied; forget those that fell out of the overlap window."""
-        self._applied_recent.update(seqs)
-        self.seq = max(self.seq, max(self._applied_recent, default=0))
-        floor = self.seq - overlap
-        self._applied_recent = {seq for seq in self._applied_recent if seq > floor}
-        assert len(self._applied_recent) <= overlap
 
     def apply_accounts(self, accounts: Iterable[AccountRow]) -> None:
         for account in accounts:

@@ -21,9 +21,12 @@ from tokenmill.access.keys import (
     new_secret,
 )
 from tokenmill.errors import Conflict, InvalidRequest, NotFound
+from tokenmill.retail.ledger import Transfer, operator_account
 from tokenmill.store import accounts as rows
 from tokenmill.store.database import now_ms, write_transaction
+from tokenmill.store.ledger import post_transfers
 
+DEMO_GRANT_NANO = 5_000_000_000  # 5.00 USD: the demo key works on the first start
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,199}$")
 MODELS_PER_KEY_MAX = 1000
 LIST_LIMIT_MAX = 10_000
@@ -148,9 +151,13 @@ def revoke_key(engine: Engine, key_id: str) -> rows.KeyRow:
     return key
 
 
-def admin_token_hashes(engine: Engine) -> list[str]:
+def admin_token_actors(engine: Engine) -> dict[str, str]:
+    """Admin token hash -> the actor the audit log names (``admin:<token id>``)."""
     with engine.connect() as connection:
-        return rows.admin_token_hashes(connection)
+        return {
+            token_hash: f"admin:{token_id}"
+            for token_id, token_hash in rows.admin_tokens_with_ids(connection)
+        }
 
 
 @dataclass(frozen=True)
@@ -190,4 +197,15 @@ def first_start(engine: Engine, *, make_admin_token: bool) -> FirstStart | None:
             None,
         )
         rows.insert_key(connection, key)
+        grant = Transfer(
+            "grant:demo-welcome",
+            operator_account("grants", account.currency),
+            account.id,
+            DEMO_GRANT_NANO,
+            account.currency,
+            "grant",
+            "first start",
+            created,
+        )
+        post_transfers(connection, [grant], created)
     return FirstStart(admin, secret, account.id)

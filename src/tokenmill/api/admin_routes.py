@@ -20,8 +20,10 @@ from starlette.exceptions import HTTPException
 from tokenmill.access import service
 from tokenmill.access.keys import hash_secret
 from tokenmill.api.gateway import Gateway
+from tokenmill.api.money_routes import money_routes
 from tokenmill.api.openai_routes import server_error
 from tokenmill.errors import AuthenticationFailed, InvalidRequest, NotFound, TokenmillError
+from tokenmill.money import format_amount
 from tokenmill.store import accounts as rows
 from tokenmill.store.usage import query_records
 
@@ -47,6 +49,8 @@ class Account(BaseModel):
     status: str
     created_at: datetime
     disabled_at: datetime | None
+    currency: str
+    credit_limit: str = Field(description="postpaid credit limit; 0.00 for prepaid")
 
 
 class Key(BaseModel):
@@ -82,6 +86,8 @@ class Usage(BaseModel):
     started_at: datetime
     ttft_ms: int | None
     duration_ms: int
+    charge_nano: int
+    loss_nano: int
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -103,6 +109,8 @@ def account_out(row: rows.AccountRow) -> Account:
         status=row.status,
         created_at=_time(row.created_at_ms),
         disabled_at=_time(row.disabled_at_ms),
+        currency=row.currency,
+        credit_limit=format_amount(row.credit_limit_nano),
     )
 
 
@@ -156,17 +164,21 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
 
-    def require_admin(request: Request) -> None:
+    def require_admin(request: Request) -> str:
+        """The actor (admin token id) the request acts as, for the audit log."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.")
-        if hash_secret(token.strip()) not in gateway.admin_hashes:
+        actor = gateway.admin_actors.get(hash_secret(token.strip()))
+        if actor is None:
             raise AuthenticationFailed("Incorrect admin token.")
+        return actor
 
     admin = [Depends(require_admin)]
     _account_routes(app, gateway, admin)
     _key_routes(app, gateway, admin)
     _usage_routes(app, gateway, admin)
+    money_routes(app, gateway, Depends(require_admin))
     return app
 
 

@@ -20,13 +20,19 @@ from tokenmill.access.follower import (
 from tokenmill.access.keys import hash_secret
 from tokenmill.api.metrics import GatewayMetrics
 from tokenmill.api.request_path import RequestIds
+from tokenmill.billing import service as billing
+from tokenmill.billing.follower import MoneyState, follow_money, load_money, sync_money
 from tokenmill.config import Config, ModelConfig, OpenAIEngineConfig, Settings
 from tokenmill.engines.base import Backend
 from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
 from tokenmill.engines.sim import SimBackend
 from tokenmill.errors import ConfigurationError, Unavailable
-from tokenmill.store.database import open_engine
+from tokenmill.money import format_amount
+from tokenmill.retail.charging import Charge
+from tokenmill.retail.rating import Price, PromptAllowance
+from tokenmill.store.database import now_ms, open_engine
 from tokenmill.store.group_commit import GroupCommitWriter
+from tokenmill.store.ownership import GatewayLock
 from tokenmill.usage import UsageRecord
 
 log = logging.getLogger("tokenmill.gateway")
@@ -65,23 +71,56 @@ def build_backends(
     return backends, upstreams
 
 
+def configured_prices(config: Config) -> list[Price]:
+    """The prices the configuration gives, to seed a price book that has none for them."""
+    return [
+        Price(
+            model=name,
+            currency=model.price.currency,
+            effective_from_ms=0,
+            input_nano_per_mtok=model.price.input,
+            output_nano_per_mtok=model.price.output,
+            cached_input_nano_per_mtok=(
+                model.price.input if model.price.cached_input is None else model.price.cached_input
+            ),
+            request_fee_nano=model.price.request_fee,
+        )
+        for name, model in config.models.items()
+        if model.price is not None
+    ]
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config = settings.config
         self.limits = settings.config.limits
         self.models: dict[str, ModelConfig] = dict(settings.config.models)
+        self.allowances = {
+            name: PromptAllowance(**model.prompt_allowance.model_dump())
+            for name, model in self.models.items()
+        }
         self.metrics = GatewayMetrics()
         self.request_ids = RequestIds()
         self.backends, self._upstreams = build_backends(settings.config, settings.environ)
         self.db: Engine = open_engine(
             settings.database_url, sqlite_synchronous=settings.config.store.sqlite_synchronous
         )
+        try:
+            self._lock = GatewayLock(self.db)
+        except Unavailable:
+            self.db.dispose()
+            raise
+        billing.seed_prices(self.db, configured_prices(settings.config))
         self.directory: KeyDirectory = load_directory(self.db)
-        self.admin_hashes = frozenset(
-            [hash_secret(settings.admin_token)]
+        self.money: MoneyState = load_money(self.db)
+        unpriced = sorted(name for name in self.models if not self.money.prices.priced(name))
+        if unpriced:
+            log.warning("models without a price are served free: %s", ", ".join(unpriced))
+        self.admin_actors = (
+            {hash_secret(settings.admin_token): "admin:env"}
             if settings.admin_token
-            else service.admin_token_hashes(self.db)
+            else service.admin_token_actors(self.db)
         )
         self.writer = GroupCommitWriter(
             self.db,
@@ -90,7 +129,7 @@ class Gateway:
             sqlite_synchronous=settings.config.store.sqlite_synchronous,
         )
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenmill-io")
-        self._follower: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def route(self, model: str) -> Backend:
         """The deployment that serves ``model``: the first listed (routing comes later)."""
@@ -106,12 +145,46 @@ class Gateway:
     def observe(self, record: UsageRecord) -> None:
         self.metrics.of(record.model, record.endpoint, record.status).observe(record)
 
+    def report_loss(self, record: UsageRecord, charge: Charge) -> None:
+        """A charge above its hold: the customer paid the hold, the operator the rest."""
+        assert charge.price is not None and charge.hold is not None
+        log.warning(
+            "request %s cost %s %s more than its hold (%d prompt tokens counted upstream);"
+            " booked to loss:%s",
+            record.request_id,
+            format_amount(record.loss_nano),
+            charge.price.currency,
+            record.prompt_tokens,
+            charge.price.currency,
+        )
+        self.metrics.loss_nano.labels(charge.price.currency).inc(record.loss_nano)
+
     async def start(self) -> None:
         self.writer.start()
         interval_s = self.limits.change_poll_interval_ms / 1000
-        self._follower = asyncio.get_running_loop().create_task(
-            follow_changes(self.db, self.directory, interval_s, self.io), name="follower"
-        )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(
+                follow_changes(self.db, self.directory, interval_s, self.io), name="follower"
+            ),
+            loop.create_task(
+                follow_money(self.db, self.money, interval_s, self.io), name="money-follower"
+            ),
+            loop.create_task(self._expire_holds(), name="hold-expiry"),
+        ]
+
+    async def _expire_holds(self) -> None:
+        """Release holds past their deadline, once a second, and report each one."""
+        while True:
+            await asyncio.sleep(1.0)
+            for hold in self.money.funds.expire(now_ms()):
+                log.warning(
+                    "hold of request %s expired after %.0f s; released %d nano-units",
+                    hold.request_id,
+                    self.limits.hold_ttl_s,
+                    hold.amount_nano,
+                )
+                self.metrics.holds_expired.inc()
 
     async def sync_directory(self) -> None:
         """Apply the store's new changes now (after a write made by this process)."""
@@ -119,18 +192,20 @@ class Gateway:
         batch = await loop.run_in_executor(self.io, fetch_changes, self.db, self.directory)
         if batch is not None:
             apply_changes(self.directory, batch, overlap_of(self.db))
+        await sync_money(self.db, self.money, self.io)
 
     async def stop(self) -> None:
         """Flush the usage writer, stop the engines, close the store."""
-        if self._follower is not None:
-            self._follower.cancel()
-            await asyncio.gather(self._follower, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.writer.close()
         for backend in self.backends.values():
             await backend.aclose()
         for upstream in self._upstreams.values():
             await upstream.aclose()
         self.io.shutdown(wait=True)
+        self._lock.release()
         self.db.dispose()
         log.info(
             "stopped: %d usage records in %d commits",

@@ -51,6 +51,17 @@ class GatewayMetrics:
             ["endpoint", "http_status"],
             registry=self.registry,
         )
+        self.loss_nano = Counter(
+            "tokenmill_loss_nano",
+            "Charges above their hold, booked to the operator's loss account (nano-units).",
+            ["currency"],
+            registry=self.registry,
+        )
+        self.holds_expired = Counter(
+            "tokenmill_holds_expired",
+            "Holds released because they outlived limits.hold_ttl_s.",
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, str, str], RecordMetrics] = {}
 
     def of(self, model: str, endpoint: str, status: str) -> RecordMetrics:

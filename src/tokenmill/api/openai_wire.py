@@ -29,6 +29,11 @@ class ParsedRequest:
     include_usage: bool
     output_tokens_max: int | None
     stop: tuple[str, ...]
+    # What the prompt bound of the hold is made of (the body's bytes less image payloads).
+    messages_count: int = 0
+    tools_count: int = 0
+    images_count: int = 0
+    image_bytes: int = 0
 
 
 def decode_json(raw: bytes) -> dict[str, Any]:
@@ -158,15 +163,45 @@ def parse_chat(
         raise InvalidRequest(
             f"'messages' has more than {limits.messages_count_max} entries.", param="messages"
         )
+    images_count = image_bytes = 0
     for index, message in enumerate(messages):
-        _check_message(index, message)
+        images, size = _check_message(index, message)
+        images_count += images
+        image_bytes += size
     _common(body)
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array.", param="tools")
     stream, include_usage = _stream(body)
     cap = _output_cap(body, model, limits)
-    return ParsedRequest("chat", name, body, stream, include_usage, cap, _stop(body, limits))
+    return ParsedRequest(
+        "chat",
+        name,
+        body,
+        stream,
+        include_usage,
+        cap,
+        _stop(body, limits),
+        messages_count=len(messages),
+        tools_count=len(tools or ()),
+        images_count=images_count,
+        image_bytes=image_bytes,
+    )
 
 
-def _check_message(index: int, message: Any) -> None:
+IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def _image_size(part: dict[str, Any]) -> int:
+    """The bytes an image part takes in the body (its URL or data), counted as one image."""
+    value = part.get(part["type"])
+    if isinstance(value, dict):
+        value = value.get("url", "")
+    return len(value) if isinstance(value, str) else 0
+
+
+def _check_message(index: int, message: Any) -> tuple[int, int]:
+    """Check one message; return (images in it, bytes those images take in the body)."""
     param = f"messages.[{index}]"
     if not isinstance(message, dict):
         raise InvalidRequest(f"{param} must be an object.", param=param)
@@ -178,14 +213,15 @@ def _check_message(index: int, message: Any) -> None:
     content = message.get("content")
     if content is None:
         if role == "assistant" and (message.get("tool_calls") or message.get("function_call")):
-            return
+            return 0, 0
         raise InvalidRequest(f"{param}.content is required.", param=f"{param}.content")
     if isinstance(content, str):
-        return
+        return 0, 0
     if isinstance(content, list) and all(
         isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
     ):
-        return
+        images = [part for part in content if part["type"] in IMAGE_PARTS]
+        return len(images), sum(_image_size(part) for part in images)
     raise InvalidRequest(
         f"{param}.content must be a string or an array of content parts.",
         param=f"{param}.content",

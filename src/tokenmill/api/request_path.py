@@ -1,10 +1,11 @@
-"""The hot path, in DESIGN order: auth -> parse and validate -> route -> call the engine ->
-relay -> commit the usage record -> finish the response.
+"""The hot path, in DESIGN order: auth -> parse and validate -> rate and hold -> route ->
+call the engine -> relay -> settle -> commit the usage record and its transfers -> finish
+the response.
 
 Plain ASGI, no framework objects: this is the code every token goes through. Nothing before
-the engine call touches the database (keys come from the in-memory directory), and the
-usage record is committed (group commit) before the last byte: the body of a non-streamed
-answer, or ``data: [DONE]`` of a stream.
+the engine call touches the database (keys, balances, holds and prices are in memory), and
+the usage record and its ledger transfers are committed together (group commit) before the
+last byte: the body of a non-streamed answer, or ``data: [DONE]`` of a stream.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from tokenmill.errors import (
     TokenmillError,
     Unavailable,
 )
+from tokenmill.retail.charging import Charge, ChargeTerms, close_charge, open_charge
+from tokenmill.retail.ledger import Transfer, usage_transfers
+from tokenmill.retail.rating import PromptSize
 from tokenmill.usage import UsageRecord
 
 if TYPE_CHECKING:
@@ -111,6 +115,7 @@ class OpenAIEndpoint:
         gateway = self.gateway
         request_id = gateway.request_ids()
         started_ns = time.perf_counter_ns()
+        started_at_ms = time.time_ns() // 1_000_000
         try:
             if scope["method"] != "POST":
                 raise InvalidRequest(f"Use POST for {scope['path']}.")
@@ -119,6 +124,11 @@ class OpenAIEndpoint:
             parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
             check_model(grant, parsed.model)
             backend = gateway.route(parsed.model)
+            charge = open_charge(
+                gateway.money.funds,
+                gateway.money.prices,
+                self._terms(request_id, started_at_ms, grant, parsed, raw),
+            )
         except TokenmillError as error:
             gateway.metrics.refused.labels(self.endpoint, str(error.http_status)).inc()
             await send_error(send, error, request_id)
@@ -129,11 +139,11 @@ class OpenAIEndpoint:
             public_model=parsed.model,
             body=parsed.body,
             stream=parsed.stream,
-            output_tokens_max=parsed.output_tokens_max,
+            output_tokens_max=charge.output_cap,
             stop=parsed.stop,
             created_s=int(time.time()),
         )
-        run = _Run(gateway, grant, parsed, backend, call, started_ns)
+        run = _Run(gateway, grant, parsed, backend, call, (started_ns, started_at_ms), charge)
         gateway.metrics.in_flight.inc()
         try:
             if parsed.stream:
@@ -142,6 +152,33 @@ class OpenAIEndpoint:
                 await run.complete(send)
         finally:
             gateway.metrics.in_flight.dec()
+            if charge.hold is not None and charge.hold.open:
+                # Only an unexpected exit (a bug, a cancelled task) leaves the hold open.
+                gateway.money.funds.release(charge.hold)
+
+    def _terms(
+        self, request_id: str, now_ms: int, grant: Grant, parsed: ParsedRequest, raw: bytes
+    ) -> ChargeTerms:
+        gateway = self.gateway
+        model = gateway.models[parsed.model]
+        if gateway.money.funds.holds_count >= gateway.limits.holds_count_max:
+            raise Unavailable("too many requests in flight; retry shortly")
+        return ChargeTerms(
+            request_id=request_id,
+            account_id=grant.account_id,
+            model=parsed.model,
+            prompt=PromptSize(
+                len(raw) - parsed.image_bytes,
+                parsed.messages_count,
+                parsed.tools_count,
+                parsed.images_count,
+            ),
+            allowance=gateway.allowances[parsed.model],
+            context_tokens=model.context_tokens,
+            output_cap=parsed.output_tokens_max,
+            started_at_ms=now_ms,
+            hold_expires_at_ms=now_ms + int(gateway.limits.hold_ttl_s * 1000),
+        )
 
 
 class _Run:
@@ -154,26 +191,27 @@ class _Run:
         parsed: ParsedRequest,
         backend: Backend,
         call: EngineCall,
-        started_ns: int,
+        started: tuple[int, int],
+        charge: Charge,
     ) -> None:
         self.gateway = gateway
         self.grant = grant
         self.parsed = parsed
         self.backend = backend
         self.call = call
-        self.started_ns = started_ns
-        self.started_at_ms = time.time_ns() // 1_000_000
+        self.started_ns, self.started_at_ms = started  # (perf counter ns, Unix ms)
+        self.charge = charge
         self.request_id = call.request_id
 
     async def complete(self, send: Send) -> None:
         try:
             body = await self.backend.complete(self.call)
         except TokenmillError as error:
-            await self._commit_quietly(self._record("error", error.http_status, error.type))
+            await self._commit_quietly(*self._record("error", error.http_status, error.type))
             await send_error(send, error, self.request_id)
             return
         try:
-            await self.gateway.writer.submit(self._record("ok", 200, None))
+            await self._commit(*self._record("ok", 200, None))
         except Unavailable as error:
             await send_error(send, error, self.request_id)
             return
@@ -186,20 +224,20 @@ class _Run:
         except StopAsyncIteration:
             first = None
         except TokenmillError as error:
-            await self._commit_quietly(self._record("error", error.http_status, error.type))
+            await self._commit_quietly(*self._record("error", error.http_status, error.type))
             await send_error(send, error, self.request_id)
             return
         headers = headers_for(self.request_id, SSE_TYPE, (b"cache-control", b"no-cache"))
         headers.extend(self._engine_headers())
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         status, failure = await self._relay(first, parts, send, receive)
-        record = self._record(
+        record, transfers = self._record(
             status,
             200 if failure is None else failure.http_status,
             None if failure is None else failure.type,
         )
         try:
-            await self.gateway.writer.submit(record)
+            await self._commit(record, transfers)
         except Unavailable as commit_error:
             failure = failure or commit_error
             status = "error" if status == "ok" else status
@@ -273,10 +311,16 @@ class _Run:
             headers.append((b"x-tokenmill-simulated", b"true"))
         return headers
 
-    def _record(self, status: str, http_status: int, error_type: str | None) -> UsageRecord:
+    def _record(
+        self, status: str, http_status: int, error_type: str | None
+    ) -> tuple[UsageRecord, tuple[Transfer, ...]]:
+        """The request's usage record and ledger transfers; settles its hold."""
         meter = self.call.meter
         counts, estimated = meter.counts()
         produced = meter.reported is not None or meter.first_token_at_ns is not None
+        settlement = close_charge(
+            self.gateway.money.funds, self.charge, counts if produced else None
+        )
         now_ns = time.perf_counter_ns()
         ttft_ms = None
         if meter.first_token_at_ns is not None:
@@ -299,15 +343,38 @@ class _Run:
             started_at_ms=self.started_at_ms,
             ttft_ms=ttft_ms,
             duration_ms=(now_ns - self.started_ns) // 1_000_000,
+            charge_nano=settlement.charged_nano,
+            loss_nano=settlement.loss_nano,
         )
         self.gateway.observe(record)
-        return record
+        if not settlement.total_nano:
+            return record, ()
+        assert self.charge.price is not None
+        if settlement.loss_nano:
+            self.gateway.report_loss(record, self.charge)
+        transfers = usage_transfers(
+            self.request_id,
+            self.grant.account_id,
+            self.charge.price.currency,
+            settlement,
+            self.started_at_ms + record.duration_ms,
+        )
+        return record, transfers
 
-    async def _commit_quietly(self, record: UsageRecord) -> None:
+    async def _commit(self, record: UsageRecord, transfers: tuple[Transfer, ...]) -> None:
+        """Commit the record with its transfers; if that fails, the charge is undone in
+        memory too (the client gets an error, not the whole answer, and owes nothing)."""
+        try:
+            await self.gateway.writer.submit(record, transfers)
+        except Unavailable:
+            self.gateway.money.funds.add(record.account_id, record.charge_nano)
+            raise
+
+    async def _commit_quietly(self, record: UsageRecord, transfers: tuple[Transfer, ...]) -> None:
         """Commit the record of a failed request; the client gets the original error."""
         # A failed commit is logged by the writer; the client needs the request's own error.
         with contextlib.suppress(Unavailable):
-            await self.gateway.writer.submit(record)
+            await self._commit(record, transfers)
 
 
 async def _close(parts: AsyncIterator[list[StreamPart]]) -> None:

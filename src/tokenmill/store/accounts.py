@@ -23,6 +23,8 @@ class AccountRow:
     status: str
     created_at_ms: int
     disabled_at_ms: int | None
+    currency: str = "USD"
+    credit_limit_nano: int = 0  # 0: prepaid, never below zero; else postpaid down to -limit
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,15 @@ class KeyRow:
 
 
 def _account(row: Any) -> AccountRow:
-    return AccountRow(row.id, row.name, row.status, row.created_at_ms, row.disabled_at_ms)
+    return AccountRow(
+        row.id,
+        row.name,
+        row.status,
+        row.created_at_ms,
+        row.disabled_at_ms,
+        row.currency,
+        row.credit_limit_nano,
+    )
 
 
 def _key(row: Any) -> KeyRow:
@@ -71,6 +81,8 @@ def insert_account(connection: Connection, account: AccountRow) -> None:
             status=account.status,
             created_at_ms=account.created_at_ms,
             disabled_at_ms=account.disabled_at_ms,
+            currency=account.currency,
+            credit_limit_nano=account.credit_limit_nano,
         )
     )
     record_change(connection, "account", account.id, account.created_at_ms)
@@ -86,6 +98,17 @@ def set_account_status(connection: Connection, account_id: str, status: str, now
     if result.rowcount:
         record_change(connection, "account", account_id, now_ms)
     return bool(result.rowcount)
+
+
+def set_account_terms(
+    connection: Connection, account_id: str, currency: str, credit_limit_nano: int, now_ms: int
+) -> None:
+    connection.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id)
+        .values(currency=currency, credit_limit_nano=credit_limit_nano)
+    )
+    record_change(connection, "account", account_id, now_ms)
 
 
 def account_by_id(connection: Connection, account_id: str) -> AccountRow | None:
@@ -183,8 +206,9 @@ def insert_admin_token(connection: Connection, token_id: str, token_hash: str, n
     )
 
 
-def admin_token_hashes(connection: Connection) -> list[str]:
-    return [row.token_hash for row in connection.execute(select(admin_tokens.c.token_hash))]
+def admin_tokens_with_ids(connection: Connection) -> list[tuple[str, str]]:
+    rows = connection.execute(select(admin_tokens.c.id, admin_tokens.c.token_hash))
+    return [(row.id, row.token_hash) for row in rows]
 
 
 def meta_value(connection: Connection, name: str) -> str | None:

@@ -1,6 +1,8 @@
 """The group commit: one writer task commits whatever is waiting, as soon as it can.
 
-Requests hand their usage record to ``submit`` and wait for it to be durable. The writer
+Requests hand their usage record and its ledger transfers to ``submit`` and wait for them
+to be durable: both go in the same transaction, so a request is billed exactly when it is
+recorded. The writer
 takes everything queued (up to ``batch_count_max``) and commits it in one transaction;
 whatever arrives meanwhile waits for the next commit. There is no timer: an idle gateway
 pays one commit of latency, a busy one shares each commit among many.
@@ -9,7 +11,9 @@ The writer runs on the event loop, with no thread: a thread hand-off per commit 
 than the commit, and the two threads fight over the GIL. SQLite commits inline (a WAL
 append, a fraction of a millisecond) with the lock taken non-blocking, retried with short
 sleeps while another process (the CLI) holds it; PostgreSQL goes through psycopg's
-asynchronous connection. Either way one prepared INSERT, rows as tuples, ``executemany``.
+asynchronous connection. Either way prepared statements, rows as tuples, ``executemany``:
+the usage records, the transfers, and one balance update per ledger account the batch
+moves (a hot account's many requests cost one row update per commit).
 """
 
 from __future__ import annotations
@@ -25,12 +29,20 @@ import psycopg
 from sqlalchemy import Engine
 
 from tokenmill.errors import Unavailable
+from tokenmill.retail.ledger import Transfer
+from tokenmill.store.ledger import (
+    balance_rows,
+    balance_upsert_sql,
+    transfer_insert_sql,
+    transfer_row,
+)
 from tokenmill.store.usage import insert_sql, record_row
 from tokenmill.usage import UsageRecord
 
 log = logging.getLogger("tokenmill.store")
 
-_Item = tuple[UsageRecord, "asyncio.Future[None]"]
+_Item = tuple[UsageRecord, tuple[Transfer, ...], "asyncio.Future[None]"]
+_Rows = list[tuple[Any, ...]]
 LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held by another process
 # A WAL checkpoint after this many commits or records, whichever comes first: each commit
 # appends the pages it touched (about 26 KB for one record and its indexes), so both bound
@@ -40,8 +52,20 @@ CHECKPOINT_RECORDS_COUNT = 2000
 LOCK_PAUSE_S_MAX = 0.005  # the longest sleep between two tries for a lock held elsewhere
 
 
+class _Batch:
+    """The rows of one commit: usage records, transfers, balance updates."""
+
+    __slots__ = ("balances", "records", "transfers")
+
+    def __init__(self, items: list[_Item]) -> None:
+        self.records: _Rows = [record_row(record) for record, _, _ in items]
+        moved = [transfer for _, transfers, _ in items for transfer in transfers]
+        self.transfers: _Rows = [transfer_row(transfer) for transfer in moved]
+        self.balances: _Rows = list(balance_rows(moved, time.time_ns() // 1_000_000))
+
+
 class _Writer(Protocol):
-    async def write(self, rows: list[tuple[Any, ...]]) -> None: ...
+    async def write(self, batch: _Batch) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -71,12 +95,13 @@ class GroupCommitWriter:
         assert self._task is None
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
-    async def submit(self, record: UsageRecord) -> None:
-        """Return once ``record`` is committed; raise Unavailable if the commit failed."""
+    async def submit(self, record: UsageRecord, transfers: tuple[Transfer, ...] = ()) -> None:
+        """Return once ``record`` and ``transfers`` are committed (together); raise
+        Unavailable if the commit failed."""
         if self._task is None or self._task.done():
             raise Unavailable("the usage writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((record, future))
+        await self._queue.put((record, transfers, future))
         # A cancelled caller (client gone) must not cancel the commit: shield the wait, and
         # let the outcome be collected (the writer logs a failure) rather than left unread.
         try:
@@ -98,19 +123,21 @@ class GroupCommitWriter:
             batch = [await self._queue.get()]
             while len(batch) < self._batch_count_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            rows = [record_row(record) for record, _ in batch]
+            rows = _Batch(batch)
             try:
                 await self._writer.write(rows)
             except Unavailable as error:
-                log.error("usage commit of %d records failed: %s", len(rows), error.__cause__)
+                log.error(
+                    "usage commit of %d records failed: %s", len(rows.records), error.__cause__
+                )
                 self._settle(batch, error)
             else:
                 self.commits_count += 1
-                self.records_count += len(rows)
+                self.records_count += len(rows.records)
                 self._settle(batch, None)
 
     def _settle(self, batch: list[_Item], error: Exception | None) -> None:
-        for _, future in batch:
+        for _, _, future in batch:
             if not future.done():
                 if error is None:
                     future.set_result(None)
@@ -139,7 +166,7 @@ class _SqliteWriter:
         assert database, "the group commit needs an SQLite file"
         self._path = database
         self._synchronous = synchronous
-        self._sql = insert_sql("?")
+        self._sql = (insert_sql("?"), transfer_insert_sql("?"), balance_upsert_sql("?"))
         self._connection: sqlite3.Connection | None = None
         self._records_since_checkpoint = 0
         self._commits_since_checkpoint = 0
@@ -155,9 +182,9 @@ class _SqliteWriter:
         connection.execute("PRAGMA wal_autocheckpoint=0")
         return connection
 
-    async def write(self, rows: list[tuple[Any, ...]]) -> None:
-        await self._write(rows)
-        self._records_since_checkpoint += len(rows)
+    async def write(self, batch: _Batch) -> None:
+        await self._write(batch)
+        self._records_since_checkpoint += len(batch.records)
         self._commits_since_checkpoint += 1
         due = (
             self._records_since_checkpoint >= CHECKPOINT_RECORDS_COUNT
@@ -182,12 +209,12 @@ class _SqliteWriter:
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed, retried later: %s", exc)
 
-    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    async def _write(self, batch: _Batch) -> None:
         deadline = time.monotonic() + LOCK_WAIT_S_MAX
         pause_s = 0.001
         while True:
             try:
-                self._write_now(rows)
+                self._write_now(batch)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
@@ -201,13 +228,17 @@ class _SqliteWriter:
             await asyncio.sleep(pause_s)
             pause_s = min(pause_s * 2, LOCK_PAUSE_S_MAX)
 
-    def _write_now(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write_now(self, batch: _Batch) -> None:
         if self._connection is None:
             self._connection = self._connect()
         connection = self._connection
+        records_sql, transfers_sql, balances_sql = self._sql
         connection.execute("BEGIN IMMEDIATE")
         try:
-            connection.executemany(self._sql, rows)
+            connection.executemany(records_sql, batch.records)
+            if batch.transfers:
+                connection.executemany(transfers_sql, batch.transfers)
+                connection.executemany(balances_sql, batch.balances)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -231,17 +262,21 @@ class _PostgresWriter:
     def __init__(self, engine: Engine) -> None:
         url = engine.url.set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
-        self._sql = insert_sql("%s")
+        self._sql = (insert_sql("%s"), transfer_insert_sql("%s"), balance_upsert_sql("%s"))
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
-    async def write(self, rows: list[tuple[Any, ...]]) -> None:
+    async def write(self, batch: _Batch) -> None:
+        records_sql, transfers_sql, balances_sql = self._sql
         try:
             if self._connection is None or self._connection.closed:
                 self._connection = await psycopg.AsyncConnection.connect(
                     self._conninfo, connect_timeout=5
                 )
             async with self._connection.transaction(), self._connection.cursor() as cursor:
-                await cursor.executemany(self._sql, rows)
+                await cursor.executemany(records_sql, batch.records)
+                if batch.transfers:
+                    await cursor.executemany(transfers_sql, batch.transfers)
+                    await cursor.executemany(balances_sql, batch.balances)
         except psycopg.Error as exc:
             await self.close()
             raise _unavailable(exc) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     ForeignKey,
     Index,
@@ -35,6 +36,8 @@ accounts = Table(
     Column("status", String(16), nullable=False),  # active | disabled
     Column("created_at_ms", BigInteger, nullable=False),
     Column("disabled_at_ms", BigInteger),
+    Column("currency", String(8), nullable=False, server_default="USD"),
+    Column("credit_limit_nano", BigInteger, nullable=False, server_default="0"),  # 0: prepaid
 )
 
 api_keys = Table(
@@ -80,6 +83,8 @@ usage_records = Table(
     Column("started_at_ms", BigInteger, nullable=False),
     Column("ttft_ms", Integer),
     Column("duration_ms", Integer, nullable=False),
+    Column("charge_nano", BigInteger, nullable=False, server_default="0"),
+    Column("loss_nano", BigInteger, nullable=False, server_default="0"),
     Index("ix_usage_account_started", "account_id", "started_at_ms"),
     Index("ix_usage_key_started", "key_id", "started_at_ms"),
     Index("ix_usage_model_started", "model", "started_at_ms"),
@@ -92,7 +97,64 @@ changes = Table(
     "changes",
     metadata,
     Column("seq", _SEQ, primary_key=True, autoincrement=True),
-    Column("entity", String(16), nullable=False),  # account | key
-    Column("entity_id", String(40), nullable=False),
+    Column("entity", String(16), nullable=False),  # account | key | transfer | price
+    Column("entity_id", String(200), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# The ledger: append-only transfers (id = idempotency key) and each ledger account's
+# balance (credits - debits), cached in the transaction that adds its transfers.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("debit_account", String(64), nullable=False),
+    Column("credit_account", String(64), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reference", String(200)),
+    Column("created_at_ms", BigInteger, nullable=False),
+    CheckConstraint("amount_nano > 0", name="ck_transfers_amount_positive"),
+    CheckConstraint("debit_account <> credit_account", name="ck_transfers_two_accounts"),
+    Index("ix_transfers_debit", "debit_account", "created_at_ms"),
+    Index("ix_transfers_credit", "credit_account", "created_at_ms"),
+    Index("ix_transfers_reference", "reference"),
+)
+
+ledger_balances = Table(
+    "ledger_balances",
+    metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("currency", String(8), nullable=False),
+    Column("balance_nano", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("currency", String(8), primary_key=True),
+    Column("effective_from_ms", BigInteger, primary_key=True),
+    Column("input_nano_per_mtok", BigInteger, nullable=False),
+    Column("output_nano_per_mtok", BigInteger, nullable=False),
+    Column("cached_input_nano_per_mtok", BigInteger, nullable=False),
+    Column("request_fee_nano", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+# Every admin action: who (admin token id, or "cli"), what, when, before and after (JSON).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("entity", String(32), nullable=False),
+    Column("entity_id", String(200), nullable=False),
+    Column("before", Text),
+    Column("after", Text),
+    Index("ix_audit_entity", "entity", "entity_id"),
 )

@@ -1,0 +1,264 @@
+"""Admin API routes for money: movements of funds, balances, account terms, prices, audit.
+
+Same rules as the rest of the admin API: a wire model in, the ``billing`` service (the same
+functions the CLI calls) on a worker thread, then the gateway's in-memory state refreshed so
+the change is spendable at once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Header, Query, Response
+from fastapi.params import Depends
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from tokenmill.access import service
+from tokenmill.api.gateway import Gateway
+from tokenmill.billing import service as billing
+from tokenmill.errors import InvalidRequest
+from tokenmill.money import format_amount, parse_amount
+from tokenmill.retail.ledger import Transfer
+from tokenmill.retail.rating import Price
+from tokenmill.store.audit import entries
+from tokenmill.store.database import now_ms
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MovementIn(_Strict):
+    amount: str = Field(
+        description="currency units as text, e.g. '12.50'; negative only for an adjustment"
+    )
+    kind: Literal["topup", "grant", "refund", "adjustment"] = "topup"
+    idempotency_key: str | None = Field(
+        None, description="the same key again applies once; also the Idempotency-Key header"
+    )
+    reference: str | None = Field(None, max_length=200)
+
+
+class TransferOut(BaseModel):
+    id: str
+    debit_account: str
+    credit_account: str
+    amount: str
+    amount_nano: int
+    currency: str
+    kind: str
+    reference: str | None
+    created_at: datetime
+
+
+class BalanceOut(BaseModel):
+    account_id: str
+    currency: str
+    balance: str
+    balance_nano: int
+    held_nano: int
+    available_nano: int = Field(description="what new requests can spend: balance - held + credit")
+    credit_limit_nano: int
+    holds_count: int
+
+
+class TermsIn(_Strict):
+    currency: str | None = None
+    credit_limit: str | None = Field(None, description="postpaid credit limit; '0' for prepaid")
+
+
+class PriceIn(_Strict):
+    model: str
+    currency: str = "USD"
+    input: str = Field(description="per million input tokens, e.g. '0.20'")
+    output: str = Field("0", description="per million output tokens")
+    cached_input: str | None = Field(None, description="per million cached input tokens")
+    request_fee: str = "0"
+    effective_from: datetime | None = Field(None, description="ISO 8601; omit for now")
+
+
+class PriceOut(BaseModel):
+    model: str
+    currency: str
+    effective_from: datetime
+    input: str
+    output: str
+    cached_input: str
+    request_fee: str
+    input_nano_per_mtok: int
+    output_nano_per_mtok: int
+    cached_input_nano_per_mtok: int
+    request_fee_nano: int
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def transfer_out(transfer: Transfer) -> TransferOut:
+    return TransferOut(
+        id=transfer.id,
+        debit_account=transfer.debit_account,
+        credit_account=transfer.credit_account,
+        amount=format_amount(transfer.amount_nano),
+        amount_nano=transfer.amount_nano,
+        currency=transfer.currency,
+        kind=transfer.kind,
+        reference=transfer.reference,
+        created_at=_time(transfer.created_at_ms),
+    )
+
+
+def price_out(price: Price) -> PriceOut:
+    return PriceOut(
+        model=price.model,
+        currency=price.currency,
+        effective_from=_time(price.effective_from_ms),
+        input=format_amount(price.input_nano_per_mtok),
+        output=format_amount(price.output_nano_per_mtok),
+        cached_input=format_amount(price.cached_input_nano_per_mtok),
+        request_fee=format_amount(price.request_fee_nano),
+        input_nano_per_mtok=price.input_nano_per_mtok,
+        output_nano_per_mtok=price.output_nano_per_mtok,
+        cached_input_nano_per_mtok=price.cached_input_nano_per_mtok,
+        request_fee_nano=price.request_fee_nano,
+    )
+
+
+def balance_out(gateway: Gateway, account_id: str) -> BalanceOut:
+    funds = gateway.money.funds.funds(account_id)
+    if funds is None:  # made a moment ago; the follower has not seen it yet
+        return BalanceOut(
+            account_id=account_id,
+            currency="USD",
+            balance="0.00",
+            balance_nano=0,
+            held_nano=0,
+            available_nano=0,
+            credit_limit_nano=0,
+            holds_count=0,
+        )
+    return BalanceOut(
+        account_id=account_id,
+        currency=funds.currency,
+        balance=format_amount(funds.balance_nano),
+        balance_nano=funds.balance_nano,
+        held_nano=funds.held_nano,
+        available_nano=funds.available_nano,
+        credit_limit_nano=-funds.floor_nano,
+        holds_count=funds.holds_count,
+    )
+
+
+def price_from(body: PriceIn) -> Price:
+    effective = now_ms()
+    if body.effective_from is not None:
+        value = body.effective_from
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        effective = int(value.timestamp() * 1000)
+    input_nano = parse_amount(body.input, param="input")
+    return Price(
+        model=body.model,
+        currency=body.currency,
+        effective_from_ms=effective,
+        input_nano_per_mtok=input_nano,
+        output_nano_per_mtok=parse_amount(body.output, param="output"),
+        cached_input_nano_per_mtok=(
+            input_nano
+            if body.cached_input is None
+            else parse_amount(body.cached_input, param="cached_input")
+        ),
+        request_fee_nano=parse_amount(body.request_fee, param="request_fee"),
+    )
+
+
+def money_routes(app: FastAPI, gateway: Gateway, admin: Depends) -> None:
+    db = gateway.db
+
+    @app.post("/accounts/{account}/transfers", response_model=TransferOut)
+    async def move_funds(
+        account: str,
+        body: MovementIn,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        actor: str = admin,
+    ) -> TransferOut:
+        amount = parse_amount(body.amount, param="amount", allow_negative=True)
+        posted = await run_in_threadpool(
+            lambda: billing.move_funds(
+                db,
+                account,
+                amount,
+                kind=body.kind,
+                idempotency_key=body.idempotency_key or idempotency_key,
+                actor=actor,
+                reference=body.reference,
+            )
+        )
+        await gateway.sync_directory()
+        if posted.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return transfer_out(posted.transfer)
+
+    @app.get(
+        "/accounts/{account}/transfers", dependencies=[admin], response_model=list[TransferOut]
+    )
+    async def list_transfers(
+        account: str, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> list[TransferOut]:
+        def query() -> list[Transfer]:
+            found = service.find_account(db, account)
+            return billing.transfers_of(db, found.id, limit=limit)
+
+        return [transfer_out(t) for t in await run_in_threadpool(query)]
+
+    @app.get("/accounts/{account}/balance", dependencies=[admin], response_model=BalanceOut)
+    async def balance(account: str) -> BalanceOut:
+        found = await run_in_threadpool(service.find_account, db, account)
+        return balance_out(gateway, found.id)
+
+    @app.post("/accounts/{account}/terms", response_model=dict[str, Any])
+    async def set_terms(account: str, body: TermsIn, actor: str = admin) -> dict[str, Any]:
+        limit = None
+        if body.credit_limit is not None:
+            limit = parse_amount(body.credit_limit, param="credit_limit")
+        row = await run_in_threadpool(
+            lambda: billing.set_terms(
+                db, account, currency=body.currency, credit_limit_nano=limit, actor=actor
+            )
+        )
+        await gateway.sync_directory()
+        return {
+            "id": row.id,
+            "currency": row.currency,
+            "credit_limit": format_amount(row.credit_limit_nano),
+        }
+
+    @app.get("/prices", dependencies=[admin], response_model=list[PriceOut])
+    async def list_prices() -> list[PriceOut]:
+        return [price_out(p) for p in await run_in_threadpool(billing.list_prices, db)]
+
+    @app.post("/prices", status_code=201, response_model=PriceOut)
+    async def set_price(body: PriceIn, actor: str = admin) -> PriceOut:
+        if body.model not in gateway.models:
+            raise InvalidRequest(f"unknown model '{body.model[:200]}'", param="model")
+        price = price_from(body)
+        await run_in_threadpool(lambda: billing.set_price(db, price, actor=actor))
+        await gateway.sync_directory()
+        return price_out(price)
+
+    @app.get("/audit", dependencies=[admin], response_model=list[dict[str, Any]])
+    async def audit_log(
+        entity_id: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> list[dict[str, Any]]:
+        def query() -> list[dict[str, Any]]:
+            with db.connect() as connection:
+                return [
+                    {**entry.__dict__, "at": _time(entry.at_ms)}
+                    for entry in entries(connection, entity_id=entity_id, limit=limit)
+                ]
+
+        return await run_in_threadpool(query)

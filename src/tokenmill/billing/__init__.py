@@ -1,0 +1,1 @@
+"""Money operations on the store, shared by the admin API and the CLI."""

@@ -1,0 +1,265 @@
+"""Money operations on the store (synchronous), shared by the admin API and the CLI.
+
+Top-ups, grants, refunds and adjustments are transfers whose id is the caller's idempotency
+key: the same key again answers the same transfer and moves nothing; the same key asking
+for another movement is a Conflict. Each one is announced in the change sequence (a running
+gateway adds it to its in-memory balance within a poll) and written to the audit log.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from tokenmill.access.service import find_account
+from tokenmill.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from tokenmill.money import AMOUNT_NANO_MAX, format_amount
+from tokenmill.retail.ledger import Transfer, operator_account
+from tokenmill.retail.rating import Price
+from tokenmill.store import accounts as account_rows
+from tokenmill.store import ledger as ledger_rows
+from tokenmill.store import prices as price_rows
+from tokenmill.store.audit import record_action
+from tokenmill.store.database import now_ms, write_transaction
+from tokenmill.store.tables import ledger_balances, transfers
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Which operator account is the other side of each kind of movement the admin makes.
+COUNTERPART = {"topup": "cash", "grant": "grants", "refund": "revenue", "adjustment": "adjustments"}
+
+
+@dataclass(frozen=True)
+class Posted:
+    transfer: Transfer
+    replayed: bool  # True when the idempotency key was used before for the same movement
+
+
+def check_idempotency_key(key: str | None) -> str:
+    """The caller's key, or a new random one when none was given."""
+    if key is None:
+        return "auto-" + secrets.token_hex(12)
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            "idempotency key must be 1-128 characters: letters, digits, '.', '_', ':' or '-'",
+            param="idempotency_key",
+        )
+    return key
+
+
+def check_currency(currency: str) -> str:
+    if not isinstance(currency, str) or not CURRENCY.match(currency):
+        raise InvalidRequest(
+            "currency must be a three-letter ISO 4217 code such as USD", param="currency"
+        )
+    return currency
+
+
+def move_funds(
+    engine: Engine,
+    account_ref: str,
+    amount_nano: int,
+    *,
+    kind: str,
+    idempotency_key: str | None,
+    actor: str,
+    reference: str | None = None,
+) -> Posted:
+    """Credit (amount > 0) or, for an adjustment, debit (amount < 0) a customer account."""
+    if kind not in COUNTERPART:
+        raise InvalidRequest(f"kind must be one of {', '.join(sorted(COUNTERPART))}", param="kind")
+    if amount_nano == 0 or abs(amount_nano) > AMOUNT_NANO_MAX:
+        raise InvalidRequest("amount must be non-zero and at most 1e9", param="amount")
+    if amount_nano < 0 and kind != "adjustment":
+        raise InvalidRequest(f"a {kind} must be positive", param="amount")
+    if reference is not None and (len(reference) > 200 or "\x00" in reference):
+        raise InvalidRequest("reference must be at most 200 characters", param="reference")
+    key = check_idempotency_key(idempotency_key)
+    account = find_account(engine, account_ref)
+    other = operator_account(COUNTERPART[kind], account.currency)
+    debit, credit = (other, account.id) if amount_nano > 0 else (account.id, other)
+    transfer = Transfer(
+        "idem:" + key, debit, credit, abs(amount_nano), account.currency, kind, reference, now_ms()
+    )
+    try:
+        return _post_once(engine, transfer, account, actor)
+    except IntegrityError:
+        # Another writer inserted the same id between our read and our insert (PostgreSQL):
+        # read it now and answer as a replay or a conflict.
+        return _post_once(engine, transfer, account, actor)
+
+
+def _post_once(
+    engine: Engine, transfer: Transfer, account: account_rows.AccountRow, actor: str
+) -> Posted:
+    with write_transaction(engine) as connection:
+        existing = ledger_rows.transfer_by_id(connection, transfer.id)
+        if existing is not None:
+            if not existing.same_as(transfer):
+                raise Conflict(
+                    "this idempotency key was used for a different movement"
+                    f" ({existing.kind} of {format_amount(existing.amount_nano)}"
+                    f" {existing.currency}); use a new key",
+                    param="idempotency_key",
+                    code="idempotency_key_reused",
+                )
+            return Posted(existing, True)
+        balance = _locked_balance(connection, account.id)
+        after = balance + (transfer.amount_nano if transfer.credit_account == account.id else 0)
+        if transfer.debit_account == account.id:
+            after = balance - transfer.amount_nano
+            if after < -account.credit_limit_nano:
+                raise Unprocessable(
+                    f"the adjustment would take the balance to {format_amount(after)}"
+                    f" {account.currency}, below its floor of"
+                    f" {format_amount(-account.credit_limit_nano)}",
+                    param="amount",
+                )
+        ledger_rows.post_transfers(connection, [transfer], transfer.created_at_ms)
+        record_action(
+            connection,
+            actor=actor,
+            action=transfer.kind,
+            entity="account",
+            entity_id=account.id,
+            before={"balance_nano": balance},
+            after={"balance_nano": after, "transfer_id": transfer.id},
+            now_ms=transfer.created_at_ms,
+        )
+    return Posted(transfer, False)
+
+
+def _locked_balance(connection: Any, account_id: str) -> int:
+    """The account's cached balance, its row locked until commit (PostgreSQL)."""
+    value = connection.execute(
+        select(ledger_balances.c.balance_nano)
+        .where(ledger_balances.c.account_id == account_id)
+        .with_for_update()
+    ).scalar()
+    return int(value or 0)
+
+
+def balance_of(engine: Engine, account_id: str) -> int:
+    with engine.connect() as connection:
+        return ledger_rows.cached_balance(connection, account_id)
+
+
+def set_terms(
+    engine: Engine,
+    account_ref: str,
+    *,
+    currency: str | None,
+    credit_limit_nano: int | None,
+    actor: str,
+) -> account_rows.AccountRow:
+    """Change an account's currency (only before its first transfer) or credit limit."""
+    account = find_account(engine, account_ref)
+    new_currency = account.currency if currency is None else check_currency(currency)
+    limit = account.credit_limit_nano if credit_limit_nano is None else credit_limit_nano
+    if not 0 <= limit <= AMOUNT_NANO_MAX:
+        raise InvalidRequest("credit limit must be between 0 and 1e9", param="credit_limit")
+    with write_transaction(engine) as connection:
+        if new_currency != account.currency and _has_transfers(connection, account.id):
+            raise Conflict(
+                "the account has transfers in its currency; open a new account instead",
+                param="currency",
+            )
+        account_rows.set_account_terms(connection, account.id, new_currency, limit, now_ms())
+        record_action(
+            connection,
+            actor=actor,
+            action="terms",
+            entity="account",
+            entity_id=account.id,
+            before={"currency": account.currency, "credit_limit_nano": account.credit_limit_nano},
+            after={"currency": new_currency, "credit_limit_nano": limit},
+            now_ms=now_ms(),
+        )
+        updated = account_rows.account_by_id(connection, account.id)
+    assert updated is not None
+    return updated
+
+
+def _has_transfers(connection: Any, account_id: str) -> bool:
+    query = select(transfers.c.id).where(
+        (transfers.c.debit_account == account_id) | (transfers.c.credit_account == account_id)
+    )
+    return connection.execute(query.limit(1)).first() is not None
+
+
+def set_price(engine: Engine, price: Price, *, actor: str) -> Price:
+    """Add ``price`` to the book, in force from its ``effective_from_ms``."""
+    check_currency(price.currency)
+    if not 0 < len(price.model) <= 200:
+        raise InvalidRequest("model must be 1-200 characters", param="model")
+    with write_transaction(engine) as connection:
+        current = price_rows.prices_of(connection, price.model)
+        if any(
+            p.currency == price.currency and p.effective_from_ms == price.effective_from_ms
+            for p in current
+        ):
+            raise Conflict(
+                f"a price of {price.model} in {price.currency} takes effect at that instant"
+                " already; prices are never edited, give another effective time",
+                param="effective_from",
+            )
+        price_rows.insert_price(connection, price, now_ms())
+        in_force = [p for p in current if p.currency == price.currency]
+        record_action(
+            connection,
+            actor=actor,
+            action="price",
+            entity="model",
+            entity_id=price.model,
+            before=price_json(in_force[-1]) if in_force else None,
+            after=price_json(price),
+            now_ms=now_ms(),
+        )
+    return price
+
+
+def price_json(price: Price) -> dict[str, Any]:
+    return {
+        "model": price.model,
+        "currency": price.currency,
+        "effective_from_ms": price.effective_from_ms,
+        "input_nano_per_mtok": price.input_nano_per_mtok,
+        "output_nano_per_mtok": price.output_nano_per_mtok,
+        "cached_input_nano_per_mtok": price.cached_input_nano_per_mtok,
+        "request_fee_nano": price.request_fee_nano,
+    }
+
+
+def list_prices(engine: Engine) -> list[Price]:
+    with engine.connect() as connection:
+        return price_rows.all_prices(connection)
+
+
+def seed_prices(engine: Engine, prices: list[Price]) -> list[Price]:
+    """Add each configured price whose model has no price in its currency yet."""
+    added = []
+    with write_transaction(engine) as connection:
+        for price in prices:
+            known = price_rows.prices_of(connection, price.model)
+            if not any(p.currency == price.currency for p in known):
+                price_rows.insert_price(connection, price, now_ms())
+                added.append(price)
+    return added
+
+
+def transfer(engine: Engine, transfer_id: str) -> Transfer:
+    with engine.connect() as connection:
+        found = ledger_rows.transfer_by_id(connection, transfer_id)
+    if found is None:
+        raise NotFound(f"no transfer '{transfer_id}'", param="transfer_id")
+    return found
+
+
+def transfers_of(engine: Engine, account_id: str, *, limit: int = 1000) -> list[Transfer]:
+    with engine.connect() as connection:
+        return ledger_rows.transfers_of(connection, account_id, limit=limit)

@@ -1,0 +1,1 @@
+"""Retail: prices (rating), holds on funds (charging), the ledger's rules."""

@@ -1,0 +1,178 @@
+"""Rating, pure: what a request costs, and the most it can cost before it runs.
+
+A price is nano-units per million tokens, so ``tokens * price`` is an exact integer of
+micro-nano-units (1e-15 of the currency). Sums stay exact in that unit and are rounded up
+to whole nano-units once (``div_ceil``): a request that costs 0.4 nano-units pays 1.
+
+The hold bound of a request is its prompt bound at the input price plus its output cap at
+the output price plus the request fee. The prompt bound comes from bytes: byte-level
+tokenizers never make more tokens than bytes, and the chat template adds a per-model
+allowance per request, per message, per tool and per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenmill.money import TOKENS_PER_PRICE, div_ceil
+from tokenmill.usage import TokenCounts
+
+
+@dataclass(frozen=True)
+class Price:
+    """One model's price in one currency, valid from ``effective_from_ms`` on."""
+
+    model: str
+    currency: str
+    effective_from_ms: int
+    input_nano_per_mtok: int
+    output_nano_per_mtok: int
+    cached_input_nano_per_mtok: int
+    request_fee_nano: int = 0
+
+    def __post_init__(self) -> None:
+        assert self.input_nano_per_mtok >= 0
+        assert self.output_nano_per_mtok >= 0
+        assert self.cached_input_nano_per_mtok >= 0
+        assert self.request_fee_nano >= 0
+
+    @property
+    def free(self) -> bool:
+        return not (
+            self.input_nano_per_mtok
+            or self.output_nano_per_mtok
+            or self.cached_input_nano_per_mtok
+            or self.request_fee_nano
+        )
+
+
+@dataclass(frozen=True)
+class PromptAllowance:
+    """Tokens a chat template may add around what the client sent (per model)."""
+
+    template_tokens: int = 32
+    tokens_per_message: int = 8
+    tokens_per_tool: int = 16
+    tokens_per_image: int = 4096
+
+
+@dataclass(frozen=True)
+class PromptSize:
+    """What the prompt bound is made of, measured on the request body."""
+
+    text_bytes: int  # an upper bound of the prompt's text in UTF-8 bytes
+    messages_count: int = 0
+    tools_count: int = 0
+    images_count: int = 0
+
+
+def prompt_bound_tokens(size: PromptSize, allowance: PromptAllowance, context_tokens: int) -> int:
+    """The most prompt tokens this request can be counted for.
+
+    An engine refuses a prompt longer than the model's context, so the bound never needs
+    to pass it.
+    """
+    bound = (
+        size.text_bytes
+        + allowance.template_tokens
+        + allowance.tokens_per_message * size.messages_count
+        + allowance.tokens_per_tool * size.tools_count
+        + allowance.tokens_per_image * size.images_count
+    )
+    return min(bound, context_tokens)
+
+
+def cost_micro(price: Price, counts: TokenCounts) -> int:
+    """The exact cost of ``counts``, in micro-nano-units (not rounded)."""
+    cached = min(counts.cached_tokens, counts.prompt_tokens)
+    return (
+        (counts.prompt_tokens - cached) * price.input_nano_per_mtok
+        + cached * price.cached_input_nano_per_mtok
+        + counts.completion_tokens * price.output_nano_per_mtok
+        + price.request_fee_nano * TOKENS_PER_PRICE
+    )
+
+
+def charge_nano(price: Price, counts: TokenCounts) -> int:
+    """What ``counts`` cost, rounded up to a whole nano-unit (the one rounding)."""
+    charge = div_ceil(cost_micro(price, counts), TOKENS_PER_PRICE)
+    assert charge >= 0
+    return charge
+
+
+def _input_price_max(price: Price) -> int:
+    return max(price.input_nano_per_mtok, price.cached_input_nano_per_mtok)
+
+
+def hold_nano(price: Price, prompt_bound: int, output_cap: int) -> int:
+    """The most a request can cost: every prompt token at the higher input price, the
+    whole output cap, the fee. Never less than ``charge_nano`` of any usage within bounds."""
+    assert prompt_bound >= 0
+    assert output_cap >= 0
+    micro = (
+        prompt_bound * _input_price_max(price)
+        + output_cap * price.output_nano_per_mtok
+        + price.request_fee_nano * TOKENS_PER_PRICE
+    )
+    return div_ceil(micro, TOKENS_PER_PRICE)
+
+
+def output_tokens_affordable(price: Price, prompt_bound: int, available_nano: int) -> int | None:
+    """How many output tokens ``available_nano`` pays for after the prompt bound and fee.
+
+    None when output is free (no limit from funds); 0 or less when not even the prompt is
+    affordable.
+    """
+    if price.output_nano_per_mtok == 0:
+        return None if hold_nano(price, prompt_bound, 0) <= available_nano else 0
+    spare_micro = (
+        available_nano * TOKENS_PER_PRICE
+        - prompt_bound * _input_price_max(price)
+        - price.request_fee_nano * TOKENS_PER_PRICE
+    )
+    return spare_micro // price.output_nano_per_mtok
+
+
+def price_at(prices: list[Price], at_ms: int) -> Price | None:
+    """The price in force at ``at_ms``: the latest ``effective_from_ms`` not after it.
+
+    ``prices`` is sorted by ``effective_from_ms``; a handful per model, so a scan from the
+    end is the fast path (the newest price is nearly always the one in force).
+    """
+    for price in reversed(prices):
+        if price.effective_from_ms <= at_ms:
+            return price
+    return None
+
+
+class PriceBook:
+    """Every price of every model, by (model, currency), oldest first."""
+
+    def __init__(self, prices: list[Price] | None = None) -> None:
+        self._prices: dict[tuple[str, str], list[Price]] = {}
+        self._priced_models: set[str] = set()
+        for price in prices or []:
+            self._prices.setdefault((price.model, price.currency), []).append(price)
+            self._priced_models.add(price.model)
+        for listed in self._prices.values():
+            listed.sort(key=lambda p: p.effective_from_ms)
+
+    def replace_model(self, model: str, prices: list[Price]) -> None:
+        """Swap in ``model``'s prices as the store has them now."""
+        for key in [key for key in self._prices if key[0] == model]:
+            del self._prices[key]
+        self._priced_models.discard(model)
+        for price in sorted(prices, key=lambda p: p.effective_from_ms):
+            assert price.model == model
+            self._prices.setdefault((model, price.currency), []).append(price)
+            self._priced_models.add(model)
+
+    def priced(self, model: str) -> bool:
+        """Whether ``model`` has a price in any currency (an unpriced model is free)."""
+        return model in self._priced_models
+
+    def at(self, model: str, currency: str, at_ms: int) -> Price | None:
+        return price_at(self._prices.get((model, currency), []), at_ms)
+
+    def all(self) -> list[Price]:
+        return [price for listed in self._prices.values() for price in listed]

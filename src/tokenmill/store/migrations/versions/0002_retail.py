@@ -1,0 +1,90 @@
+"""Retail: account currency and credit limit, the ledger (transfers, cached balances), the
+price book, the charge of each usage record, and the admin audit log.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.add_column(
+        "accounts", sa.Column("currency", sa.String(8), nullable=False, server_default="USD")
+    )
+    op.add_column(
+        "accounts",
+        sa.Column("credit_limit_nano", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    op.add_column(
+        "usage_records",
+        sa.Column("charge_nano", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    op.add_column(
+        "usage_records", sa.Column("loss_nano", sa.BigInteger, nullable=False, server_default="0")
+    )
+    if op.get_bind().dialect.name != "sqlite":  # SQLite does not enforce VARCHAR lengths
+        op.alter_column("changes", "entity_id", type_=sa.String(200))
+    op.create_table(
+        "transfers",
+        sa.Column("id", sa.String(200), primary_key=True),
+        sa.Column("debit_account", sa.String(64), nullable=False),
+        sa.Column("credit_account", sa.String(64), nullable=False),
+        sa.Column("amount_nano", sa.BigInteger, nullable=False),
+        sa.Column("currency", sa.String(8), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("reference", sa.String(200)),
+        sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("amount_nano > 0", name="ck_transfers_amount_positive"),
+        sa.CheckConstraint("debit_account <> credit_account", name="ck_transfers_two_accounts"),
+    )
+    op.create_index("ix_transfers_debit", "transfers", ["debit_account", "created_at_ms"])
+    op.create_index("ix_transfers_credit", "transfers", ["credit_account", "created_at_ms"])
+    op.create_index("ix_transfers_reference", "transfers", ["reference"])
+    op.create_table(
+        "ledger_balances",
+        sa.Column("account_id", sa.String(64), primary_key=True),
+        sa.Column("currency", sa.String(8), nullable=False),
+        sa.Column("balance_nano", sa.BigInteger, nullable=False),
+        sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "prices",
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("currency", sa.String(8), primary_key=True),
+        sa.Column("effective_from_ms", sa.BigInteger, primary_key=True),
+        sa.Column("input_nano_per_mtok", sa.BigInteger, nullable=False),
+        sa.Column("output_nano_per_mtok", sa.BigInteger, nullable=False),
+        sa.Column("cached_input_nano_per_mtok", sa.BigInteger, nullable=False),
+        sa.Column("request_fee_nano", sa.BigInteger, nullable=False),
+        sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
+        sa.Column("at_ms", sa.BigInteger, nullable=False),
+        sa.Column("actor", sa.String(64), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("entity", sa.String(32), nullable=False),
+        sa.Column("entity_id", sa.String(200), nullable=False),
+        sa.Column("before", sa.Text),
+        sa.Column("after", sa.Text),
+    )
+    op.create_index("ix_audit_entity", "audit_log", ["entity", "entity_id"])
+
+
+def downgrade() -> None:
+    for table in ("audit_log", "prices", "ledger_balances", "transfers"):
+        op.drop_table(table)
+    for column in ("loss_nano", "charge_nano"):
+        op.drop_column("usage_records", column)
+    for column in ("credit_limit_nano", "currency"):
+        op.drop_column("accounts", column)
