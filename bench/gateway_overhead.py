@@ -49,22 +49,32 @@ LONG_MIX = "nonstream=50,stream=40,cut=10"
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="3 s cells, 20,000-request long runs: a fast check")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 s cells, 20,000-request long runs: a fast check"
+    )
     ap.add_argument("-d", "--duration", type=float, default=10.0, help="measured s per cell")
     ap.add_argument("--warmup", type=float, default=2.0, help="s before measuring, per cell")
     ap.add_argument("--concurrency", default="1,16,64")
-    ap.add_argument("--long-requests", type=int, default=1_000_000,
-                    help="requests per long run (there are two)")
-    ap.add_argument("--long-seconds-max", type=float, default=600.0,
-                    help="time limit per long run, s; the run stops at whichever comes first")
+    ap.add_argument(
+        "--long-requests", type=int, default=1_000_000, help="requests per long run (there are two)"
+    )
+    ap.add_argument(
+        "--long-seconds-max",
+        type=float,
+        default=600.0,
+        help="time limit per long run, s; the run stops at whichever comes first",
+    )
     ap.add_argument("--long-concurrency", type=int, default=64)
     ap.add_argument("--profile", action="store_true", help="py-spy the gateway, c=16 non-stream")
     ap.add_argument("--profile-seconds", type=float, default=10.0)
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--skip-long", action="store_true")
-    ap.add_argument("--shared-bench", type=Path, default=SHARED_DEFAULT,
-                    help="folder with load.py and fake_upstream.py")
+    ap.add_argument(
+        "--shared-bench",
+        type=Path,
+        default=SHARED_DEFAULT,
+        help="folder with load.py and fake_upstream.py",
+    )
     ap.add_argument("--out", type=Path, help="results JSON (default bench/results/...)")
     ap.add_argument("--keep-workdir", action="store_true", help="keep logs and the gateway home")
     a = ap.parse_args()
@@ -93,19 +103,28 @@ class Bench:
     def start_all(self) -> None:
         fake = self.a.shared_bench / "fake_upstream.py"
         realistic = ["--delay-ms", "100", "--itl-ms", "20"]
-        specs = {"direct": [], "gateway": [], "realistic-direct": realistic,
-                 "realistic-gateway": realistic, "midstream-gateway": ["--itl-ms", "5"]}
+        specs = {
+            "direct": [],
+            "gateway": [],
+            "realistic-direct": realistic,
+            "realistic-gateway": realistic,
+            "midstream-gateway": ["--itl-ms", "5"],
+        }
         for name, extra in specs.items():
             _, self.urls[name] = op.start_upstream(
-                self.procs, f"upstream-{name}", fake, self.python, LOAD_CORE, extra)
+                self.procs, f"upstream-{name}", fake, self.python, LOAD_CORE, extra
+            )
         config = self.workdir / "tokenmill.yaml"
-        models = {"fake": self.urls["gateway"], "fake-realistic": self.urls["realistic-gateway"],
-                  "fake-midstream": self.urls["midstream-gateway"]}
+        models = {
+            "fake": self.urls["gateway"],
+            "fake-realistic": self.urls["realistic-gateway"],
+            "fake-midstream": self.urls["midstream-gateway"],
+        }
         op.write_config(config, models)
         port = op.free_port()
         self.gateway, self.key = op.start_gateway(
-            self.procs, tokenmill_bin(), config, self.workdir / "home", port, SUT_CORE,
-            list(models))
+            self.procs, tokenmill_bin(), config, self.workdir / "home", port, SUT_CORE, list(models)
+        )
         self.gateway_url = f"http://127.0.0.1:{port}/v1"
         log(f"gateway pid {self.gateway.pid} on {self.gateway_url}, upstreams {self.urls}")
 
@@ -121,9 +140,22 @@ class Bench:
         a = self.a
         duration = kw.get("duration", a.duration)
         warmup = kw.get("warmup", a.warmup)
-        cmd = [self.python, str(self.load_py), "--target", target, "-c", str(conc),
-               "-d", str(duration), "--warmup", str(warmup),
-               "-n", str(int(duration * 200_000)), "--max-tokens", "16"]
+        cmd = [
+            self.python,
+            str(self.load_py),
+            "--target",
+            target,
+            "-c",
+            str(conc),
+            "-d",
+            str(duration),
+            "--warmup",
+            str(warmup),
+            "-n",
+            str(int(duration * 200_000)),
+            "--max-tokens",
+            "16",
+        ]
         cmd += ["--key", key] if key else []
         cmd += ["--stream"] if stream else []
         return run_json(cmd, duration + warmup + 90)
@@ -137,10 +169,15 @@ class Bench:
         rows = []
         for mode in ("nonstream", "stream"):
             for conc in [int(c) for c in self.a.concurrency.split(",")]:
-                row: dict[str, Any] = {"case": f"{mode} c={conc}", "mode": mode,
-                                       "concurrency": conc}
-                for side, target, key in (("direct", self.urls["direct"], ""),
-                                          ("gateway", self.gateway_url, self.key)):
+                row: dict[str, Any] = {
+                    "case": f"{mode} c={conc}",
+                    "mode": mode,
+                    "concurrency": conc,
+                }
+                for side, target, key in (
+                    ("direct", self.urls["direct"], ""),
+                    ("gateway", self.gateway_url, self.key),
+                ):
                     row[side] = self.load(target, mode == "stream", conc, key)
                     row[side]["loadavg_1m_after"] = os.getloadavg()[0]
                     log(f"{row['case']} {side}: {summarize(row[side])}")
@@ -149,17 +186,37 @@ class Bench:
 
     def realistic(self) -> None:
         a = self.a
-        row: dict[str, Any] = {"case": "realistic stream c=256", "mode": "stream",
-                               "concurrency": 256, "max_tokens": 256,
-                               "upstream_args": "--delay-ms 100 --itl-ms 20"}
+        row: dict[str, Any] = {
+            "case": "realistic stream c=256",
+            "mode": "stream",
+            "concurrency": 256,
+            "max_tokens": 256,
+            "upstream_args": "--delay-ms 100 --itl-ms 20",
+        }
         for side, target, key, model in (
-                ("direct", self.urls["realistic-direct"], "", "fake"),
-                ("gateway", self.gateway_url, self.key, "fake-realistic")):
+            ("direct", self.urls["realistic-direct"], "", "fake"),
+            ("gateway", self.gateway_url, self.key, "fake-realistic"),
+        ):
             # one stream lasts ~5.2 s: warm up past the first wave, measure two cells' worth
-            args = ["-c", "256", "-d", str(2 * a.duration), "--warmup", "6",
-                    "--max-tokens", "256",
-                    "--mix", "stream=1", "--gaps", "--model", model, "--timeout", "60",
-                    "-n", "1000000"]
+            args = [
+                "-c",
+                "256",
+                "-d",
+                str(2 * a.duration),
+                "--warmup",
+                "6",
+                "--max-tokens",
+                "256",
+                "--mix",
+                "stream=1",
+                "--gaps",
+                "--model",
+                model,
+                "--timeout",
+                "60",
+                "-n",
+                "1000000",
+            ]
             row[side] = self.client(target, key, args, 2 * a.duration + 6 + 120)
             log(f"{row['case']} {side}: {summarize(row[side])}")
         self.results["realistic"] = row
@@ -172,17 +229,53 @@ class Bench:
             return
         seconds = self.a.profile_seconds
         raw = self.workdir / "profile.raw"
-        load_cmd = ["taskset", "-c", str(LOAD_CORE), self.python, str(self.load_py),
-                    "--target", self.gateway_url, "--key", self.key, "-c", "16",
-                    "-d", str(seconds + 3), "--warmup", "1", "-n", "10000000"]
+        load_cmd = [
+            "taskset",
+            "-c",
+            str(LOAD_CORE),
+            self.python,
+            str(self.load_py),
+            "--target",
+            self.gateway_url,
+            "--key",
+            self.key,
+            "-c",
+            "16",
+            "-d",
+            str(seconds + 3),
+            "--warmup",
+            "1",
+            "-n",
+            "10000000",
+        ]
         with subprocess.Popen(load_cmd, stdout=subprocess.PIPE, text=True) as load_proc:
             try:
                 time.sleep(2)
-                spy_cmd = ["taskset", "-c", str(LOAD_CORE), str(spy), "record", "--pid",
-                           str(self.gateway.pid), "-d", str(int(seconds)), "-r", "200", "-f",
-                           "raw", "-o", str(raw), "--nonblocking"]
-                subprocess.run(spy_cmd, check=True, timeout=seconds + 60,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                spy_cmd = [
+                    "taskset",
+                    "-c",
+                    str(LOAD_CORE),
+                    str(spy),
+                    "record",
+                    "--pid",
+                    str(self.gateway.pid),
+                    "-d",
+                    str(int(seconds)),
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                    "--nonblocking",
+                ]
+                subprocess.run(
+                    spy_cmd,
+                    check=True,
+                    timeout=seconds + 60,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 out, _ = load_proc.communicate(timeout=seconds + 90)
             finally:
                 if load_proc.poll() is None:
@@ -196,18 +289,36 @@ class Bench:
         a = self.a
         runs, memory = [], [self.rss("before long run 1")]
         for i in (1, 2):
-            args = ["-c", str(a.long_concurrency), "-n", str(a.long_requests),
-                    "-d", str(a.long_seconds_max), "--warmup", "0", "--mix", LONG_MIX,
-                    "--cut-model", "fake-midstream", "--seed", str(i), "--timeout", "30"]
+            args = [
+                "-c",
+                str(a.long_concurrency),
+                "-n",
+                str(a.long_requests),
+                "-d",
+                str(a.long_seconds_max),
+                "--warmup",
+                "0",
+                "--mix",
+                LONG_MIX,
+                "--cut-model",
+                "fake-midstream",
+                "--seed",
+                str(i),
+                "--timeout",
+                "30",
+            ]
             res = self.client(self.gateway_url, self.key, args, a.long_seconds_max + 120)
-            res["stopped_by"] = ("count" if res["requests_sent"] >= a.long_requests
-                                 else "time limit")
+            res["stopped_by"] = "count" if res["requests_sent"] >= a.long_requests else "time limit"
             runs.append(res)
             log(f"long run {i}: {summarize(res)} stopped by {res['stopped_by']}")
             memory.append(self.rss(f"after long run {i}"))
-        self.results["long_runs"] = {"requests_asked": a.long_requests, "mix": LONG_MIX,
-                                     "seconds_max": a.long_seconds_max,
-                                     "concurrency": a.long_concurrency, "runs": runs}
+        self.results["long_runs"] = {
+            "requests_asked": a.long_requests,
+            "mix": LONG_MIX,
+            "seconds_max": a.long_seconds_max,
+            "concurrency": a.long_concurrency,
+            "runs": runs,
+        }
         self.results["memory"] = self.results.get("memory", []) + memory
 
     def metering(self) -> None:
@@ -225,17 +336,28 @@ class Bench:
             "upstream_requests_via_gateway": served,
             "upstream_requests_via_gateway_total": upstream_total,
             "upstream_completion_tokens_via_gateway": sum(
-                t["completion_tokens"] for t in tokens.values()),
+                t["completion_tokens"] for t in tokens.values()
+            ),
             "upstream_prompt_tokens_via_gateway": sum(t["prompt_tokens"] for t in tokens.values()),
-            "gateway_usage": usage, "gateway_exit_code": exit_code,
+            "gateway_usage": usage,
+            "gateway_exit_code": exit_code,
             "exact": usage["records_count"] == upstream_total,
         }
         log(f"metering: {self.results['metering']}")
 
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    keep = ("rps", "requests_ok", "errors", "latency_ms", "ttft_ms", "itl_ms",
-            "disconnected_mid_stream", "done_seen", "usage_seen")
+    keep = (
+        "rps",
+        "requests_ok",
+        "errors",
+        "latency_ms",
+        "ttft_ms",
+        "itl_ms",
+        "disconnected_mid_stream",
+        "done_seen",
+        "usage_seen",
+    )
     return {k: res[k] for k in keep if k in res}
 
 
@@ -262,17 +384,29 @@ def log(message: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               "unknown")
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                         capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return {"nproc": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "git_commit": git,
-            "loadavg_1m_5m_15m_at_end": [round(x, 2) for x in os.getloadavg()],
-            "git_src_dirty": bool(dirty)}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "src"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "git_commit": git,
+        "loadavg_1m_5m_15m_at_end": [round(x, 2) for x in os.getloadavg()],
+        "git_src_dirty": bool(dirty),
+    }
 
 
 def interrupt(_signum: int, _frame: Any) -> None:
@@ -308,15 +442,26 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             log(f"logs and gateway home kept in {workdir}")
-    results = {"benchmark": "gateway_overhead", "started_at": started.isoformat(),
-               "command_line": shlex.join([sys.executable, *sys.argv]), "quick": a.quick,
-               "machine": {**machine(), "loadavg_1m_5m_15m_at_start": loadavg_start},
-               "units": report.UNITS, "layout": report.LAYOUT,
-               "settings": {"duration_s": a.duration, "warmup_s": a.warmup,
-                            "max_tokens": 16, "long_mix": LONG_MIX}, **bench.results}
+    results = {
+        "benchmark": "gateway_overhead",
+        "started_at": started.isoformat(),
+        "command_line": shlex.join([sys.executable, *sys.argv]),
+        "quick": a.quick,
+        "machine": {**machine(), "loadavg_1m_5m_15m_at_start": loadavg_start},
+        "units": report.UNITS,
+        "layout": report.LAYOUT,
+        "settings": {
+            "duration_s": a.duration,
+            "warmup_s": a.warmup,
+            "max_tokens": 16,
+            "long_mix": LONG_MIX,
+        },
+        **bench.results,
+    }
     results["aims"] = report.aims(results)
     out = a.out or HERE / "results" / "gateway_overhead-{}{}.json".format(
-        started.strftime("%Y-%m-%d"), "-quick" if a.quick else "")
+        started.strftime("%Y-%m-%d"), "-quick" if a.quick else ""
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n", "utf-8")
     print(report.markdown(results))

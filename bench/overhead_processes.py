@@ -46,8 +46,12 @@ class Processes:
         log_path = self.logdir / f"{name}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                ["taskset", "-c", str(core), *cmd], stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                ["taskset", "-c", str(core), *cmd],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.running.append((name, proc))
         return proc
 
@@ -80,8 +84,9 @@ def free_port() -> int:
         return port
 
 
-def start_upstream(procs: Processes, name: str, fake_upstream: Path, python: str,
-                   core: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_upstream(
+    procs: Processes, name: str, fake_upstream: Path, python: str, core: int, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``fake_upstream.py --port 0``; return the process and its base URL (with /v1)."""
     proc = procs.start(name, [python, str(fake_upstream), "--port", "0", *extra], core)
     deadline = time.monotonic() + 15
@@ -99,32 +104,59 @@ def write_config(path: Path, upstreams: dict[str, str]) -> None:
     """A YAML config: model ``name`` -> deployment -> ``openai`` engine at ``upstreams[name]``."""
     engines, deployments, models = [], [], []
     for model, base_url in upstreams.items():
-        engines.append(f"  {model}-upstream:\n    kind: openai\n    base_url: {base_url}\n"
-                       "    connections_max: 1024")
-        deployments.append(f"  {model}-deployment:\n    engine: {model}-upstream\n"
-                           "    model: fake")
+        engines.append(
+            f"  {model}-upstream:\n    kind: openai\n    base_url: {base_url}\n"
+            "    connections_max: 1024"
+        )
+        deployments.append(f"  {model}-deployment:\n    engine: {model}-upstream\n    model: fake")
         models.append(f"  {model}:\n    deployments: [{model}-deployment]")
-    path.write_text(CONFIG_TEMPLATE.format(engines="\n".join(engines),
-                                           deployments="\n".join(deployments),
-                                           models="\n".join(models)), "utf-8")
+    path.write_text(
+        CONFIG_TEMPLATE.format(
+            engines="\n".join(engines), deployments="\n".join(deployments), models="\n".join(models)
+        ),
+        "utf-8",
+    )
 
 
 def post_chat(base_url: str, key: str, model: str, timeout_s: float = 5.0) -> int:
-    body = json.dumps({"model": model, "max_tokens": 2,
-                       "messages": [{"role": "user", "content": "ping"}]}).encode()
+    body = json.dumps(
+        {"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "ping"}]}
+    ).encode()
     request = urllib.request.Request(
-        base_url + "/chat/completions", data=body, method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        base_url + "/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         status: int = response.status
         return status
 
 
-def start_gateway(procs: Processes, tokenmill: str, config: Path, home: Path, port: int,
-                  core: int, models: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(
+    procs: Processes,
+    tokenmill: str,
+    config: Path,
+    home: Path,
+    port: int,
+    core: int,
+    models: list[str],
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``tokenmill serve``; wait for its first-start demo key and a 200 per model."""
-    cmd = [tokenmill, "serve", "--host", "127.0.0.1", "--port", str(port), "--config",
-           str(config), "--home", str(home), "--log-level", "warning"]
+    cmd = [
+        tokenmill,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        "--home",
+        str(home),
+        "--log-level",
+        "warning",
+    ]
     proc = procs.start("gateway", cmd, core)
     base_url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + GATEWAY_READY_S_MAX
@@ -166,14 +198,20 @@ def upstream_stats(base_url: str) -> dict[str, Any]:
 def usage_summary(database: Path) -> dict[str, Any]:
     """Usage records in the gateway's SQLite database: count by status and token sums."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        by_status = dict(db.execute(
-            "SELECT status, COUNT(*) FROM usage_records GROUP BY status").fetchall())
+        by_status = dict(
+            db.execute("SELECT status, COUNT(*) FROM usage_records GROUP BY status").fetchall()
+        )
         prompt, completion = db.execute(
             "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0)"
-            " FROM usage_records").fetchone()
+            " FROM usage_records"
+        ).fetchone()
         records = db.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0]
-    return {"records_count": records, "records_by_status": by_status,
-            "prompt_tokens": prompt, "completion_tokens": completion}
+    return {
+        "records_count": records,
+        "records_by_status": by_status,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+    }
 
 
 def profile_self_time(raw_path: Path, top_count: int) -> dict[str, Any]:
@@ -191,8 +229,12 @@ def profile_self_time(raw_path: Path, top_count: int) -> dict[str, Any]:
         own[frames[-1]] += count
         for name in {f for f in frames if "tokenmill/" in f and "tokenmill/cli/" not in f}:
             inclusive[name] += count
-    top = [{"function": name, "own_samples": n, "own_ratio": round(n / max(total, 1), 4)}
-           for name, n in own.most_common(top_count)]
-    top_tokenmill = [{"function": name, "samples": n, "ratio": round(n / max(total, 1), 4)}
-                     for name, n in inclusive.most_common(top_count)]
+    top = [
+        {"function": name, "own_samples": n, "own_ratio": round(n / max(total, 1), 4)}
+        for name, n in own.most_common(top_count)
+    ]
+    top_tokenmill = [
+        {"function": name, "samples": n, "ratio": round(n / max(total, 1), 4)}
+        for name, n in inclusive.most_common(top_count)
+    ]
     return {"samples_count": total, "top_own": top, "top_inclusive_tokenmill": top_tokenmill}

@@ -11,13 +11,16 @@ UNITS = {
     "ttfb_ms": "ms, request sent -> first body byte",
     "itl_ms": "ms, gap between consecutive content events of one stream",
     "rss_mib": "MiB (VmRSS of the gateway process, /proc/PID/status); rss_peak_mib = VmHWM",
-    "duration_s": "s", "added_ms": "ms, gateway minus direct at the same percentile",
+    "duration_s": "s",
+    "added_ms": "ms, gateway minus direct at the same percentile",
     "own_ratio": "fraction of py-spy samples whose innermost frame is the function",
 }
-LAYOUT = ("tokenmill serve pinned to core 0 (taskset -c 0), alone; fake upstreams "
-          "(shared/bench/fake_upstream.py) and load clients (shared/bench/load.py, "
-          "bench/stream_client.py) pinned to core 1; loopback; closed loop, keep-alive; "
-          "separate upstream instances for direct and gateway runs")
+LAYOUT = (
+    "tokenmill serve pinned to core 0 (taskset -c 0), alone; fake upstreams "
+    "(shared/bench/fake_upstream.py) and load clients (shared/bench/load.py, "
+    "bench/stream_client.py) pinned to core 1; loopback; closed loop, keep-alive; "
+    "separate upstream instances for direct and gateway runs"
+)
 RSS_MIB_MAX = 200.0
 RSS_GROWTH_MIB_MAX = 5.0  # "no growth": run 2 may end at most this much above run 1
 
@@ -38,79 +41,112 @@ def _added(row: dict[str, Any], pct: str) -> float | None:
 
 
 def overhead_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| case | req/s direct | req/s gateway | p50 ms direct | p50 ms gateway "
-           "| p99 ms direct | p99 ms gateway | added p50 ms | added p99 ms "
-           "| TTFT p50 ms direct | TTFT p50 ms gateway | errors direct / gateway |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| case | req/s direct | req/s gateway | p50 ms direct | p50 ms gateway "
+        "| p99 ms direct | p99 ms gateway | added p50 ms | added p99 ms "
+        "| TTFT p50 ms direct | TTFT p50 ms gateway | errors direct / gateway |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         d, g = row["direct"], row["gateway"]
-        out.append("| {} | {:.0f} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |"
-                   .format(row["case"], d["rps"], g["rps"],
-                           _f(_p(d, "latency_ms", "p50")), _f(_p(g, "latency_ms", "p50")),
-                           _f(_p(d, "latency_ms", "p99")), _f(_p(g, "latency_ms", "p99")),
-                           _f(_added(row, "p50")), _f(_added(row, "p99")),
-                           _f(_p(d, "ttft_ms", "p50")), _f(_p(g, "ttft_ms", "p50")),
-                           d["errors"], g["errors"]))
+        out.append(
+            "| {} | {:.0f} | {:.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |".format(
+                row["case"],
+                d["rps"],
+                g["rps"],
+                _f(_p(d, "latency_ms", "p50")),
+                _f(_p(g, "latency_ms", "p50")),
+                _f(_p(d, "latency_ms", "p99")),
+                _f(_p(g, "latency_ms", "p99")),
+                _f(_added(row, "p50")),
+                _f(_added(row, "p99")),
+                _f(_p(d, "ttft_ms", "p50")),
+                _f(_p(g, "ttft_ms", "p50")),
+                d["errors"],
+                g["errors"],
+            )
+        )
     return out
 
 
 def realistic_table(row: dict[str, Any]) -> list[str]:
-    out = ["| realistic stream (c=256, 256 tokens, 100 ms to first token, 20 ms/token) "
-           "| req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | ITL max ms "
-           "| latency p50 ms | errors | [DONE] / usage seen |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| realistic stream (c=256, 256 tokens, 100 ms to first token, 20 ms/token) "
+        "| req/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | ITL max ms "
+        "| latency p50 ms | errors | [DONE] / usage seen |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for side in ("direct", "gateway"):
         r = row[side]
-        out.append(f"| {side} | {r['rps']:.1f} | {_f(_p(r, 'ttft_ms', 'p50'))} "
-                   f"| {_f(_p(r, 'ttft_ms', 'p99'))} | {_f(_p(r, 'itl_ms', 'p50'))} "
-                   f"| {_f(_p(r, 'itl_ms', 'p99'))} | {_f(_p(r, 'itl_ms', 'max'))} "
-                   f"| {_f(_p(r, 'latency_ms', 'p50'))} | {r['errors']} "
-                   f"| {r['done_seen']} / {r['usage_seen']} of {r['ok_by_kind']['stream']} |")
+        out.append(
+            f"| {side} | {r['rps']:.1f} | {_f(_p(r, 'ttft_ms', 'p50'))} "
+            f"| {_f(_p(r, 'ttft_ms', 'p99'))} | {_f(_p(r, 'itl_ms', 'p50'))} "
+            f"| {_f(_p(r, 'itl_ms', 'p99'))} | {_f(_p(r, 'itl_ms', 'max'))} "
+            f"| {_f(_p(r, 'latency_ms', 'p50'))} | {r['errors']} "
+            f"| {r['done_seen']} / {r['usage_seen']} of {r['ok_by_kind']['stream']} |"
+        )
     return out
 
 
 def long_tables(results: dict[str, Any]) -> list[str]:
     out = ["| gateway memory | RSS MiB | peak RSS MiB |", "|---|---:|---:|"]
-    out += [f"| {m['when']} | {m['rss_mib']:.1f} | {m['rss_peak_mib']:.1f} |"
-            for m in results.get("memory", [])]
+    out += [
+        f"| {m['when']} | {m['rss_mib']:.1f} | {m['rss_peak_mib']:.1f} |"
+        for m in results.get("memory", [])
+    ]
     long = results.get("long_runs")
     if long:
-        out += ["", f"Long runs: mix {long['mix']} (cut = client closes the socket after the "
-                f"first token), c={long['concurrency']}, {long['requests_asked']:,} requests "
-                f"asked per run, time limit {long['seconds_max']:.0f} s per run.", "",
-                "| long run | requests ok | non-stream / stream / cut | stopped by | s "
-                "| req/s | errors |", "|---|---:|---|---|---:|---:|---:|"]
+        out += [
+            "",
+            f"Long runs: mix {long['mix']} (cut = client closes the socket after the "
+            f"first token), c={long['concurrency']}, {long['requests_asked']:,} requests "
+            f"asked per run, time limit {long['seconds_max']:.0f} s per run.",
+            "",
+            "| long run | requests ok | non-stream / stream / cut | stopped by | s "
+            "| req/s | errors |",
+            "|---|---:|---|---|---:|---:|---:|",
+        ]
         for i, r in enumerate(long["runs"], 1):
             k = r["ok_by_kind"]
-            out.append(f"| {i} | {r['requests_ok']:,} | {k.get('nonstream', 0):,} / "
-                       f"{k.get('stream', 0):,} / {k.get('cut', 0):,} | {r['stopped_by']} "
-                       f"| {r['duration_s']:.0f} | {r['rps']:.0f} | {r['errors']} |")
+            out.append(
+                f"| {i} | {r['requests_ok']:,} | {k.get('nonstream', 0):,} / "
+                f"{k.get('stream', 0):,} / {k.get('cut', 0):,} | {r['stopped_by']} "
+                f"| {r['duration_s']:.0f} | {r['rps']:.0f} | {r['errors']} |"
+            )
     return out
 
 
 def metering_lines(m: dict[str, Any]) -> list[str]:
     usage = m["gateway_usage"]
-    return [f"Metering: {usage['records_count']:,} usage records in the gateway's SQLite "
-            f"(by status {usage['records_by_status']}) vs "
-            f"{m['upstream_requests_via_gateway_total']:,} chat requests served by the "
-            f"gateway's upstreams ({m['upstream_requests_via_gateway']}): "
-            + ("EXACT" if m["exact"] else "MISMATCH")
-            + f". Completion tokens: upstream generated "
-            f"{m['upstream_completion_tokens_via_gateway']:,}, gateway metered "
-            f"{usage['completion_tokens']:,} (cut streams are metered for what was relayed)."]
+    return [
+        f"Metering: {usage['records_count']:,} usage records in the gateway's SQLite "
+        f"(by status {usage['records_by_status']}) vs "
+        f"{m['upstream_requests_via_gateway_total']:,} chat requests served by the "
+        f"gateway's upstreams ({m['upstream_requests_via_gateway']}): "
+        + ("EXACT" if m["exact"] else "MISMATCH")
+        + f". Completion tokens: upstream generated "
+        f"{m['upstream_completion_tokens_via_gateway']:,}, gateway metered "
+        f"{usage['completion_tokens']:,} (cut streams are metered for what was relayed)."
+    ]
 
 
 def profile_table(profile: dict[str, Any]) -> list[str]:
     if "top_own" not in profile:
         return [f"Profile: {profile}"]
-    out = [f"py-spy, non-stream c=16, {profile['samples_count']} samples "
-           f"(load during the profile: {profile['load_during_profile'].get('rps')} req/s):", "",
-           "| # | function (file) | own samples | own % |", "|---:|---|---:|---:|"]
+    out = [
+        f"py-spy, non-stream c=16, {profile['samples_count']} samples "
+        f"(load during the profile: {profile['load_during_profile'].get('rps')} req/s):",
+        "",
+        "| # | function (file) | own samples | own % |",
+        "|---:|---|---:|---:|",
+    ]
     for i, f in enumerate(profile["top_own"], 1):
-        out.append(f"| {i} | `{f['function']}` | {f['own_samples']} "
-                   f"| {100 * f['own_ratio']:.1f} |")
-    out += ["", "| # | tokenmill function, with what it calls | samples | % |",
-            "|---:|---|---:|---:|"]
+        out.append(f"| {i} | `{f['function']}` | {f['own_samples']} | {100 * f['own_ratio']:.1f} |")
+    out += [
+        "",
+        "| # | tokenmill function, with what it calls | samples | % |",
+        "|---:|---|---:|---:|",
+    ]
     for i, f in enumerate(profile.get("top_inclusive_tokenmill", [])[:10], 1):
         out.append(f"| {i} | `{f['function']}` | {f['samples']} | {100 * f['ratio']:.1f} |")
     return out
@@ -127,31 +163,51 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
     for mode, floor in (("nonstream", 3000), ("stream", 1500)):
         row = cases.get(f"{mode} c=64")
         rps = row["gateway"]["rps"] if row else None
-        aim(f">= {floor} {mode} req/s at c=64 on one core, metering on", rps,
-            None if rps is None else rps >= floor)
+        aim(
+            f">= {floor} {mode} req/s at c=64 on one core, metering on",
+            rps,
+            None if rps is None else rps >= floor,
+        )
     for mode in ("nonstream", "stream"):
         row = cases.get(f"{mode} c=1")
         added = _added(row, "p50") if row else None
-        aim(f"p50 added latency < 0.5 ms at c=1 ({mode})", added,
-            None if added is None else added < 0.5)
+        aim(
+            f"p50 added latency < 0.5 ms at c=1 ({mode})",
+            added,
+            None if added is None else added < 0.5,
+        )
     rss = [m["rss_mib"] for m in results.get("memory", [])]
-    aim(f"RSS < {RSS_MIB_MAX:.0f} MB", max(rss) if rss else None,
-        None if not rss else max(rss) < RSS_MIB_MAX)
+    aim(
+        f"RSS < {RSS_MIB_MAX:.0f} MB",
+        max(rss) if rss else None,
+        None if not rss else max(rss) < RSS_MIB_MAX,
+    )
     after = [m["rss_mib"] for m in results.get("memory", []) if m["when"].startswith("after")]
     growth = round(after[-1] - after[0], 1) if len(after) >= 2 else None
-    aim(f"no RSS growth (run 2 ends <= {RSS_GROWTH_MIB_MAX:.0f} MiB above run 1)", growth,
-        None if growth is None else growth <= RSS_GROWTH_MIB_MAX)
+    aim(
+        f"no RSS growth (run 2 ends <= {RSS_GROWTH_MIB_MAX:.0f} MiB above run 1)",
+        growth,
+        None if growth is None else growth <= RSS_GROWTH_MIB_MAX,
+    )
     metering = results.get("metering")
-    aim("metering exact (usage records == upstream requests)",
-        metering and metering["gateway_usage"]["records_count"], metering and metering["exact"])
+    aim(
+        "metering exact (usage records == upstream requests)",
+        metering and metering["gateway_usage"]["records_count"],
+        metering and metering["exact"],
+    )
     return found
 
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
-    out = [f"## tokenmill gateway overhead ({results['started_at'][:10]}, commit "
-           f"{m['git_commit']}{' + uncommitted src changes' if m['git_src_dirty'] else ''}, "
-           f"{m['nproc']} x {m['cpu_model']})", "", results["layout"], ""]
+    out = [
+        f"## tokenmill gateway overhead ({results['started_at'][:10]}, commit "
+        f"{m['git_commit']}{' + uncommitted src changes' if m['git_src_dirty'] else ''}, "
+        f"{m['nproc']} x {m['cpu_model']})",
+        "",
+        results["layout"],
+        "",
+    ]
     rows = list(results.get("matrix", []))
     if "realistic" in results:
         rows.append(results["realistic"])
@@ -165,7 +221,9 @@ def markdown(results: dict[str, Any]) -> str:
     if "profile" in results:
         out += [*profile_table(results["profile"]), ""]
     out += ["| aim | measured | met |", "|---|---:|---|"]
-    out += [f"| {a['aim']} | {a['measured']} | "
-            f"{'yes' if a['met'] else 'n/a' if a['met'] is None else 'NO'} |"
-            for a in results["aims"]]
+    out += [
+        f"| {a['aim']} | {a['measured']} | "
+        f"{'yes' if a['met'] else 'n/a' if a['met'] is None else 'NO'} |"
+        for a in results["aims"]
+    ]
     return "\n".join(out)

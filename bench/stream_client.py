@@ -41,8 +41,13 @@ def summary_ms(values: list[float]) -> dict[str, float] | None:
         i = min(len(xs) - 1, max(0, round(p / 100.0 * len(xs) + 0.5) - 1))
         return round(xs[i] * 1000.0, 3)
 
-    return {"p50": rank(50), "p90": rank(90), "p99": rank(99),
-            "max": round(xs[-1] * 1000.0, 3), "mean": round(sum(xs) / len(xs) * 1000.0, 3)}
+    return {
+        "p50": rank(50),
+        "p90": rank(90),
+        "p99": rank(99),
+        "max": round(xs[-1] * 1000.0, 3),
+        "mean": round(sum(xs) / len(xs) * 1000.0, 3),
+    }
 
 
 class Stats:
@@ -199,10 +204,13 @@ class Run:
             body_obj["stream"] = True
             body_obj["stream_options"] = {"include_usage": True}
         body = json.dumps(body_obj, separators=(",", ":")).encode()
-        head = [b"POST %s HTTP/1.1" % self.path.encode(),
-                b"Host: %s:%d" % (str(self.host).encode(), self.port),
-                b"Content-Type: application/json", b"Content-Length: %d" % len(body),
-                b"User-Agent: tokenmill-bench-stream-client"]
+        head = [
+            b"POST %s HTTP/1.1" % self.path.encode(),
+            b"Host: %s:%d" % (str(self.host).encode(), self.port),
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+            b"User-Agent: tokenmill-bench-stream-client",
+        ]
         if a.key:
             head.append(b"Authorization: Bearer %s" % a.key.encode())
         return b"\r\n".join(head) + b"\r\n\r\n" + body
@@ -241,11 +249,15 @@ class Run:
 
     async def worker(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self.stopping and time.perf_counter() < self.stop_at \
-                and self.count < self.a.requests:
+        while (
+            not self.stopping
+            and time.perf_counter() < self.stop_at
+            and self.count < self.a.requests
+        ):
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: Connection(self), self.host, self.port), 5)
+                    loop.create_connection(lambda: Connection(self), self.host, self.port), 5
+                )
             except (TimeoutError, OSError):
                 self.stats.error("connect")
                 await asyncio.sleep(0.05)
@@ -292,14 +304,24 @@ class Run:
         ok = sum(s.ok.values())
         all_latency = [x for k in KINDS for x in s.latency[k]]
         return {
-            "target": self.a.target, "concurrency": self.a.concurrency, "mix": self.mix,
-            "duration_s": round(elapsed, 3), "requests_sent": self.count,
-            "requests_ok": ok, "ok_by_kind": s.ok, "disconnected_mid_stream": s.ok["cut"],
-            "errors": sum(s.errors.values()), "error_kinds": s.errors,
-            "rps": round(ok / elapsed, 1), "latency_ms": summary_ms(all_latency),
+            "target": self.a.target,
+            "concurrency": self.a.concurrency,
+            "mix": self.mix,
+            "duration_s": round(elapsed, 3),
+            "requests_sent": self.count,
+            "requests_ok": ok,
+            "ok_by_kind": s.ok,
+            "disconnected_mid_stream": s.ok["cut"],
+            "errors": sum(s.errors.values()),
+            "error_kinds": s.errors,
+            "rps": round(ok / elapsed, 1),
+            "latency_ms": summary_ms(all_latency),
             "latency_ms_by_kind": {k: summary_ms(v) for k, v in s.latency.items() if v},
-            "ttft_ms": summary_ms(s.ttft), "itl_ms": summary_ms(s.gaps),
-            "itl_count": len(s.gaps), "done_seen": s.done_seen, "usage_seen": s.usage_seen,
+            "ttft_ms": summary_ms(s.ttft),
+            "itl_ms": summary_ms(s.gaps),
+            "itl_count": len(s.gaps),
+            "done_seen": s.done_seen,
+            "usage_seen": s.usage_seen,
         }
 
 
@@ -336,6 +358,7 @@ def main() -> None:
     a.duration = min(a.duration, 3600.0)
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
