@@ -8,7 +8,7 @@ until it is rounded up, once, with ``div_ceil``.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 from tokenmill.errors import InvalidRequest
 
@@ -43,7 +43,10 @@ def parse_amount(text: str | int, *, param: str = "amount", allow_negative: bool
         ) from exc
     if not value.is_finite() or "e" in raw.lower():
         raise InvalidRequest(f"{param} must be a plain decimal number such as 12.50", param=param)
-    nano = value * NANO_PER_UNIT
+    with localcontext() as context:
+        # Exact arithmetic: text is at most 40 characters, so 60 digits never round.
+        context.prec = 60
+        nano = value * NANO_PER_UNIT
     if nano != nano.to_integral_value():
         raise InvalidRequest(f"{param} has more than 9 decimals", param=param)
     amount = int(nano)

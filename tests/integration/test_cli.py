@@ -176,7 +176,15 @@ class TestCliAccounts:
         listed = json.loads(succeeded(tokenmill(home, url, "accounts", "list", "--json")))
         assert [a["id"] for a in listed] == [acme.id, other.id]
         assert [a["name"] for a in listed] == ["acme", "other corp"]
-        assert {"id", "name", "status", "created_at", "disabled_at"} == set(listed[0])
+        assert {
+            "id",
+            "name",
+            "status",
+            "created_at",
+            "disabled_at",
+            "currency",
+            "credit_limit",
+        } == set(listed[0])
         table = succeeded(tokenmill(home, url, "accounts", "show", "acme"))
         assert "acme" in table
         assert acme.id in table

@@ -178,7 +178,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     _account_routes(app, gateway, admin)
     _key_routes(app, gateway, admin)
     _usage_routes(app, gateway, admin)
-    money_routes(app, gateway, Depends(require_admin))
+    money_routes(app, gateway, require_admin)
     return app
 
 

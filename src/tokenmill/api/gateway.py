@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmill.access import service
 from tokenmill.access.directory import KeyDirectory
@@ -30,7 +31,8 @@ from tokenmill.errors import ConfigurationError, Unavailable
 from tokenmill.money import format_amount
 from tokenmill.retail.charging import Charge
 from tokenmill.retail.rating import Price, PromptAllowance
-from tokenmill.store.database import now_ms, open_engine
+from tokenmill.store import accounts as account_rows
+from tokenmill.store.database import now_ms, open_engine, write_transaction
 from tokenmill.store.group_commit import GroupCommitWriter
 from tokenmill.store.ownership import GatewayLock
 from tokenmill.usage import UsageRecord
@@ -159,7 +161,23 @@ class Gateway:
         )
         self.metrics.loss_nano.labels(charge.price.currency).inc(record.loss_nano)
 
+    def url(self) -> str:
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.settings.port}"
+
+    def _publish(self, url: str | None) -> None:
+        """Tell the CLI where this gateway answers (None: it stopped), so ``accounts show``
+        can show holds in flight."""
+        try:
+            with write_transaction(self.db) as connection:
+                account_rows.replace_meta_value(connection, account_rows.GATEWAY_URL_META, url)
+        except SQLAlchemyError as exc:
+            log.warning("could not publish the gateway's address: %s", exc.__class__.__name__)
+
     async def start(self) -> None:
+        self._publish(self.url())
         self.writer.start()
         interval_s = self.limits.change_poll_interval_ms / 1000
         loop = asyncio.get_running_loop()
@@ -205,6 +223,7 @@ class Gateway:
         for upstream in self._upstreams.values():
             await upstream.aclose()
         self.io.shutdown(wait=True)
+        self._publish(None)
         self._lock.release()
         self.db.dispose()
         log.info(

@@ -5,13 +5,13 @@ functions the CLI calls) on a worker thread, then the gateway's in-memory state 
 the change is spendable at once.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: the routes' ``Actor`` annotation names a
+# dependency made inside ``money_routes``, which FastAPI can resolve only if evaluated there.
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, Query, Response
-from fastapi.params import Depends
+from fastapi import Depends, FastAPI, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -175,16 +175,18 @@ def price_from(body: PriceIn) -> Price:
     )
 
 
-def money_routes(app: FastAPI, gateway: Gateway, admin: Depends) -> None:
+def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., str]) -> None:
     db = gateway.db
+    admin = Depends(require_admin)
+    Actor = Annotated[str, admin]  # the admin token's id, for the audit log
 
     @app.post("/accounts/{account}/transfers", response_model=TransferOut)
     async def move_funds(
         account: str,
         body: MovementIn,
         response: Response,
+        actor: Actor,
         idempotency_key: Annotated[str | None, Header()] = None,
-        actor: str = admin,
     ) -> TransferOut:
         amount = parse_amount(body.amount, param="amount", allow_negative=True)
         posted = await run_in_threadpool(
@@ -221,7 +223,7 @@ def money_routes(app: FastAPI, gateway: Gateway, admin: Depends) -> None:
         return balance_out(gateway, found.id)
 
     @app.post("/accounts/{account}/terms", response_model=dict[str, Any])
-    async def set_terms(account: str, body: TermsIn, actor: str = admin) -> dict[str, Any]:
+    async def set_terms(account: str, body: TermsIn, actor: Actor) -> dict[str, Any]:
         limit = None
         if body.credit_limit is not None:
             limit = parse_amount(body.credit_limit, param="credit_limit")
@@ -242,7 +244,7 @@ def money_routes(app: FastAPI, gateway: Gateway, admin: Depends) -> None:
         return [price_out(p) for p in await run_in_threadpool(billing.list_prices, db)]
 
     @app.post("/prices", status_code=201, response_model=PriceOut)
-    async def set_price(body: PriceIn, actor: str = admin) -> PriceOut:
+    async def set_price(body: PriceIn, actor: Actor) -> PriceOut:
         if body.model not in gateway.models:
             raise InvalidRequest(f"unknown model '{body.model[:200]}'", param="model")
         price = price_from(body)

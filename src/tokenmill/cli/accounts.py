@@ -1,4 +1,4 @@
-"""``tokenmill accounts create|list|show|disable|enable``."""
+"""``tokenmill accounts create|list|show|disable|enable|topup|adjust|terms|transfers``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from tokenmill.access import service
+from tokenmill.billing import service as billing
 from tokenmill.cli.common import (
     DatabaseOption,
     HomeOption,
@@ -18,6 +19,9 @@ from tokenmill.cli.common import (
     store,
     when,
 )
+from tokenmill.cli.money import AdminTokenOption, GatewayUrlOption, cli_actor, funds_json
+from tokenmill.money import format_amount, parse_amount
+from tokenmill.retail.ledger import Transfer
 from tokenmill.store.accounts import AccountRow
 
 app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
@@ -30,6 +34,22 @@ def account_json(row: AccountRow) -> dict[str, Any]:
         "status": row.status,
         "created_at": iso(row.created_at_ms),
         "disabled_at": iso(row.disabled_at_ms),
+        "currency": row.currency,
+        "credit_limit": format_amount(row.credit_limit_nano),
+    }
+
+
+def transfer_json(transfer: Transfer) -> dict[str, Any]:
+    return {
+        "id": transfer.id,
+        "kind": transfer.kind,
+        "debit_account": transfer.debit_account,
+        "credit_account": transfer.credit_account,
+        "amount": format_amount(transfer.amount_nano),
+        "amount_nano": transfer.amount_nano,
+        "currency": transfer.currency,
+        "reference": transfer.reference,
+        "created_at": iso(transfer.created_at_ms),
     }
 
 
@@ -78,15 +98,181 @@ def show(
     account: Annotated[str, typer.Argument(help="Account id or name.")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    url: GatewayUrlOption = None,
+    admin_token: AdminTokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one account."""
+    """Show one account with its balance, held and available funds.
+
+    With a running gateway reachable (and an admin token) the funds come from it, so holds
+    of requests in flight show; otherwise from the store.
+    """
     with store(home, database_url) as engine:
         row = run(lambda: service.find_account(engine, account))
+        funds = funds_json(engine, row, url, admin_token)
+    shown = {**account_json(row), **funds}
     if as_json:
-        print_json(account_json(row))
-    else:
-        _show([row], False, "account")
+        print_json(shown)
+        return
+    print_table(
+        "account",
+        ["id", "name", "status", "balance", "held", "available", "source"],
+        [
+            (
+                row.id,
+                row.name,
+                row.status,
+                f"{funds['balance']} {row.currency}",
+                format_amount(funds["held_nano"]),
+                format_amount(funds["available_nano"]),
+                funds["funds_source"],
+            )
+        ],
+    )
+
+
+KindOption = Annotated[
+    str, typer.Option("--kind", help="topup (paid), grant (free credit) or refund.")
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="Retrying with the same key applies once; a new key is made if omitted.",
+    ),
+]
+ReferenceOption = Annotated[
+    str | None, typer.Option("--reference", help="Free text: a payment id, a ticket.")
+]
+
+
+def _move(
+    account: str,
+    amount: str,
+    kind: str,
+    key: str | None,
+    reference: str | None,
+    home: str | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    with store(home, database_url) as engine:
+        posted = run(
+            lambda: billing.move_funds(
+                engine,
+                account,
+                parse_amount(amount, param="amount", allow_negative=kind == "adjustment"),
+                kind=kind,
+                idempotency_key=key,
+                actor=cli_actor(),
+                reference=reference,
+            )
+        )
+        balance = billing.balance_of(engine, service.find_account(engine, account).id)
+    shown = {**transfer_json(posted.transfer), "replayed": posted.replayed}
+    shown["balance"] = format_amount(balance)
+    if as_json:
+        print_json(shown)
+        return
+    done = "already applied (same idempotency key)" if posted.replayed else "applied"
+    typer.echo(
+        f"{posted.transfer.kind} of {shown['amount']} {posted.transfer.currency} {done};"
+        f" balance {shown['balance']} {posted.transfer.currency} (transfer {posted.transfer.id})"
+    )
+
+
+@app.command("topup")
+def topup(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    amount: Annotated[str, typer.Argument(help="Currency units, e.g. 12.50.")],
+    idempotency_key: KeyOption = None,
+    kind: KindOption = "topup",
+    reference: ReferenceOption = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add funds to an account (spendable in a running gateway within a second)."""
+    if kind not in ("topup", "grant", "refund"):
+        raise typer.BadParameter("must be topup, grant or refund", param_hint="--kind")
+    _move(account, amount, kind, idempotency_key, reference, home, database_url, as_json)
+
+
+@app.command("adjust")
+def adjust(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    amount: Annotated[str, typer.Argument(help="Signed currency units, e.g. -3.00.")],
+    idempotency_key: KeyOption = None,
+    reference: ReferenceOption = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Correct a balance up or down (never below its floor), with a reason as reference."""
+    _move(account, amount, "adjustment", idempotency_key, reference, home, database_url, as_json)
+
+
+@app.command("terms")
+def terms(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    currency: Annotated[
+        str | None, typer.Option(help="ISO 4217 code; only before the first transfer.")
+    ] = None,
+    credit_limit: Annotated[
+        str | None, typer.Option(help="Postpaid credit limit, e.g. 100.00; 0 for prepaid.")
+    ] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set an account's currency or credit limit (prepaid or postpaid)."""
+    with store(home, database_url) as engine:
+        row = run(
+            lambda: billing.set_terms(
+                engine,
+                account,
+                currency=currency,
+                credit_limit_nano=(
+                    None
+                    if credit_limit is None
+                    else parse_amount(credit_limit, param="credit_limit")
+                ),
+                actor=cli_actor(),
+            )
+        )
+    print_json(account_json(row)) if as_json else _show([row], False, "account terms")
+
+
+@app.command("transfers")
+def transfers(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the ledger transfers of an account, oldest first."""
+    with store(home, database_url) as engine:
+        row = run(lambda: service.find_account(engine, account))
+        found = billing.transfers_of(engine, row.id, limit=limit)
+    if as_json:
+        print_json([transfer_json(t) for t in found])
+        return
+    print_table(
+        f"transfers of {row.name}",
+        ["when (UTC)", "kind", "amount", "debit", "credit", "reference"],
+        [
+            (
+                when(t.created_at_ms),
+                t.kind,
+                f"{'-' if t.debit_account == row.id else '+'}{format_amount(t.amount_nano)}",
+                t.debit_account,
+                t.credit_account,
+                t.reference,
+            )
+            for t in found
+        ],
+    )
 
 
 @app.command("disable")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from tokenmill.cli import accounts, keys
+from tokenmill.cli import accounts, keys, prices
+from tokenmill.cli.audit import audit
 from tokenmill.cli.serve import serve
 from tokenmill.cli.usage import usage
 
@@ -17,8 +18,10 @@ app = typer.Typer(
 )
 app.command("serve")(serve)
 app.command("usage")(usage)
+app.command("audit")(audit)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
+app.add_typer(prices.app, name="prices")
 
 
 def main() -> None:

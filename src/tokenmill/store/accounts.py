@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from tokenmill.store.tables import accounts, admin_tokens, api_keys, changes, meta
+
+GATEWAY_URL_META = "gateway_url"  # where the running gateway answers, for the CLI
 
 
 @dataclass(frozen=True)
@@ -218,3 +220,10 @@ def meta_value(connection: Connection, name: str) -> str | None:
 
 def set_meta_value(connection: Connection, name: str, value: str) -> None:
     connection.execute(insert(meta).values(name=name, value=value))
+
+
+def replace_meta_value(connection: Connection, name: str, value: str | None) -> None:
+    """Set (or with None, remove) the value of ``name``."""
+    connection.execute(delete(meta).where(meta.c.name == name))
+    if value is not None:
+        set_meta_value(connection, name, value)

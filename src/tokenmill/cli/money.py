@@ -1,0 +1,93 @@
+"""What the money commands share: the admin actor, and asking the running gateway."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Annotated, Any
+
+import httpx
+import typer
+from sqlalchemy import Engine
+
+from tokenmill.billing import service as billing
+from tokenmill.money import format_amount
+from tokenmill.store import accounts as account_rows
+from tokenmill.store.accounts import AccountRow
+
+AdminTokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-token",
+        help="Admin token to ask the running gateway (default $TOKENMILL_ADMIN_TOKEN).",
+    ),
+]
+GatewayUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="The running gateway (default $TOKENMILL_URL, else where it said it listens).",
+    ),
+]
+ASK_TIMEOUT_S = 2.0
+
+
+def cli_actor() -> str:
+    """Who the audit log names for a CLI action: the operating-system user."""
+    try:
+        return f"cli:{getpass.getuser()}"[:64]
+    except (KeyError, OSError):
+        return "cli"
+
+
+def funds_json(
+    engine: Engine, account: AccountRow, url: str | None, token: str | None
+) -> dict[str, Any]:
+    """Balance, held and available funds: from the running gateway, which knows the holds
+    in flight, when it answers; otherwise from the store (nothing is held without one)."""
+    live = _ask_gateway(engine, account.id, url, token)
+    if live is not None:
+        balance, held, available = (
+            live["balance_nano"],
+            live["held_nano"],
+            live["available_nano"],
+        )
+        source = "gateway"
+    else:
+        balance = billing.balance_of(engine, account.id)
+        held, available = 0, balance + account.credit_limit_nano
+        source = "store"
+    return {
+        "currency": account.currency,
+        "credit_limit": format_amount(account.credit_limit_nano),
+        "credit_limit_nano": account.credit_limit_nano,
+        "balance": format_amount(balance),
+        "balance_nano": balance,
+        "held_nano": held,
+        "available_nano": available,
+        "funds_source": source,
+    }
+
+
+def _ask_gateway(
+    engine: Engine, account_id: str, url: str | None, token: str | None
+) -> dict[str, Any] | None:
+    token = token or os.environ.get("TOKENMILL_ADMIN_TOKEN")
+    url = url or os.environ.get("TOKENMILL_URL")
+    if url is None:
+        with engine.connect() as connection:
+            url = account_rows.meta_value(connection, account_rows.GATEWAY_URL_META)
+    if not url or not token:
+        return None
+    try:
+        response = httpx.get(
+            f"{url.rstrip('/')}/admin/v1/accounts/{account_id}/balance",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=ASK_TIMEOUT_S,
+        )
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    body = response.json()
+    return body if isinstance(body, dict) else None
