@@ -1,11 +1,16 @@
 """Hypothesis strategies shared by the tests: JSON values and OpenAI-shaped request bodies
-whose fields are sometimes right and sometimes anything at all."""
+whose fields are sometimes right and sometimes anything at all; prices, token counts and
+amounts for the money tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hypothesis import strategies as st
+
+from tokenmill.money import AMOUNT_NANO_MAX
+from tokenmill.retail.rating import Price
+from tokenmill.usage import TokenCounts
 
 # Models of tests.conftest.gateway_config: sim ones answer at once; "fake" is the loopback
 # upstream; the rest do not exist.
@@ -144,3 +149,54 @@ def request_bodies() -> st.SearchStrategy[dict[str, Any]]:
 def optional_token_limits(most: int) -> st.SearchStrategy[int | None]:
     """A max_tokens-like value from 1 to ``most``, or absent (None)."""
     return st.none() | st.integers(min_value=1, max_value=most)
+
+
+# Money: prices up to 100 currency units per million tokens, counts up to a long context.
+PRICE_NANO_PER_MTOK_MAX = 100 * 10**9
+TOKENS_MAX = 2_000_000
+
+price_per_mtok = st.one_of(
+    st.just(0),
+    st.integers(min_value=1, max_value=1_000),  # far below a nano-unit per token
+    st.integers(min_value=0, max_value=PRICE_NANO_PER_MTOK_MAX),
+)
+
+
+def prices(
+    *, output_free: bool | None = None, model: str = "m", currency: str = "USD"
+) -> st.SearchStrategy[Price]:
+    """Any price of ``model``; ``output_free`` True or False forces the output price to be
+    zero or not."""
+    if output_free is None:
+        output = price_per_mtok
+    elif output_free:
+        output = st.just(0)
+    else:
+        output = st.integers(min_value=1, max_value=PRICE_NANO_PER_MTOK_MAX)
+    return st.builds(
+        Price,
+        model=st.just(model),
+        currency=st.just(currency),
+        effective_from_ms=st.integers(min_value=0, max_value=2**41),
+        input_nano_per_mtok=price_per_mtok,
+        output_nano_per_mtok=output,
+        cached_input_nano_per_mtok=price_per_mtok,
+        request_fee_nano=st.one_of(st.just(0), st.integers(min_value=0, max_value=10**7)),
+    )
+
+
+token_totals = st.integers(min_value=0, max_value=TOKENS_MAX)
+
+
+@st.composite
+def counts_within(
+    draw: st.DrawFn, prompt_most: int = TOKENS_MAX, completion_most: int = TOKENS_MAX
+) -> TokenCounts:
+    """Token counts with prompt and completion within bounds, cached within the prompt."""
+    prompt = draw(st.integers(min_value=0, max_value=prompt_most))
+    completion = draw(st.integers(min_value=0, max_value=completion_most))
+    cached = draw(st.integers(min_value=0, max_value=prompt))
+    return TokenCounts(prompt, completion, cached)
+
+
+amounts_nano = st.integers(min_value=-AMOUNT_NANO_MAX, max_value=AMOUNT_NANO_MAX)

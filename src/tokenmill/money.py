@@ -8,6 +8,7 @@ until it is rounded up, once, with ``div_ceil``.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation, localcontext
 
 from tokenmill.errors import InvalidRequest
@@ -16,6 +17,9 @@ NANO_PER_UNIT = 1_000_000_000
 TOKENS_PER_PRICE = 1_000_000  # prices are per million tokens
 AMOUNT_NANO_MAX = 10**18  # one billion currency units: far past any real account
 _AMOUNT_TEXT_CHARS_MAX = 40
+# Plain ASCII decimals only: Decimal() alone would also take "1_000", "1e3" or other scripts'
+# digits, none of which an operator means as an amount.
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 def div_ceil(numerator: int, denominator: int) -> int:
@@ -35,14 +39,16 @@ def parse_amount(text: str | int, *, param: str = "amount", allow_negative: bool
     raw = str(text).strip()
     if not raw or len(raw) > _AMOUNT_TEXT_CHARS_MAX:
         raise InvalidRequest(f"{param} must be a decimal number such as 12.50", param=param)
+    if not _PLAIN_DECIMAL.fullmatch(raw):
+        raise InvalidRequest(
+            f"{param} must be a plain decimal number such as 12.50, not {raw[:40]!r}", param=param
+        )
     try:
         value = Decimal(raw)
-    except InvalidOperation as exc:
+    except InvalidOperation as exc:  # unreachable after the pattern; kept as the mapping
         raise InvalidRequest(
-            f"{param} must be a decimal number such as 12.50, not {raw[:40]!r}", param=param
+            f"{param} must be a decimal number such as 12.50", param=param
         ) from exc
-    if not value.is_finite() or "e" in raw.lower():
-        raise InvalidRequest(f"{param} must be a plain decimal number such as 12.50", param=param)
     with localcontext() as context:
         # Exact arithmetic: text is at most 40 characters, so 60 digits never round.
         context.prec = 60

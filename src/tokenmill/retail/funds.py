@@ -42,6 +42,7 @@ class Hold:
     amount_nano: int
     expires_at_ms: int
     open: bool = True
+    expired: bool = False  # released by ``expire``, not yet settled
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,10 @@ class FundsBook:
             self._close(hold, funds)
             charged = min(charge_nano, hold.amount_nano)
         else:
-            # The hold expired and was released: take what is available now, no more.
+            # The hold expired and was released: take what is available now, no more. A
+            # hold settles once: settling a settled or released one is a bug.
+            assert hold.expired
+            hold.expired = False
             charged = min(charge_nano, max(0, funds.available_nano))
         funds.balance_nano -= charged
         assert 0 <= charged <= charge_nano
@@ -123,6 +127,7 @@ class FundsBook:
         expired = [hold for hold in self._holds.values() if hold.expires_at_ms <= now_ms]
         for hold in expired:
             self._close(hold, self._funds[hold.account_id])
+            hold.expired = True
         return expired
 
     def _close(self, hold: Hold, funds: Funds) -> None:
