@@ -7,7 +7,9 @@ direct runs use separate upstream instances, so the gateway's upstreams' ``/stat
 exactly what went through the gateway. In one run:
 
 * matrix: ``load.py`` direct and through the gateway, non-streamed and streamed
-  (16 tokens), at concurrency 1, 16 and 64;
+  (16 tokens), at concurrency 1, 16 and 64; through the gateway twice: a free model
+  (metering only) and a priced one (billing on: hold, settle, usage transfer), on the
+  same upstream, so the cost of billing is the ratio of the two;
 * realistic stream: upstreams with ``--delay-ms 100 --itl-ms 20``, 256 tokens, c=256,
   TTFT and inter-token gaps direct vs gateway (``stream_client.py``);
 * optional py-spy profile of the gateway under non-streamed c=16 load (``--profile``);
@@ -67,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--long-concurrency", type=int, default=64)
     ap.add_argument("--profile", action="store_true", help="py-spy the gateway, c=16 non-stream")
     ap.add_argument("--profile-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--profile-model", default="fake", help="fake (metering only) or fake-billed (billing on)"
+    )
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument(
@@ -117,10 +122,12 @@ class Bench:
         config = self.workdir / "tokenmill.yaml"
         models = {
             "fake": self.urls["gateway"],
+            "fake-billed": self.urls["gateway"],
             "fake-realistic": self.urls["realistic-gateway"],
             "fake-midstream": self.urls["midstream-gateway"],
         }
-        op.write_config(config, models)
+        # The demo account's 5.00 USD grant pays for ~20 million requests at this price.
+        op.write_config(config, models, prices={"fake-billed": ("0.01", "0.01")})
         port = op.free_port()
         self.gateway, self.key = op.start_gateway(
             self.procs, tokenmill_bin(), config, self.workdir / "home", port, SUT_CORE, list(models)
@@ -158,6 +165,7 @@ class Bench:
         ]
         cmd += ["--key", key] if key else []
         cmd += ["--stream"] if stream else []
+        cmd += ["--model", kw["model"]] if "model" in kw else []
         return run_json(cmd, duration + warmup + 90)
 
     def client(self, target: str, key: str, args: list[str], limit_s: float) -> dict[str, Any]:
@@ -174,11 +182,12 @@ class Bench:
                     "mode": mode,
                     "concurrency": conc,
                 }
-                for side, target, key in (
-                    ("direct", self.urls["direct"], ""),
-                    ("gateway", self.gateway_url, self.key),
+                for side, target, key, model in (
+                    ("direct", self.urls["direct"], "", "fake"),
+                    ("gateway", self.gateway_url, self.key, "fake"),
+                    ("gateway_billed", self.gateway_url, self.key, "fake-billed"),
                 ):
-                    row[side] = self.load(target, mode == "stream", conc, key)
+                    row[side] = self.load(target, mode == "stream", conc, key, model=model)
                     row[side]["loadavg_1m_after"] = os.getloadavg()[0]
                     log(f"{row['case']} {side}: {summarize(row[side])}")
                 rows.append(row)
@@ -247,6 +256,8 @@ class Bench:
             "1",
             "-n",
             "10000000",
+            "--model",
+            self.a.profile_model,
         ]
         with subprocess.Popen(load_cmd, stdout=subprocess.PIPE, text=True) as load_proc:
             try:
@@ -341,7 +352,7 @@ class Bench:
             "upstream_prompt_tokens_via_gateway": sum(t["prompt_tokens"] for t in tokens.values()),
             "gateway_usage": usage,
             "gateway_exit_code": exit_code,
-            "exact": usage["records_count"] == upstream_total,
+            "exact": usage["records_count"] == upstream_total and usage["ledger_matches_records"],
         }
         log(f"metering: {self.results['metering']}")
 

@@ -100,8 +100,12 @@ def start_upstream(
     raise RuntimeError(f"{name} did not start: {procs.log_text(name)[-2000:]}")
 
 
-def write_config(path: Path, upstreams: dict[str, str]) -> None:
-    """A YAML config: model ``name`` -> deployment -> ``openai`` engine at ``upstreams[name]``."""
+def write_config(
+    path: Path, upstreams: dict[str, str], prices: dict[str, tuple[str, str]] | None = None
+) -> None:
+    """A YAML config: model ``name`` -> deployment -> ``openai`` engine at ``upstreams[name]``;
+    models in ``prices`` get that (input, output) price per million tokens, so they are
+    billed (hold, settle, usage transfer); the others are free (metering only)."""
     engines, deployments, models = [], [], []
     for model, base_url in upstreams.items():
         engines.append(
@@ -110,6 +114,9 @@ def write_config(path: Path, upstreams: dict[str, str]) -> None:
         )
         deployments.append(f"  {model}-deployment:\n    engine: {model}-upstream\n    model: fake")
         models.append(f"  {model}:\n    deployments: [{model}-deployment]")
+        if prices and model in prices:
+            price_in, price_out = prices[model]
+            models[-1] += f'\n    price: {{input: "{price_in}", output: "{price_out}"}}'
     path.write_text(
         CONFIG_TEMPLATE.format(
             engines="\n".join(engines), deployments="\n".join(deployments), models="\n".join(models)
@@ -206,8 +213,21 @@ def usage_summary(database: Path) -> dict[str, Any]:
             " FROM usage_records"
         ).fetchone()
         records = db.execute("SELECT COUNT(*) FROM usage_records").fetchone()[0]
+        charged_count, charged_nano = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(charge_nano), 0) FROM usage_records"
+            " WHERE charge_nano > 0"
+        ).fetchone()
+        transfers_count, transfers_nano = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(amount_nano), 0) FROM transfers WHERE kind = 'usage'"
+        ).fetchone()
     return {
         "records_count": records,
+        "billed_records_count": charged_count,
+        "billed_nano": charged_nano,
+        "usage_transfers_count": transfers_count,
+        "usage_transfers_nano": transfers_nano,
+        "ledger_matches_records": (charged_count, charged_nano)
+        == (transfers_count, transfers_nano),
         "records_by_status": by_status,
         "prompt_tokens": prompt,
         "completion_tokens": completion,

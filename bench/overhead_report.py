@@ -69,6 +69,31 @@ def overhead_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def billing_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Billing on (a priced model) beside metering only (a free one), same run, same upstream."""
+    out = [
+        "| case | req/s metering only | req/s billing on | billing / metering "
+        "| p50 ms metering only | p50 ms billing on | errors billing on |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        m, b = row["gateway"], row.get("gateway_billed")
+        if b is None:
+            continue
+        out.append(
+            "| {} | {:.0f} | {:.0f} | {:.2f} | {} | {} | {} |".format(
+                row["case"],
+                m["rps"],
+                b["rps"],
+                b["rps"] / m["rps"] if m["rps"] else 0.0,
+                _f(_p(m, "latency_ms", "p50")),
+                _f(_p(b, "latency_ms", "p50")),
+                b["errors"],
+            )
+        )
+    return out
+
+
 def realistic_table(row: dict[str, Any]) -> list[str]:
     out = [
         "| realistic stream (c=256, 256 tokens, 100 ms to first token, 20 ms/token) "
@@ -169,6 +194,15 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
             None if rps is None else rps >= floor,
         )
     for mode in ("nonstream", "stream"):
+        row = cases.get(f"{mode} c=64")
+        billed = row.get("gateway_billed") if row else None
+        ratio = round(billed["rps"] / row["gateway"]["rps"], 3) if row and billed else None
+        aim(
+            f"billing on within 15% of metering only ({mode} req/s at c=64)",
+            ratio,
+            None if ratio is None else ratio >= 0.85,
+        )
+    for mode in ("nonstream", "stream"):
         row = cases.get(f"{mode} c=1")
         added = _added(row, "p50") if row else None
         aim(
@@ -213,6 +247,8 @@ def markdown(results: dict[str, Any]) -> str:
         rows.append(results["realistic"])
     if rows:
         out += [*overhead_table(rows), ""]
+        if any("gateway_billed" in row for row in rows):
+            out += [*billing_table(rows), ""]
     if "realistic" in results:
         out += [*realistic_table(results["realistic"]), ""]
     out += [*long_tables(results), ""]

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from tokenmill.api.admin_routes import create_admin_app
+from tokenmill.api.dashboard_routes import dashboard_routes
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.openai_routes import ServerError, error_response, routes, server_error
@@ -94,7 +95,11 @@ def _router(gateway: Gateway) -> Starlette:
         return error_response(InvalidRequest(str(error.detail)))
 
     return Starlette(
-        routes=[*routes(gateway), Mount("/admin/v1", app=create_admin_app(gateway))],
+        routes=[
+            *routes(gateway),
+            *dashboard_routes(gateway),
+            Mount("/admin/v1", app=create_admin_app(gateway)),
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, 500: server_error},
     )

@@ -18,10 +18,12 @@ from starlette.concurrency import run_in_threadpool
 from tokenmill.access import service
 from tokenmill.api.gateway import Gateway
 from tokenmill.billing import service as billing
+from tokenmill.billing.statements import build_statement, revenue_json, revenue_report
 from tokenmill.errors import InvalidRequest
 from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.rating import Price
+from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
 from tokenmill.store.audit import entries
 from tokenmill.store.database import now_ms
 
@@ -95,6 +97,12 @@ class PriceOut(BaseModel):
 
 def _time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
 
 
 def transfer_out(transfer: Transfer) -> TransferOut:
@@ -251,6 +259,46 @@ def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., st
         await run_in_threadpool(lambda: billing.set_price(db, price, actor=actor))
         await gateway.sync_directory()
         return price_out(price)
+
+    @app.get("/accounts/{account}/statement", dependencies=[admin])
+    async def statement(
+        account: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        format: Literal["json", "csv", "html"] = "json",
+    ) -> Any:
+        month_start, month_end = month_of(now_ms())
+        found = await run_in_threadpool(
+            lambda: build_statement(
+                db,
+                account,
+                month_start if since is None else _ms(since),
+                month_end if until is None else _ms(until),
+            )
+        )
+        if format == "csv":
+            return Response(statement_csv(found), media_type="text/csv; charset=utf-8")
+        if format == "html":
+            return Response(statement_html(found), media_type="text/html; charset=utf-8")
+        return statement_json(found)
+
+    @app.get("/reports/revenue", dependencies=[admin], response_model=list[dict[str, Any]])
+    async def revenue(
+        since: datetime | None = None, until: datetime | None = None, account: str | None = None
+    ) -> list[dict[str, Any]]:
+        month_start, month_end = month_of(now_ms())
+
+        def query() -> list[dict[str, Any]]:
+            account_id = service.find_account(db, account).id if account else None
+            rows = revenue_report(
+                db,
+                month_start if since is None else _ms(since),
+                month_end if until is None else _ms(until),
+                account_id=account_id,
+            )
+            return [revenue_json(row) for row in rows]
+
+        return await run_in_threadpool(query)
 
     @app.get("/audit", dependencies=[admin], response_model=list[dict[str, Any]])
     async def audit_log(

@@ -1,18 +1,23 @@
-"""``tokenmill accounts create|list|show|disable|enable|topup|adjust|terms|transfers``."""
+"""``tokenmill accounts create|list|show|disable|enable|topup|adjust|terms|transfers|statement``."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from tokenmill.access import service
 from tokenmill.billing import service as billing
+from tokenmill.billing.statements import build_statement
 from tokenmill.cli.common import (
     DatabaseOption,
     HomeOption,
     JsonOption,
     iso,
+    parse_time,
     print_json,
     print_table,
     run,
@@ -22,7 +27,9 @@ from tokenmill.cli.common import (
 from tokenmill.cli.money import AdminTokenOption, GatewayUrlOption, cli_actor, funds_json
 from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.ledger import Transfer
+from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
 from tokenmill.store.accounts import AccountRow
+from tokenmill.store.database import now_ms
 
 app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 
@@ -299,3 +306,44 @@ def enable(
     with store(home, database_url) as engine:
         row = run(lambda: service.set_account_status(engine, account, "active"))
     print_json(account_json(row)) if as_json else _show([row], False, "account enabled")
+
+
+@app.command("statement")
+def statement(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 start (default: this UTC month's first day).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 end, exclusive.")] = None,
+    statement_format: Annotated[
+        str, typer.Option("--format", help="json, csv or html (a printable page).")
+    ] = "json",
+    out: Annotated[str | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """A statement for a period: opening balance, top-ups and other movements, usage by day
+    and model, closing balance."""
+    if statement_format not in ("json", "csv", "html"):
+        raise typer.BadParameter("must be json, csv or html", param_hint="--format")
+    month_start, month_end = month_of(now_ms())
+    since_ms = parse_time(since, "--since")
+    until_ms = parse_time(until, "--until")
+    with store(home, database_url) as engine:
+        found = run(
+            lambda: build_statement(
+                engine,
+                account,
+                month_start if since_ms is None else since_ms,
+                month_end if until_ms is None else until_ms,
+            )
+        )
+    if statement_format == "json":
+        text = orjson.dumps(statement_json(found), option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = statement_csv(found) if statement_format == "csv" else statement_html(found)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text, "utf-8")
+        typer.echo(f"statement written to {out}")

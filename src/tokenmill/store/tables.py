@@ -119,7 +119,6 @@ transfers = Table(
     CheckConstraint("debit_account <> credit_account", name="ck_transfers_two_accounts"),
     Index("ix_transfers_debit", "debit_account", "created_at_ms"),
     Index("ix_transfers_credit", "credit_account", "created_at_ms"),
-    Index("ix_transfers_reference", "reference"),
 )
 
 ledger_balances = Table(

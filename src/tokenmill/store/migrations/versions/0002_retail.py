@@ -48,7 +48,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_transfers_debit", "transfers", ["debit_account", "created_at_ms"])
     op.create_index("ix_transfers_credit", "transfers", ["credit_account", "created_at_ms"])
-    op.create_index("ix_transfers_reference", "transfers", ["reference"])
     op.create_table(
         "ledger_balances",
         sa.Column("account_id", sa.String(64), primary_key=True),

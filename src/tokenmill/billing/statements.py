@@ -1,0 +1,179 @@
+"""Statements and revenue reports, read from the ledger in one snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, func, select
+
+from tokenmill.access.service import find_account
+from tokenmill.errors import InvalidRequest
+from tokenmill.money import format_amount
+from tokenmill.retail.statements import DAY_MS, MovementLine, Statement, UsageLine
+from tokenmill.store.tables import accounts as accounts_table
+from tokenmill.store.tables import transfers, usage_records
+
+PERIOD_MS_MAX = 366 * DAY_MS * 5  # five years in one statement at most
+
+
+def _snapshot(engine: Engine) -> Connection:
+    connection = engine.connect()
+    if engine.dialect.name == "postgresql":
+        connection = connection.execution_options(isolation_level="REPEATABLE READ")
+    return connection
+
+
+def check_period(since_ms: int | None, until_ms: int | None) -> tuple[int, int]:
+    if since_ms is None or until_ms is None:
+        raise InvalidRequest("a period needs since and until", param="since")
+    if not 0 <= since_ms < until_ms:
+        raise InvalidRequest("since must be before until", param="until")
+    if until_ms - since_ms > PERIOD_MS_MAX:
+        raise InvalidRequest("a period is at most five years", param="until")
+    return since_ms, until_ms
+
+
+def _balance_before(connection: Connection, account_id: str, at_ms: int) -> int:
+    signed = case(
+        (transfers.c.credit_account == account_id, transfers.c.amount_nano),
+        else_=-transfers.c.amount_nano,
+    )
+    query = select(func.coalesce(func.sum(signed), 0)).where(
+        (transfers.c.debit_account == account_id) | (transfers.c.credit_account == account_id),
+        transfers.c.created_at_ms < at_ms,
+    )
+    return int(connection.execute(query).scalar_one())
+
+
+def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: int) -> Statement:
+    since_ms, until_ms = check_period(since_ms, until_ms)
+    account = find_account(engine, account_ref)
+    in_period = (transfers.c.created_at_ms >= since_ms) & (transfers.c.created_at_ms < until_ms)
+    touches = (transfers.c.debit_account == account.id) | (transfers.c.credit_account == account.id)
+    with _snapshot(engine) as connection:
+        opening = _balance_before(connection, account.id, since_ms)
+        closing = _balance_before(connection, account.id, until_ms)
+        movements = [
+            MovementLine(
+                row.created_at_ms,
+                row.kind,
+                row.amount_nano if row.credit_account == account.id else -row.amount_nano,
+                row.id,
+                row.reference,
+            )
+            for row in connection.execute(
+                select(transfers)
+                .where(touches, in_period, transfers.c.kind != "usage")
+                .order_by(transfers.c.created_at_ms, transfers.c.id)
+            )
+        ]
+        day = transfers.c.created_at_ms // DAY_MS
+        usage_query = (
+            select(
+                day.label("day"),
+                usage_records.c.model,
+                func.count(),
+                func.sum(usage_records.c.prompt_tokens),
+                func.sum(usage_records.c.completion_tokens),
+                func.sum(transfers.c.amount_nano),
+            )
+            .select_from(
+                transfers.join(usage_records, usage_records.c.request_id == transfers.c.reference)
+            )
+            .where(transfers.c.debit_account == account.id, transfers.c.kind == "usage", in_period)
+            .group_by(day, usage_records.c.model)
+            .order_by(day, usage_records.c.model)
+        )
+        usage = [
+            UsageLine(int(d) * DAY_MS, model, int(n), int(p), int(c), -int(amount))
+            for d, model, n, p, c, amount in connection.execute(usage_query)
+        ]
+    return Statement(
+        account.id,
+        account.name,
+        account.currency,
+        since_ms,
+        until_ms,
+        opening,
+        tuple(movements),
+        tuple(usage),
+        closing,
+    )
+
+
+@dataclass(frozen=True)
+class RevenueRow:
+    day_ms: int
+    model: str
+    account_id: str
+    currency: str
+    requests_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    revenue_nano: int  # what customers were charged, plus losses the operator took
+    loss_nano: int
+    cost_nano: int | None  # the operator's cost: arrives with the fleet (issue 5)
+
+
+def revenue_report(
+    engine: Engine, since_ms: int, until_ms: int, *, account_id: str | None = None
+) -> list[RevenueRow]:
+    """Revenue by day, model and account, from the usage records (which the audit ties to
+    the ledger's usage transfers)."""
+    since_ms, until_ms = check_period(since_ms, until_ms)
+    day = usage_records.c.started_at_ms // DAY_MS
+    query = (
+        select(
+            day.label("day"),
+            usage_records.c.model,
+            usage_records.c.account_id,
+            func.count(),
+            func.sum(usage_records.c.prompt_tokens),
+            func.sum(usage_records.c.completion_tokens),
+            func.sum(usage_records.c.charge_nano),
+            func.sum(usage_records.c.loss_nano),
+        )
+        .where(usage_records.c.started_at_ms >= since_ms, usage_records.c.started_at_ms < until_ms)
+        .group_by(day, usage_records.c.model, usage_records.c.account_id)
+        .order_by(day, usage_records.c.model, usage_records.c.account_id)
+    )
+    if account_id is not None:
+        query = query.where(usage_records.c.account_id == account_id)
+    with _snapshot(engine) as connection:
+        currencies = dict(
+            connection.execute(select(accounts_table.c.id, accounts_table.c.currency)).all()
+        )
+        return [
+            RevenueRow(
+                int(d) * DAY_MS,
+                model,
+                account,
+                currencies.get(account, "USD"),
+                int(n),
+                int(p),
+                int(c),
+                int(charge) + int(loss),
+                int(loss),
+                None,
+            )
+            for d, model, account, n, p, c, charge, loss in connection.execute(query)
+        ]
+
+
+def revenue_json(row: RevenueRow) -> dict[str, Any]:
+    return {
+        "day": datetime.fromtimestamp(row.day_ms / 1000, tz=UTC).strftime("%Y-%m-%d"),
+        "model": row.model,
+        "account_id": row.account_id,
+        "currency": row.currency,
+        "requests": row.requests_count,
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "revenue": format_amount(row.revenue_nano),
+        "revenue_nano": row.revenue_nano,
+        "loss_nano": row.loss_nano,
+        "cost_nano": row.cost_nano,
+        "margin_nano": None if row.cost_nano is None else row.revenue_nano - row.cost_nano,
+    }
