@@ -31,6 +31,7 @@ from tokenmill.errors import ConfigurationError, Unavailable
 from tokenmill.money import format_amount
 from tokenmill.retail.charging import Charge
 from tokenmill.retail.rating import Price, PromptAllowance
+from tokenmill.retail.statements import DAY_MS
 from tokenmill.store import accounts as account_rows
 from tokenmill.store.database import now_ms, open_engine, write_transaction
 from tokenmill.store.group_commit import GroupCommitWriter
@@ -192,9 +193,14 @@ class Gateway:
         ]
 
     async def _expire_holds(self) -> None:
-        """Release holds past their deadline, once a second, and report each one."""
+        """Release holds past their deadline, once a second, and report each one; drop
+        spend counters of past budget periods when the UTC day turns."""
+        day = now_ms() // DAY_MS
         while True:
             await asyncio.sleep(1.0)
+            if now_ms() // DAY_MS != day:
+                day = now_ms() // DAY_MS
+                self.money.funds.budgets.forget_before(now_ms())
             for hold in self.money.funds.expire(now_ms()):
                 log.warning(
                     "hold of request %s expired after %.0f s; released %d nano-units",

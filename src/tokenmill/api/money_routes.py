@@ -71,6 +71,11 @@ class TermsIn(_Strict):
     credit_limit: str | None = Field(None, description="postpaid credit limit; '0' for prepaid")
 
 
+class BudgetIn(_Strict):
+    daily: str | None = Field(None, description="per UTC day, e.g. '5.00'; omit or null: none")
+    monthly: str | None = Field(None, description="per UTC month; omit or null: none")
+
+
 class PriceIn(_Strict):
     model: str
     currency: str = "USD"
@@ -246,6 +251,29 @@ def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., st
             "currency": row.currency,
             "credit_limit": format_amount(row.credit_limit_nano),
         }
+
+    async def _budget(entity: str, ref: str, body: BudgetIn, actor: str) -> dict[str, Any]:
+        daily = None if body.daily is None else parse_amount(body.daily, param="daily")
+        monthly = None if body.monthly is None else parse_amount(body.monthly, param="monthly")
+        entity_id, daily, monthly = await run_in_threadpool(
+            lambda: billing.set_budget(
+                db, entity, ref, daily_nano=daily, monthly_nano=monthly, actor=actor
+            )
+        )
+        await gateway.sync_directory()
+        return {
+            "id": entity_id,
+            "daily_budget_nano": daily,
+            "monthly_budget_nano": monthly,
+        }
+
+    @app.post("/accounts/{account}/budget", response_model=dict[str, Any])
+    async def account_budget(account: str, body: BudgetIn, actor: Actor) -> dict[str, Any]:
+        return await _budget("account", account, body, actor)
+
+    @app.post("/keys/{key_id}/budget", response_model=dict[str, Any])
+    async def key_budget(key_id: str, body: BudgetIn, actor: Actor) -> dict[str, Any]:
+        return await _budget("key", key_id, body, actor)
 
     @app.get("/prices", dependencies=[admin], response_model=list[PriceOut])
     async def list_prices() -> list[PriceOut]:

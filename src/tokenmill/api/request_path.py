@@ -166,6 +166,7 @@ class OpenAIEndpoint:
         return ChargeTerms(
             request_id=request_id,
             account_id=grant.account_id,
+            key_id=grant.key_id,
             model=parsed.model,
             prompt=PromptSize(
                 len(raw) - parsed.image_bytes,

@@ -23,12 +23,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmill.access.follower import CHANGES_PER_POLL_MAX, overlap_of
 from tokenmill.changes import ChangeCursor
+from tokenmill.retail.budgets import Budget, period_starts
 from tokenmill.retail.funds import FundsBook
 from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.rating import Price, PriceBook
 from tokenmill.store import accounts as account_rows
 from tokenmill.store import ledger as ledger_rows
 from tokenmill.store import prices as price_rows
+from tokenmill.store.database import now_ms
+from tokenmill.store.usage import charged_since
 
 log = logging.getLogger("tokenmill.billing")
 
@@ -59,16 +62,30 @@ def load_money(engine: Engine) -> MoneyState:
         for account in account_rows.all_accounts(connection):
             state.funds.set_account(account.id, account.currency, -account.credit_limit_nano)
             state.funds.add(account.id, balances.get(account.id, 0))
+            _set_budget(state, account.id, account)
+        for key in account_rows.live_keys(connection):
+            _set_budget(state, key.id, key)
+        for start in period_starts(now_ms()):
+            for subject in ("account", "key"):
+                for ident, charged in charged_since(connection, subject, start).items():
+                    state.funds.budgets.load_spent(ident, start, charged)
         state.prices = PriceBook(price_rows.all_prices(connection))
     state.seq = seq
     state.mark_applied([change_seq for change_seq, _, _ in recent], overlap)
     return state
 
 
+def _set_budget(
+    state: MoneyState, subject: str, row: account_rows.AccountRow | account_rows.KeyRow
+) -> None:
+    state.funds.budgets.set_budget(subject, Budget(row.daily_budget_nano, row.monthly_budget_nano))
+
+
 @dataclass
 class MoneyChanges:
     seqs: list[int]
     accounts: list[account_rows.AccountRow] = field(default_factory=list)
+    keys: list[account_rows.KeyRow] = field(default_factory=list)
     transfers: list[Transfer] = field(default_factory=list)
     prices: dict[str, list[Price]] = field(default_factory=dict)
 
@@ -88,6 +105,8 @@ def fetch_money_changes(engine: Engine, state: MoneyState) -> MoneyChanges | Non
         batch = MoneyChanges([seq for seq, _, _ in found])
         if ids["account"]:
             batch.accounts = account_rows.accounts_by_ids(connection, ids["account"])
+        if ids["key"]:
+            batch.keys = account_rows.keys_by_ids(connection, ids["key"])
         if ids["transfer"]:
             batch.transfers = ledger_rows.transfers_by_ids(connection, ids["transfer"])
         for model in ids["price"]:
@@ -95,7 +114,7 @@ def fetch_money_changes(engine: Engine, state: MoneyState) -> MoneyChanges | Non
     return batch
 
 
-_ENTITIES = ("account", "transfer", "price")
+_ENTITIES = ("account", "key", "transfer", "price")
 
 
 def apply_money_changes(state: MoneyState, batch: MoneyChanges, overlap: int) -> None:
@@ -106,6 +125,9 @@ def apply_money_changes(state: MoneyState, batch: MoneyChanges, overlap: int) ->
         return  # another fetch applied (some of) these already; the next poll reads the rest
     for account in batch.accounts:
         state.funds.set_account(account.id, account.currency, -account.credit_limit_nano)
+        _set_budget(state, account.id, account)
+    for key in batch.keys:
+        _set_budget(state, key.id, key)
     for transfer in batch.transfers:
         state.funds.add(transfer.credit_account, transfer.amount_nano)
         state.funds.add(transfer.debit_account, -transfer.amount_nano)

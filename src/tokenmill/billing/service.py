@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from tokenmill.access.service import find_account
+from tokenmill.access.service import check_ref, find_account
 from tokenmill.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from tokenmill.money import AMOUNT_NANO_MAX, format_amount
 from tokenmill.retail.ledger import Transfer, operator_account
@@ -263,3 +263,43 @@ def transfer(engine: Engine, transfer_id: str) -> Transfer:
 def transfers_of(engine: Engine, account_id: str, *, limit: int = 1000) -> list[Transfer]:
     with engine.connect() as connection:
         return ledger_rows.transfers_of(connection, account_id, limit=limit)
+
+
+def set_budget(
+    engine: Engine,
+    entity: str,
+    ref: str,
+    *,
+    daily_nano: int | None,
+    monthly_nano: int | None,
+    actor: str,
+) -> tuple[str, int | None, int | None]:
+    """Set (None: remove) the daily and monthly spend budgets of an account or a key."""
+    assert entity in ("account", "key")
+    for value, param in ((daily_nano, "daily"), (monthly_nano, "monthly")):
+        if value is not None and not 0 <= value <= AMOUNT_NANO_MAX:
+            raise InvalidRequest(f"{param} budget must be between 0 and 1e9", param=param)
+    entity_id = find_account(engine, ref).id if entity == "account" else check_ref(ref, "key_id")
+    with write_transaction(engine) as connection:
+        before_row: Any = (
+            account_rows.account_by_id(connection, entity_id)
+            if entity == "account"
+            else account_rows.key_by_id(connection, entity_id)
+        )
+        if before_row is None:
+            raise NotFound(f"no {entity} '{ref}'", param="key_id")
+        account_rows.set_budget(connection, entity, entity_id, daily_nano, monthly_nano, now_ms())
+        record_action(
+            connection,
+            actor=actor,
+            action="budget",
+            entity=entity,
+            entity_id=entity_id,
+            before={
+                "daily_budget_nano": before_row.daily_budget_nano,
+                "monthly_budget_nano": before_row.monthly_budget_nano,
+            },
+            after={"daily_budget_nano": daily_nano, "monthly_budget_nano": monthly_nano},
+            now_ms=now_ms(),
+        )
+    return entity_id, daily_nano, monthly_nano

@@ -1,4 +1,5 @@
-"""``tokenmill accounts create|list|show|disable|enable|topup|adjust|terms|transfers|statement``."""
+"""``tokenmill accounts``: create, list, show, disable, enable; money: topup, adjust, terms,
+budget, transfers, statement."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ from tokenmill.cli.common import (
     store,
     when,
 )
-from tokenmill.cli.money import AdminTokenOption, GatewayUrlOption, cli_actor, funds_json
+from tokenmill.cli.money import (
+    AdminTokenOption,
+    GatewayUrlOption,
+    cli_actor,
+    funds_json,
+    set_budget_command,
+)
 from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
@@ -248,6 +255,19 @@ def terms(
             )
         )
     print_json(account_json(row)) if as_json else _show([row], False, "account terms")
+
+
+@app.command("budget")
+def budget(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    daily: Annotated[str | None, typer.Option(help="Spend per UTC day, e.g. 5.00.")] = None,
+    monthly: Annotated[str | None, typer.Option(help="Spend per UTC month.")] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cap what an account may spend per day and per month (omitted: no cap)."""
+    set_budget_command("account", account, daily, monthly, home, database_url, as_json)
 
 
 @app.command("transfers")

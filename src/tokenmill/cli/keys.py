@@ -1,4 +1,4 @@
-"""``tokenmill keys create|list|revoke``."""
+"""``tokenmill keys create|list|revoke|budget``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tokenmill.cli.common import (
     store,
     when,
 )
+from tokenmill.cli.money import set_budget_command
 from tokenmill.store.accounts import KeyRow
 
 app = typer.Typer(
@@ -118,3 +119,16 @@ def revoke(
         print_json(key_json(row))
     else:
         print_table("key revoked", COLUMNS, _rows([row]))
+
+
+@app.command("budget")
+def budget(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")],
+    daily: Annotated[str | None, typer.Option(help="Spend per UTC day, e.g. 5.00.")] = None,
+    monthly: Annotated[str | None, typer.Option(help="Spend per UTC month.")] = None,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cap what one key may spend per day and per month (omitted: no cap)."""
+    set_budget_command("key", key_id, daily, monthly, home, database_url, as_json)

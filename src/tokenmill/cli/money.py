@@ -11,7 +11,8 @@ import typer
 from sqlalchemy import Engine
 
 from tokenmill.billing import service as billing
-from tokenmill.money import format_amount
+from tokenmill.cli.common import print_json, run, store
+from tokenmill.money import format_amount, parse_amount
 from tokenmill.store import accounts as account_rows
 from tokenmill.store.accounts import AccountRow
 
@@ -91,3 +92,43 @@ def _ask_gateway(
         return None
     body = response.json()
     return body if isinstance(body, dict) else None
+
+
+def set_budget_command(
+    entity: str,
+    ref: str,
+    daily: str | None,
+    monthly: str | None,
+    home: str | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """``accounts budget`` and ``keys budget``: set both budgets (an omitted one is removed)."""
+
+    def amounts() -> tuple[int | None, int | None]:
+        return (
+            None if daily is None else parse_amount(daily, param="daily"),
+            None if monthly is None else parse_amount(monthly, param="monthly"),
+        )
+
+    daily_nano, monthly_nano = run(amounts)
+    with store(home, database_url) as engine:
+        entity_id, _, _ = run(
+            lambda: billing.set_budget(
+                engine,
+                entity,
+                ref,
+                daily_nano=daily_nano,
+                monthly_nano=monthly_nano,
+                actor=cli_actor(),
+            )
+        )
+    shown = {"id": entity_id, "daily_budget_nano": daily_nano, "monthly_budget_nano": monthly_nano}
+    if as_json:
+        print_json(shown)
+        return
+    parts = [
+        f"{name} {format_amount(value)}" if value is not None else f"no {name} budget"
+        for name, value in (("daily", daily_nano), ("monthly", monthly_nano))
+    ]
+    typer.echo(f"{entity} {entity_id}: {', '.join(parts)}")

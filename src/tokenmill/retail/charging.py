@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenmill.errors import InsufficientFunds, PermissionDenied
+from tokenmill.retail.budgets import over_budget
 from tokenmill.retail.funds import FundsBook, Hold, Settlement, insufficient
 from tokenmill.retail.rating import (
     Price,
@@ -40,6 +41,7 @@ class ChargeTerms:
     output_cap: int | None  # None: the endpoint makes no output tokens (embeddings)
     started_at_ms: int
     hold_expires_at_ms: int
+    key_id: str | None = None  # with the account, whose spend budgets apply
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,30 @@ def open_charge(funds: FundsBook, prices: PriceBook, terms: ChargeTerms) -> Char
             f"The model '{terms.model}' is not sold in {account.currency}.", param="model"
         )
     bound = prompt_bound_tokens(terms.prompt, terms.allowance, terms.context_tokens)
+    subjects = (terms.account_id,) if terms.key_id is None else (terms.account_id, terms.key_id)
+    spendable = account.available_nano
+    room = funds.budgets.headroom(subjects, terms.started_at_ms)
+    if room is not None and room[0] < spendable:
+        spendable = room[0]
     cap = terms.output_cap
     if cap is not None:
-        affordable = output_tokens_affordable(price, bound, account.available_nano)
+        affordable = output_tokens_affordable(price, bound, spendable)
         if affordable is not None:
             if affordable < 1:
-                raise insufficient(account, hold_nano(price, bound, 1))
+                needed = hold_nano(price, bound, 1)
+                if room is not None and spendable == room[0] < account.available_nano:
+                    raise over_budget(room[1], needed, room[0], account.currency)
+                raise insufficient(account, needed)
             cap = min(cap, affordable)
     amount = hold_nano(price, bound, cap or 0)
-    hold = funds.place(terms.request_id, terms.account_id, amount, terms.hold_expires_at_ms)
+    hold = funds.place(
+        terms.request_id,
+        terms.account_id,
+        amount,
+        terms.hold_expires_at_ms,
+        subjects=subjects,
+        started_at_ms=terms.started_at_ms,
+    )
     assert cap is None or cap >= 1
     return Charge(price, hold, cap)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from tokenmill.errors import InsufficientFunds
 from tokenmill.money import format_amount
+from tokenmill.retail.budgets import BudgetBook, over_budget
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Hold:
     expires_at_ms: int
     open: bool = True
     expired: bool = False  # released by ``expire``, not yet settled
+    subjects: tuple[str, ...] = ()  # whose spend budgets it counts against (account, key)
+    started_at_ms: int = 0  # the budget period it counts toward
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class FundsBook:
     def __init__(self) -> None:
         self._funds: dict[str, Funds] = {}
         self._holds: dict[str, Hold] = {}
+        self.budgets = BudgetBook()
 
     def __contains__(self, account_id: str) -> bool:
         return account_id in self._funds
@@ -87,16 +91,32 @@ class FundsBook:
         if funds is not None:
             funds.balance_nano += amount_nano
 
-    def place(self, request_id: str, account_id: str, amount_nano: int, expires_at_ms: int) -> Hold:
-        """Reserve ``amount_nano``; raise InsufficientFunds (changing nothing) if not available."""
+    def place(
+        self,
+        request_id: str,
+        account_id: str,
+        amount_nano: int,
+        expires_at_ms: int,
+        *,
+        subjects: tuple[str, ...] = (),
+        started_at_ms: int = 0,
+    ) -> Hold:
+        """Reserve ``amount_nano``; raise InsufficientFunds, or RateLimited for a spend
+        budget of ``subjects``, changing nothing, if it is not available."""
         assert amount_nano >= 0
         assert request_id not in self._holds
         funds = self._funds[account_id]
         if amount_nano > funds.available_nano:
             raise insufficient(funds, amount_nano)
+        room = self.budgets.headroom(subjects, started_at_ms)
+        if room is not None and amount_nano > room[0]:
+            raise over_budget(room[1], amount_nano, room[0], funds.currency)
         funds.held_nano += amount_nano
         funds.holds_count += 1
-        hold = self._holds[request_id] = Hold(request_id, account_id, amount_nano, expires_at_ms)
+        self.budgets.hold(subjects, amount_nano)
+        hold = self._holds[request_id] = Hold(
+            request_id, account_id, amount_nano, expires_at_ms, True, False, subjects, started_at_ms
+        )
         assert funds.available_nano >= 0
         return hold
 
@@ -114,6 +134,7 @@ class FundsBook:
             hold.expired = False
             charged = min(charge_nano, max(0, funds.available_nano))
         funds.balance_nano -= charged
+        self.budgets.charge(hold.subjects, charged, hold.started_at_ms)
         assert 0 <= charged <= charge_nano
         return Settlement(charged, charge_nano - charged)
 
@@ -136,6 +157,7 @@ class FundsBook:
         del self._holds[hold.request_id]
         funds.held_nano -= hold.amount_nano
         funds.holds_count -= 1
+        self.budgets.release(hold.subjects, hold.amount_nano)
         assert funds.held_nano >= 0
         assert funds.holds_count >= 0
 

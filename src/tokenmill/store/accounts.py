@@ -27,6 +27,8 @@ class AccountRow:
     disabled_at_ms: int | None
     currency: str = "USD"
     credit_limit_nano: int = 0  # 0: prepaid, never below zero; else postpaid down to -limit
+    daily_budget_nano: int | None = None
+    monthly_budget_nano: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class KeyRow:
     created_at_ms: int
     expires_at_ms: int | None
     revoked_at_ms: int | None
+    daily_budget_nano: int | None = None
+    monthly_budget_nano: int | None = None
 
 
 def _account(row: Any) -> AccountRow:
@@ -51,6 +55,8 @@ def _account(row: Any) -> AccountRow:
         row.disabled_at_ms,
         row.currency,
         row.credit_limit_nano,
+        row.daily_budget_nano,
+        row.monthly_budget_nano,
     )
 
 
@@ -66,6 +72,8 @@ def _key(row: Any) -> KeyRow:
         row.created_at_ms,
         row.expires_at_ms,
         row.revoked_at_ms,
+        row.daily_budget_nano,
+        row.monthly_budget_nano,
     )
 
 
@@ -111,6 +119,26 @@ def set_account_terms(
         .values(currency=currency, credit_limit_nano=credit_limit_nano)
     )
     record_change(connection, "account", account_id, now_ms)
+
+
+def set_budget(
+    connection: Connection,
+    entity: str,
+    entity_id: str,
+    daily_nano: int | None,
+    monthly_nano: int | None,
+    now_ms: int,
+) -> bool:
+    """Set the spend budgets of an account or a key (None: no budget)."""
+    table = accounts if entity == "account" else api_keys
+    result = connection.execute(
+        update(table)
+        .where(table.c.id == entity_id)
+        .values(daily_budget_nano=daily_nano, monthly_budget_nano=monthly_nano)
+    )
+    if result.rowcount:
+        record_change(connection, entity, entity_id, now_ms)
+    return bool(result.rowcount)
 
 
 def account_by_id(connection: Connection, account_id: str) -> AccountRow | None:

@@ -38,6 +38,8 @@ accounts = Table(
     Column("disabled_at_ms", BigInteger),
     Column("currency", String(8), nullable=False, server_default="USD"),
     Column("credit_limit_nano", BigInteger, nullable=False, server_default="0"),  # 0: prepaid
+    Column("daily_budget_nano", BigInteger),  # spend budgets; NULL: none
+    Column("monthly_budget_nano", BigInteger),
 )
 
 api_keys = Table(
@@ -52,6 +54,8 @@ api_keys = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger),
     Column("revoked_at_ms", BigInteger),
+    Column("daily_budget_nano", BigInteger),  # spend budgets; NULL: none
+    Column("monthly_budget_nano", BigInteger),
     Index("ix_api_keys_account", "account_id"),
 )
 

@@ -6,7 +6,7 @@ from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from tokenmill.store.tables import usage_records
 from tokenmill.usage import UsageRecord
@@ -60,3 +60,14 @@ def record_by_request_id(connection: Connection, request_id: str) -> UsageRecord
         select(usage_records).where(usage_records.c.request_id == request_id)
     ).first()
     return _record(row) if row else None
+
+
+def charged_since(connection: Connection, subject: str, since_ms: int) -> dict[str, int]:
+    """What each account (``subject`` "account") or key ("key") was charged since ``since_ms``."""
+    column = usage_records.c.account_id if subject == "account" else usage_records.c.key_id
+    query = (
+        select(column, func.sum(usage_records.c.charge_nano))
+        .where(usage_records.c.started_at_ms >= since_ms, usage_records.c.charge_nano > 0)
+        .group_by(column)
+    )
+    return {row[0]: int(row[1]) for row in connection.execute(query)}

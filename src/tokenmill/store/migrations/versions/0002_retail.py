@@ -1,5 +1,6 @@
-"""Retail: account currency and credit limit, the ledger (transfers, cached balances), the
-price book, the charge of each usage record, and the admin audit log.
+"""Retail: account currency, credit limit and spend budgets (also per key), the ledger
+(transfers, cached balances), the price book, the charge of each usage record, and the admin
+audit log.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +25,9 @@ def upgrade() -> None:
         "accounts",
         sa.Column("credit_limit_nano", sa.BigInteger, nullable=False, server_default="0"),
     )
+    for table in ("accounts", "api_keys"):  # spend budgets; NULL: none
+        op.add_column(table, sa.Column("daily_budget_nano", sa.BigInteger))
+        op.add_column(table, sa.Column("monthly_budget_nano", sa.BigInteger))
     op.add_column(
         "usage_records",
         sa.Column("charge_nano", sa.BigInteger, nullable=False, server_default="0"),
@@ -85,5 +89,8 @@ def downgrade() -> None:
         op.drop_table(table)
     for column in ("loss_nano", "charge_nano"):
         op.drop_column("usage_records", column)
+    for table in ("accounts", "api_keys"):
+        for column in ("daily_budget_nano", "monthly_budget_nano"):
+            op.drop_column(table, column)
     for column in ("credit_limit_nano", "currency"):
         op.drop_column("accounts", column)
