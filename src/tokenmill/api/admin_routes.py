@@ -23,6 +23,7 @@ from tokenmill.api.gateway import Gateway
 from tokenmill.api.money_routes import money_routes
 from tokenmill.api.openai_routes import server_error
 from tokenmill.errors import AuthenticationFailed, InvalidRequest, NotFound, TokenmillError
+from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
 from tokenmill.store import accounts as rows
 from tokenmill.store.usage import query_records
@@ -99,7 +100,7 @@ def _ms(value: datetime | None) -> int | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    return ms_of(value)
 
 
 def account_out(row: rows.AccountRow) -> Account:

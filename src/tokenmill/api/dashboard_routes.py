@@ -20,6 +20,7 @@ from tokenmill.api.openai_routes import error_response, json_response
 from tokenmill.api.request_path import authenticate
 from tokenmill.billing.statements import build_statement
 from tokenmill.errors import InvalidRequest, TokenmillError
+from tokenmill.instants import ms_of
 from tokenmill.retail.statements import (
     Statement,
     month_of,
@@ -39,7 +40,7 @@ def parse_instant(text: str | None, param: str) -> int | None:
         raise InvalidRequest(f"'{param}' must be an ISO 8601 date or time", param=param) from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    return ms_of(value)
 
 
 def period(request: Request) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from tokenmill.api.gateway import Gateway
 from tokenmill.billing import service as billing
 from tokenmill.billing.statements import build_statement, revenue_json, revenue_report
 from tokenmill.errors import InvalidRequest
+from tokenmill.instants import ms_of
 from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.rating import Price
@@ -107,7 +108,7 @@ def _time(ms: int) -> datetime:
 def _ms(value: datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    return ms_of(value)
 
 
 def transfer_out(transfer: Transfer) -> TransferOut:
@@ -171,7 +172,7 @@ def price_from(body: PriceIn) -> Price:
         value = body.effective_from
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        effective = int(value.timestamp() * 1000)
+        effective = ms_of(value)
     input_nano = parse_amount(body.input, param="input")
     return Price(
         model=body.model,

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from tokenmill.config import resolve_home
 from tokenmill.errors import TokenmillError
+from tokenmill.instants import ms_of
 from tokenmill.store.database import open_engine
 
 HomeOption = Annotated[
@@ -97,4 +98,4 @@ def parse_time(text: str | None, param: str) -> int | None:
         ) from exc
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    return ms_of(value)

@@ -1,26 +1,33 @@
 """One request's money, pure: the hold before the engine call and the settle after it.
 
-``open_charge`` rates the request's worst case at the price in force when it started,
-lowers its output cap to what the funds can pay for, and places the hold; it raises
+``open_charge`` rates the request's worst case at the tariff in force when it started (the
+price, and the account's plan: included tokens, time of day, batch), lowers its output cap
+to what the funds and budgets can pay for, and places the hold; it raises
 InsufficientFunds (402) when not even one output token is affordable, before any engine
 is called. ``close_charge`` rates what was produced and settles the hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tokenmill.errors import InsufficientFunds, PermissionDenied
 from tokenmill.retail.budgets import over_budget
 from tokenmill.retail.funds import FundsBook, Hold, Settlement, insufficient
+from tokenmill.retail.plans import (
+    Plan,
+    Tariff,
+    tariff_charge,
+    tariff_for,
+    tariff_hold,
+    tariff_output_cap,
+)
 from tokenmill.retail.rating import (
     Price,
     PriceBook,
     PromptAllowance,
     PromptSize,
-    charge_nano,
-    hold_nano,
-    output_tokens_affordable,
     prompt_bound_tokens,
 )
 from tokenmill.usage import TokenCounts
@@ -42,6 +49,8 @@ class ChargeTerms:
     started_at_ms: int
     hold_expires_at_ms: int
     key_id: str | None = None  # with the account, whose spend budgets apply
+    tier: str = "standard"  # the model's tier, for plans that include tokens by tier
+    batch: bool = False  # service_tier "flex": a plan's batch discount applies
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,15 @@ class Charge:
     price: Price | None  # None: the model is unpriced, served free
     hold: Hold | None
     output_cap: int | None  # the cap to send upstream: the request's, lowered to the funds
+    tariff: Tariff | None = None  # what it pays per token (price, plan multipliers, pool)
 
 
-def open_charge(funds: FundsBook, prices: PriceBook, terms: ChargeTerms) -> Charge:
+def open_charge(
+    funds: FundsBook,
+    prices: PriceBook,
+    terms: ChargeTerms,
+    plans: Mapping[str, Plan] | None = None,
+) -> Charge:
     if not prices.priced(terms.model):
         return Charge(None, None, terms.output_cap)
     account = funds.funds(terms.account_id)
@@ -62,6 +77,13 @@ def open_charge(funds: FundsBook, prices: PriceBook, terms: ChargeTerms) -> Char
         raise PermissionDenied(
             f"The model '{terms.model}' is not sold in {account.currency}.", param="model"
         )
+    plan = (plans or {}).get(account.plan) if account.plan else None
+    tariff = tariff_for(plan, price, terms.model, terms.tier, terms.started_at_ms, terms.batch)
+    pool = None
+    included_available = 0
+    if plan is not None and tariff.pool is not None:
+        pool = (terms.account_id, tariff.pool, tariff.period_start_ms)
+        included_available = funds.included.available(pool, plan.included_tokens[tariff.pool])
     bound = prompt_bound_tokens(terms.prompt, terms.allowance, terms.context_tokens)
     subjects = (terms.account_id,) if terms.key_id is None else (terms.account_id, terms.key_id)
     spendable = account.available_nano
@@ -70,15 +92,14 @@ def open_charge(funds: FundsBook, prices: PriceBook, terms: ChargeTerms) -> Char
         spendable = room[0]
     cap = terms.output_cap
     if cap is not None:
-        affordable = output_tokens_affordable(price, bound, spendable)
-        if affordable is not None:
-            if affordable < 1:
-                needed = hold_nano(price, bound, 1)
-                if room is not None and spendable == room[0] < account.available_nano:
-                    raise over_budget(room[1], needed, room[0], account.currency)
-                raise insufficient(account, needed)
-            cap = min(cap, affordable)
-    amount = hold_nano(price, bound, cap or 0)
+        cap = tariff_output_cap(tariff, bound, cap, included_available, spendable)
+        if cap < 1:
+            needed = tariff_hold(tariff, bound, 1, min(bound + 1, included_available))
+            if room is not None and spendable == room[0] < account.available_nano:
+                raise over_budget(room[1], needed, room[0], account.currency)
+            raise insufficient(account, needed)
+    included = min(bound + (cap or 0), included_available)
+    amount = tariff_hold(tariff, bound, cap or 0, included)
     hold = funds.place(
         terms.request_id,
         terms.account_id,
@@ -86,16 +107,19 @@ def open_charge(funds: FundsBook, prices: PriceBook, terms: ChargeTerms) -> Char
         terms.hold_expires_at_ms,
         subjects=subjects,
         started_at_ms=terms.started_at_ms,
+        pool=pool,
+        included_reserved=included if pool is not None else 0,
     )
     assert cap is None or cap >= 1
-    return Charge(price, hold, cap)
+    return Charge(price, hold, cap, tariff)
 
 
 def close_charge(funds: FundsBook, charge: Charge, counts: TokenCounts | None) -> Settlement:
     """Settle ``charge`` for ``counts`` (None: nothing was produced, nothing is owed)."""
     if charge.hold is None:
         return FREE
-    if counts is None or charge.price is None:
+    if counts is None or charge.tariff is None:
         funds.release(charge.hold)
         return FREE
-    return funds.settle(charge.hold, charge_nano(charge.price, counts))
+    amount, included_used = tariff_charge(charge.tariff, counts, charge.hold.included_reserved)
+    return funds.settle(charge.hold, amount, included_used)

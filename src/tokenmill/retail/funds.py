@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from tokenmill.errors import InsufficientFunds
 from tokenmill.money import format_amount
 from tokenmill.retail.budgets import BudgetBook, over_budget
+from tokenmill.retail.plans import IncludedPools
+
+PoolKey = tuple[str, str, int]  # (account, included-token pool, plan month start)
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Funds:
     floor_nano: int  # 0 for prepaid; minus the credit limit for postpaid
     held_nano: int = 0
     holds_count: int = 0
+    plan: str | None = None  # the plan the account subscribes to
 
     @property
     def available_nano(self) -> int:
@@ -46,6 +50,8 @@ class Hold:
     expired: bool = False  # released by ``expire``, not yet settled
     subjects: tuple[str, ...] = ()  # whose spend budgets it counts against (account, key)
     started_at_ms: int = 0  # the budget period it counts toward
+    pool: PoolKey | None = None  # the plan's included tokens it reserved from
+    included_reserved: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class FundsBook:
         self._funds: dict[str, Funds] = {}
         self._holds: dict[str, Hold] = {}
         self.budgets = BudgetBook()
+        self.included = IncludedPools()
 
     def __contains__(self, account_id: str) -> bool:
         return account_id in self._funds
@@ -74,15 +81,18 @@ class FundsBook:
     def funds(self, account_id: str) -> Funds | None:
         return self._funds.get(account_id)
 
-    def set_account(self, account_id: str, currency: str, floor_nano: int) -> Funds:
-        """Add an account (balance 0) or update its currency and floor."""
+    def set_account(
+        self, account_id: str, currency: str, floor_nano: int, plan: str | None = None
+    ) -> Funds:
+        """Add an account (balance 0) or update its currency, floor and plan."""
         assert floor_nano <= 0
         funds = self._funds.get(account_id)
         if funds is None:
-            funds = self._funds[account_id] = Funds(currency, 0, floor_nano)
+            funds = self._funds[account_id] = Funds(currency, 0, floor_nano, plan=plan)
         else:
             funds.currency = currency
             funds.floor_nano = floor_nano
+            funds.plan = plan
         return funds
 
     def add(self, account_id: str, amount_nano: int) -> None:
@@ -100,6 +110,8 @@ class FundsBook:
         *,
         subjects: tuple[str, ...] = (),
         started_at_ms: int = 0,
+        pool: PoolKey | None = None,
+        included_reserved: int = 0,
     ) -> Hold:
         """Reserve ``amount_nano``; raise InsufficientFunds, or RateLimited for a spend
         budget of ``subjects``, changing nothing, if it is not available."""
@@ -114,15 +126,26 @@ class FundsBook:
         funds.held_nano += amount_nano
         funds.holds_count += 1
         self.budgets.hold(subjects, amount_nano)
+        if pool is not None:
+            self.included.reserve(pool, included_reserved)
         hold = self._holds[request_id] = Hold(
-            request_id, account_id, amount_nano, expires_at_ms, True, False, subjects, started_at_ms
+            request_id,
+            account_id,
+            amount_nano,
+            expires_at_ms,
+            subjects=subjects,
+            started_at_ms=started_at_ms,
+            pool=pool,
+            included_reserved=included_reserved,
         )
         assert funds.available_nano >= 0
         return hold
 
-    def settle(self, hold: Hold, charge_nano: int) -> Settlement:
-        """Charge ``charge_nano`` against ``hold`` and release the rest of it."""
+    def settle(self, hold: Hold, charge_nano: int, included_used: int = 0) -> Settlement:
+        """Charge ``charge_nano`` against ``hold`` and release the rest of it; count
+        ``included_used`` tokens as drawn from the plan's included ones."""
         assert charge_nano >= 0
+        assert 0 <= included_used <= hold.included_reserved
         funds = self._funds[hold.account_id]
         if hold.open:
             self._close(hold, funds)
@@ -135,6 +158,8 @@ class FundsBook:
             charged = min(charge_nano, max(0, funds.available_nano))
         funds.balance_nano -= charged
         self.budgets.charge(hold.subjects, charged, hold.started_at_ms)
+        if hold.pool is not None and included_used:
+            self.included.use(hold.pool, included_used)
         assert 0 <= charged <= charge_nano
         return Settlement(charged, charge_nano - charged)
 
@@ -158,6 +183,8 @@ class FundsBook:
         funds.held_nano -= hold.amount_nano
         funds.holds_count -= 1
         self.budgets.release(hold.subjects, hold.amount_nano)
+        if hold.pool is not None:
+            self.included.release(hold.pool, hold.included_reserved)
         assert funds.held_nano >= 0
         assert funds.holds_count >= 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
 
 DAY_MS = 86_400_000
@@ -204,4 +205,4 @@ def month_of(at_ms: int) -> tuple[int, int]:
         if start.month == 12
         else start.replace(month=start.month + 1)
     )
-    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    return ms_of(start), ms_of(end)
