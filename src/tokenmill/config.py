@@ -25,6 +25,7 @@ from pydantic import (
 
 from tokenmill.errors import ConfigurationError, InvalidRequest
 from tokenmill.money import parse_amount
+from tokenmill.retail.plan_specs import plan_from_spec
 
 DEFAULT_PORT = 8080
 
@@ -120,6 +121,7 @@ class ModelConfig(_Frozen):
     output_tokens_max: int = Field(8192, ge=1)
     description: str = ""
     price: PriceConfig | None = None  # seeded into the price book if the model has none there
+    tier: str = Field("standard", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")  # for plans
     prompt_allowance: PromptAllowanceConfig = PromptAllowanceConfig()
 
 
@@ -133,6 +135,17 @@ class Config(_Frozen):
     models: dict[str, ModelConfig]
     limits: Limits = Limits()
     store: StoreConfig = StoreConfig()
+    # Plans as written in billing/plans.py, seeded into the store if it has none of that name.
+    plans: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _plans_are_valid(self) -> Config:
+        for name, spec in self.plans.items():
+            try:
+                plan_from_spec(name, spec)
+            except InvalidRequest as exc:
+                raise ValueError(f"plans.{name}: {exc.message}") from exc
+        return self
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:

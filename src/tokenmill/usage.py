@@ -146,6 +146,7 @@ class UsageRecord:
     duration_ms: int
     charge_nano: int = 0  # what the account was charged, in its currency
     loss_nano: int = 0  # what the charge exceeded the hold by: the operator's loss
+    included_tokens: int = 0  # tokens the account's plan covered (not charged)
 
     def __post_init__(self) -> None:
         assert self.status in ("ok", "error", "cancelled")

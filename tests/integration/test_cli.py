@@ -184,6 +184,7 @@ class TestCliAccounts:
             "disabled_at",
             "currency",
             "credit_limit",
+            "plan",
         } == set(listed[0])
         table = succeeded(tokenmill(home, url, "accounts", "show", "acme"))
         assert "acme" in table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
@@ -27,9 +28,10 @@ from tokenmill.config import Config, ModelConfig, OpenAIEngineConfig, Settings
 from tokenmill.engines.base import Backend
 from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
 from tokenmill.engines.sim import SimBackend
-from tokenmill.errors import ConfigurationError, Unavailable
+from tokenmill.errors import ConfigurationError, InsufficientFunds, Unavailable, Unprocessable
 from tokenmill.money import format_amount
 from tokenmill.retail.charging import Charge
+from tokenmill.retail.funds import Hold
 from tokenmill.retail.rating import Price, PromptAllowance
 from tokenmill.retail.statements import DAY_MS
 from tokenmill.store import accounts as account_rows
@@ -115,8 +117,11 @@ class Gateway:
             self.db.dispose()
             raise
         billing.seed_prices(self.db, configured_prices(settings.config))
+        billing.seed_plans(self.db, settings.config.plans)
         self.directory: KeyDirectory = load_directory(self.db)
-        self.money: MoneyState = load_money(self.db)
+        self.money: MoneyState = load_money(
+            self.db, {name: model.tier for name, model in self.models.items()}
+        )
         unpriced = sorted(name for name in self.models if not self.money.prices.priced(name))
         if unpriced:
             log.warning("models without a price are served free: %s", ", ".join(unpriced))
@@ -176,6 +181,25 @@ class Gateway:
                 account_rows.replace_meta_value(connection, account_rows.GATEWAY_URL_META, url)
         except SQLAlchemyError as exc:
             log.warning("could not publish the gateway's address: %s", exc.__class__.__name__)
+
+    def reserve_debit(self, account_id: str, amount_nano: int) -> Hold:
+        """Hold ``amount_nano`` of an account's available funds for an admin debit, or refuse
+        (422) if requests in flight and the floor leave less than that."""
+        try:
+            return self.money.funds.place(
+                f"debit:{secrets.token_hex(8)}",
+                account_id,
+                amount_nano,
+                now_ms() + int(self.limits.hold_ttl_s * 1000),
+            )
+        except (InsufficientFunds, KeyError) as exc:
+            funds = self.money.funds.funds(account_id)
+            available = format_amount(max(0, funds.available_nano if funds else 0))
+            raise Unprocessable(
+                f"the debit of {format_amount(amount_nano)} is more than the {available}"
+                " available now (the balance less its floor and what requests in flight hold)",
+                param="amount",
+            ) from exc
 
     async def start(self) -> None:
         self._publish(self.url())

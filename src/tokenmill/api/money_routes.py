@@ -23,6 +23,7 @@ from tokenmill.errors import InvalidRequest
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.ledger import Transfer
+from tokenmill.retail.plan_specs import plan_to_spec
 from tokenmill.retail.rating import Price
 from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
 from tokenmill.store.audit import entries
@@ -70,6 +71,10 @@ class BalanceOut(BaseModel):
 class TermsIn(_Strict):
     currency: str | None = None
     credit_limit: str | None = Field(None, description="postpaid credit limit; '0' for prepaid")
+
+
+class SubscribeIn(_Strict):
+    plan: str | None = Field(description="plan name; null: pay as you go")
 
 
 class BudgetIn(_Strict):
@@ -203,18 +208,29 @@ def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., st
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> TransferOut:
         amount = parse_amount(body.amount, param="amount", allow_negative=True)
-        posted = await run_in_threadpool(
-            lambda: billing.move_funds(
-                db,
-                account,
-                amount,
-                kind=body.kind,
-                idempotency_key=body.idempotency_key or idempotency_key,
-                actor=actor,
-                reference=body.reference,
+        key = billing.check_idempotency_key(body.idempotency_key or idempotency_key)
+        found = await run_in_threadpool(service.find_account, db, account)
+        # A debit takes funds that requests in flight may hold: reserve it like a request
+        # would, so no settle can then take the balance below its floor.
+        hold = None
+        if amount < 0 and not await run_in_threadpool(billing.transfer_exists, db, key):
+            hold = gateway.reserve_debit(found.id, -amount)
+        try:
+            posted = await run_in_threadpool(
+                lambda: billing.move_funds(
+                    db,
+                    found.id,
+                    amount,
+                    kind=body.kind,
+                    idempotency_key=key,
+                    actor=actor,
+                    reference=body.reference,
+                )
             )
-        )
-        await gateway.sync_directory()
+            await gateway.sync_directory()
+        finally:
+            if hold is not None:
+                gateway.money.funds.release(hold)
         if posted.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return transfer_out(posted.transfer)
@@ -275,6 +291,24 @@ def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., st
     @app.post("/keys/{key_id}/budget", response_model=dict[str, Any])
     async def key_budget(key_id: str, body: BudgetIn, actor: Actor) -> dict[str, Any]:
         return await _budget("key", key_id, body, actor)
+
+    @app.get("/plans", dependencies=[admin], response_model=dict[str, Any])
+    async def list_plans() -> dict[str, Any]:
+        return await run_in_threadpool(billing.list_plans, db)
+
+    @app.put("/plans/{name}", response_model=dict[str, Any])
+    async def set_plan(name: str, body: dict[str, Any], actor: Actor) -> dict[str, Any]:
+        plan = await run_in_threadpool(lambda: billing.set_plan(db, name, body, actor=actor))
+        await gateway.sync_directory()
+        return {"name": plan.name, **plan_to_spec(plan)}
+
+    @app.post("/accounts/{account}/plan", response_model=dict[str, Any])
+    async def subscribe(account: str, body: SubscribeIn, actor: Actor) -> dict[str, Any]:
+        row = await run_in_threadpool(
+            lambda: billing.subscribe(db, account, body.plan, actor=actor)
+        )
+        await gateway.sync_directory()
+        return {"id": row.id, "plan": row.plan}
 
     @app.get("/prices", dependencies=[admin], response_model=list[PriceOut])
     async def list_prices() -> list[PriceOut]:

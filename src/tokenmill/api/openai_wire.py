@@ -34,6 +34,7 @@ class ParsedRequest:
     tools_count: int = 0
     images_count: int = 0
     image_bytes: int = 0
+    batch: bool = False  # service_tier "flex": may wait, so a plan's batch discount applies
 
 
 def decode_json(raw: bytes) -> dict[str, Any]:
@@ -141,6 +142,7 @@ def _common(body: dict[str, Any]) -> None:
         _check_type(body, name, (int, float), "a number")
     _check_type(body, "seed", (int,), "an integer")
     _check_type(body, "user", (str,), "a string")
+    _check_type(body, "service_tier", (str,), "a string")
 
 
 def _check_kind(name: str, model: ModelConfig, want: str) -> None:
@@ -186,6 +188,7 @@ def parse_chat(
         tools_count=len(tools or ()),
         images_count=images_count,
         image_bytes=image_bytes,
+        batch=body.get("service_tier") == "flex",
     )
 
 
@@ -251,7 +254,16 @@ def parse_completion(
         raise InvalidRequest("Only best_of=1 is supported.", param="best_of")
     stream, include_usage = _stream(body)
     cap = _output_cap(body, model, limits)
-    return ParsedRequest("completions", name, body, stream, include_usage, cap, _stop(body, limits))
+    return ParsedRequest(
+        "completions",
+        name,
+        body,
+        stream,
+        include_usage,
+        cap,
+        _stop(body, limits),
+        batch=body.get("service_tier") == "flex",
+    )
 
 
 def parse_embedding(

@@ -166,7 +166,6 @@ class OpenAIEndpoint:
         return ChargeTerms(
             request_id=request_id,
             account_id=grant.account_id,
-            key_id=grant.key_id,
             model=parsed.model,
             prompt=PromptSize(
                 len(raw) - parsed.image_bytes,
@@ -179,6 +178,9 @@ class OpenAIEndpoint:
             output_cap=parsed.output_tokens_max,
             started_at_ms=now_ms,
             hold_expires_at_ms=now_ms + int(gateway.limits.hold_ttl_s * 1000),
+            key_id=grant.key_id,
+            tier=model.tier,
+            batch=parsed.batch,
         )
 
 
@@ -346,6 +348,7 @@ class _Run:
             duration_ms=(now_ns - self.started_ns) // 1_000_000,
             charge_nano=settlement.charged_nano,
             loss_nano=settlement.loss_nano,
+            included_tokens=settlement.included_tokens,
         )
         self.gateway.observe(record)
         if not settlement.total_nano:

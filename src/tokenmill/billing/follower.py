@@ -17,21 +17,26 @@ import asyncio
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmill.access.follower import CHANGES_PER_POLL_MAX, overlap_of
 from tokenmill.changes import ChangeCursor
+from tokenmill.errors import InvalidRequest
 from tokenmill.retail.budgets import Budget, period_starts
 from tokenmill.retail.funds import FundsBook
 from tokenmill.retail.ledger import Transfer
+from tokenmill.retail.plan_specs import plan_from_spec
+from tokenmill.retail.plans import Plan
 from tokenmill.retail.rating import Price, PriceBook
 from tokenmill.store import accounts as account_rows
 from tokenmill.store import ledger as ledger_rows
+from tokenmill.store import plans as plan_rows
 from tokenmill.store import prices as price_rows
 from tokenmill.store.database import now_ms
-from tokenmill.store.usage import charged_since
+from tokenmill.store.usage import charged_since, included_used_since
 
 log = logging.getLogger("tokenmill.billing")
 
@@ -43,6 +48,7 @@ class MoneyState(ChangeCursor):
         super().__init__()
         self.funds = FundsBook()
         self.prices = PriceBook()
+        self.plans: dict[str, Plan] = {}
 
 
 def _snapshot(engine: Engine) -> Connection:
@@ -52,17 +58,57 @@ def _snapshot(engine: Engine) -> Connection:
     return connection
 
 
-def load_money(engine: Engine) -> MoneyState:
+def _plans(specs: dict[str, Any]) -> dict[str, Plan]:
+    plans = {}
+    for name, spec in specs.items():
+        try:
+            plans[name] = plan_from_spec(name, spec)
+        except InvalidRequest as exc:  # written by an older version, say: skip it, loudly
+            log.error("plan %s in the store is not valid, ignored: %s", name, exc.message)
+    return plans
+
+
+def _set_account(state: MoneyState, account: account_rows.AccountRow) -> None:
+    state.funds.set_account(
+        account.id, account.currency, -account.credit_limit_nano, plan=account.plan
+    )
+    _set_budget(state, account.id, account)
+
+
+def _load_included_used(
+    connection: Connection,
+    state: MoneyState,
+    accounts: list[account_rows.AccountRow],
+    tiers: dict[str, str],
+) -> None:
+    """Included tokens each subscribed account used so far in its plan's month."""
+    at = now_ms()
+    for account in accounts:
+        plan = state.plans.get(account.plan) if account.plan else None
+        if plan is None:
+            continue
+        start = plan.period_start_ms(at)
+        for model, tokens in included_used_since(connection, account.id, start).items():
+            pool = plan.pool_for(model, tiers.get(model, "standard"))
+            if pool is not None:
+                key = (account.id, pool, start)
+                state.funds.included.load_used(key, state.funds.included.used(key) + tokens)
+
+
+def load_money(engine: Engine, tiers: dict[str, str] | None = None) -> MoneyState:
+    """The money state as the store has it; ``tiers`` maps model ids to their tiers."""
+    tiers = tiers or {}
     state = MoneyState()
     overlap = overlap_of(engine)
     with _snapshot(engine) as connection:
         seq = account_rows.last_change_seq(connection)
         recent = account_rows.changes_after(connection, max(0, seq - overlap), CHANGES_PER_POLL_MAX)
         balances = ledger_rows.cached_balances(connection)
-        for account in account_rows.all_accounts(connection):
-            state.funds.set_account(account.id, account.currency, -account.credit_limit_nano)
+        state.plans = _plans(plan_rows.plan_specs(connection))
+        accounts = account_rows.all_accounts(connection)
+        for account in accounts:
+            _set_account(state, account)
             state.funds.add(account.id, balances.get(account.id, 0))
-            _set_budget(state, account.id, account)
         for key in account_rows.live_keys(connection):
             _set_budget(state, key.id, key)
         for start in period_starts(now_ms()):
@@ -70,6 +116,7 @@ def load_money(engine: Engine) -> MoneyState:
                 for ident, charged in charged_since(connection, subject, start).items():
                     state.funds.budgets.load_spent(ident, start, charged)
         state.prices = PriceBook(price_rows.all_prices(connection))
+        _load_included_used(connection, state, accounts, tiers)
     state.seq = seq
     state.mark_applied([change_seq for change_seq, _, _ in recent], overlap)
     return state
@@ -86,6 +133,7 @@ class MoneyChanges:
     seqs: list[int]
     accounts: list[account_rows.AccountRow] = field(default_factory=list)
     keys: list[account_rows.KeyRow] = field(default_factory=list)
+    plans: dict[str, Any] = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
     prices: dict[str, list[Price]] = field(default_factory=dict)
 
@@ -111,10 +159,12 @@ def fetch_money_changes(engine: Engine, state: MoneyState) -> MoneyChanges | Non
             batch.transfers = ledger_rows.transfers_by_ids(connection, ids["transfer"])
         for model in ids["price"]:
             batch.prices[model] = price_rows.prices_of(connection, model)
+        if ids["plan"]:
+            batch.plans = plan_rows.plan_specs(connection, ids["plan"])
     return batch
 
 
-_ENTITIES = ("account", "key", "transfer", "price")
+_ENTITIES = ("account", "key", "transfer", "price", "plan")
 
 
 def apply_money_changes(state: MoneyState, batch: MoneyChanges, overlap: int) -> None:
@@ -123,9 +173,9 @@ def apply_money_changes(state: MoneyState, batch: MoneyChanges, overlap: int) ->
     fresh = {seq for seq in batch.seqs if not state.has_applied(seq)}
     if len(fresh) != len(batch.seqs):
         return  # another fetch applied (some of) these already; the next poll reads the rest
+    state.plans.update(_plans(batch.plans))
     for account in batch.accounts:
-        state.funds.set_account(account.id, account.currency, -account.credit_limit_nano)
-        _set_budget(state, account.id, account)
+        _set_account(state, account)
     for key in batch.keys:
         _set_budget(state, key.id, key)
     for transfer in batch.transfers:

@@ -20,9 +20,12 @@ from tokenmill.access.service import check_ref, find_account
 from tokenmill.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from tokenmill.money import AMOUNT_NANO_MAX, format_amount
 from tokenmill.retail.ledger import Transfer, operator_account
+from tokenmill.retail.plan_specs import plan_from_spec, plan_to_spec
+from tokenmill.retail.plans import Plan
 from tokenmill.retail.rating import Price
 from tokenmill.store import accounts as account_rows
 from tokenmill.store import ledger as ledger_rows
+from tokenmill.store import plans as plan_rows
 from tokenmill.store import prices as price_rows
 from tokenmill.store.audit import record_action
 from tokenmill.store.database import now_ms, write_transaction
@@ -109,7 +112,7 @@ def _post_once(
                     code="idempotency_key_reused",
                 )
             return Posted(existing, True)
-        balance = _locked_balance(connection, account.id)
+        balance = _locked_balance(connection, account.id, account.currency)
         after = balance + (transfer.amount_nano if transfer.credit_account == account.id else 0)
         if transfer.debit_account == account.id:
             after = balance - transfer.amount_nano
@@ -134,14 +137,33 @@ def _post_once(
     return Posted(transfer, False)
 
 
-def _locked_balance(connection: Any, account_id: str) -> int:
-    """The account's cached balance, its row locked until commit (PostgreSQL)."""
+def _locked_balance(connection: Any, account_id: str, currency: str) -> int:
+    """The account's cached balance, its row locked until commit (PostgreSQL).
+
+    The row is made first if the account has none yet: locking a row that does not exist
+    locks nothing, and two first debits would both pass the floor check.
+    """
+    connection.exec_driver_sql(
+        "INSERT INTO ledger_balances (account_id, currency, balance_nano, updated_at_ms)"
+        f" VALUES ({_marks(connection, 4)}) ON CONFLICT (account_id) DO NOTHING",
+        (account_id, currency, 0, now_ms()),
+    )
     value = connection.execute(
         select(ledger_balances.c.balance_nano)
         .where(ledger_balances.c.account_id == account_id)
         .with_for_update()
     ).scalar()
     return int(value or 0)
+
+
+def _marks(connection: Any, count: int) -> str:
+    mark = "?" if connection.dialect.name == "sqlite" else "%s"
+    return ", ".join([mark] * count)
+
+
+def transfer_exists(engine: Engine, idempotency_key: str) -> bool:
+    with engine.connect() as connection:
+        return ledger_rows.transfer_by_id(connection, "idem:" + idempotency_key) is not None
 
 
 def balance_of(engine: Engine, account_id: str) -> int:
@@ -303,3 +325,73 @@ def set_budget(
             now_ms=now_ms(),
         )
     return entity_id, daily_nano, monthly_nano
+
+
+def seed_plans(engine: Engine, specs: dict[str, Any]) -> list[str]:
+    """Add each configured plan the store has no plan of that name for."""
+    added = []
+    with write_transaction(engine) as connection:
+        known = plan_rows.plan_specs(connection, list(specs))
+        for name, spec in specs.items():
+            if name not in known:
+                plan = plan_from_spec(name, spec)
+                plan_rows.put_plan(connection, name, plan_to_spec(plan), now_ms())
+                added.append(name)
+    return added
+
+
+def set_plan(engine: Engine, name: str, spec: Any, *, actor: str) -> Plan:
+    """Create or replace plan ``name`` (subscribers get the new terms from now on)."""
+    plan = plan_from_spec(name, spec)
+    written = plan_to_spec(plan)
+    with write_transaction(engine) as connection:
+        before = plan_rows.plan_specs(connection, [name]).get(name)
+        plan_rows.put_plan(connection, name, written, now_ms())
+        record_action(
+            connection,
+            actor=actor,
+            action="plan",
+            entity="plan",
+            entity_id=name,
+            before=before,
+            after=written,
+            now_ms=now_ms(),
+        )
+    return plan
+
+
+def list_plans(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as connection:
+        return plan_rows.plan_specs(connection)
+
+
+def subscribe(
+    engine: Engine, account_ref: str, plan_name: str | None, *, actor: str
+) -> account_rows.AccountRow:
+    """Put an account on a plan (None: pay as you go), from now on."""
+    account = find_account(engine, account_ref)
+    with write_transaction(engine) as connection:
+        if plan_name is not None:
+            specs = plan_rows.plan_specs(connection, [plan_name])
+            if plan_name not in specs:
+                raise NotFound(f"no plan '{plan_name[:64]}'", param="plan")
+            currency = specs[plan_name].get("currency", "USD")
+            if currency != account.currency:
+                raise Conflict(
+                    f"plan {plan_name} is in {currency}; the account is in {account.currency}",
+                    param="plan",
+                )
+        account_rows.set_account_plan(connection, account.id, plan_name, now_ms())
+        record_action(
+            connection,
+            actor=actor,
+            action="subscribe",
+            entity="account",
+            entity_id=account.id,
+            before={"plan": account.plan},
+            after={"plan": plan_name},
+            now_ms=now_ms(),
+        )
+        updated = account_rows.account_by_id(connection, account.id)
+    assert updated is not None
+    return updated

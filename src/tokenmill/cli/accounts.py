@@ -1,5 +1,5 @@
 """``tokenmill accounts``: create, list, show, disable, enable; money: topup, adjust, terms,
-budget, transfers, statement."""
+budget, subscribe, transfers, statement."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tokenmill.cli.money import (
     AdminTokenOption,
     GatewayUrlOption,
     cli_actor,
+    debit_via_gateway,
     funds_json,
     set_budget_command,
 )
@@ -37,6 +38,7 @@ from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
 from tokenmill.store.accounts import AccountRow
 from tokenmill.store.database import now_ms
+from tokenmill.store.ownership import gateway_running
 
 app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 
@@ -50,6 +52,7 @@ def account_json(row: AccountRow) -> dict[str, Any]:
         "disabled_at": iso(row.disabled_at_ms),
         "currency": row.currency,
         "credit_limit": format_amount(row.credit_limit_nano),
+        "plan": row.plan,
     }
 
 
@@ -169,13 +172,28 @@ def _move(
     home: str | None,
     database_url: str | None,
     as_json: bool,
+    url: str | None = None,
+    admin_token: str | None = None,
 ) -> None:
     with store(home, database_url) as engine:
+        amount_nano = run(
+            lambda: parse_amount(amount, param="amount", allow_negative=kind == "adjustment")
+        )
+        if amount_nano < 0 and gateway_running(engine):
+            shown = debit_via_gateway(engine, account, amount, key, reference, url, admin_token)
+            if as_json:
+                print_json(shown)
+            else:
+                typer.echo(
+                    f"adjustment of {shown['amount']} {shown['currency']} applied through the"
+                    f" running gateway (transfer {shown['id']})"
+                )
+            return
         posted = run(
             lambda: billing.move_funds(
                 engine,
                 account,
-                parse_amount(amount, param="amount", allow_negative=kind == "adjustment"),
+                amount_nano,
                 kind=kind,
                 idempotency_key=key,
                 actor=cli_actor(),
@@ -195,7 +213,11 @@ def _move(
     )
 
 
-@app.command("topup")
+# A negative amount ("-3.00") is an argument, not an unknown option.
+NEGATIVE_AMOUNTS = {"ignore_unknown_options": True}
+
+
+@app.command("topup", context_settings=NEGATIVE_AMOUNTS)
 def topup(
     account: Annotated[str, typer.Argument(help="Account id or name.")],
     amount: Annotated[str, typer.Argument(help="Currency units, e.g. 12.50.")],
@@ -212,7 +234,7 @@ def topup(
     _move(account, amount, kind, idempotency_key, reference, home, database_url, as_json)
 
 
-@app.command("adjust")
+@app.command("adjust", context_settings=NEGATIVE_AMOUNTS)
 def adjust(
     account: Annotated[str, typer.Argument(help="Account id or name.")],
     amount: Annotated[str, typer.Argument(help="Signed currency units, e.g. -3.00.")],
@@ -220,10 +242,27 @@ def adjust(
     reference: ReferenceOption = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    url: GatewayUrlOption = None,
+    admin_token: AdminTokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Correct a balance up or down (never below its floor), with a reason as reference."""
-    _move(account, amount, "adjustment", idempotency_key, reference, home, database_url, as_json)
+    """Correct a balance up or down (never below its floor), with a reason as reference.
+
+    While a gateway serves the database, a debit goes through its admin API (requests in
+    flight hold funds only it knows of): give --url and --admin-token (or the environment).
+    """
+    _move(
+        account,
+        amount,
+        "adjustment",
+        idempotency_key,
+        reference,
+        home,
+        database_url,
+        as_json,
+        url,
+        admin_token,
+    )
 
 
 @app.command("terms")
@@ -268,6 +307,27 @@ def budget(
 ) -> None:
     """Cap what an account may spend per day and per month (omitted: no cap)."""
     set_budget_command("account", account, daily, monthly, home, database_url, as_json)
+
+
+@app.command("subscribe")
+def subscribe(
+    account: Annotated[str, typer.Argument(help="Account id or name.")],
+    plan: Annotated[str, typer.Argument(help="Plan name, or 'none' for pay as you go.")],
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Put an account on a plan from now on (its included tokens count from this month)."""
+    with store(home, database_url) as engine:
+        row = run(
+            lambda: billing.subscribe(
+                engine, account, None if plan == "none" else plan, actor=cli_actor()
+            )
+        )
+    if as_json:
+        print_json({**account_json(row), "plan": row.plan})
+    else:
+        typer.echo(f"account {row.name}: {row.plan or 'pay as you go'}")
 
 
 @app.command("transfers")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenmill.cli import accounts, keys, prices, report
+from tokenmill.cli import accounts, keys, plans, prices, report
 from tokenmill.cli.audit import audit
 from tokenmill.cli.serve import serve
 from tokenmill.cli.usage import usage
@@ -22,6 +22,7 @@ app.command("audit")(audit)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(prices.app, name="prices")
+app.add_typer(plans.app, name="plans")
 app.add_typer(report.app, name="report")
 
 

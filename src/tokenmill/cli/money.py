@@ -70,14 +70,62 @@ def funds_json(
     }
 
 
-def _ask_gateway(
-    engine: Engine, account_id: str, url: str | None, token: str | None
-) -> dict[str, Any] | None:
-    token = token or os.environ.get("TOKENMILL_ADMIN_TOKEN")
+def _gateway_url(engine: Engine, url: str | None) -> str | None:
     url = url or os.environ.get("TOKENMILL_URL")
     if url is None:
         with engine.connect() as connection:
             url = account_rows.meta_value(connection, account_rows.GATEWAY_URL_META)
+    return url
+
+
+def debit_via_gateway(
+    engine: Engine,
+    account: str,
+    amount: str,
+    key: str | None,
+    reference: str | None,
+    url: str | None,
+    token: str | None,
+) -> dict[str, Any]:
+    """Post a debit adjustment through the running gateway's admin API; exit 1 with a clear
+    line if it cannot be reached or refuses."""
+    token = token or os.environ.get("TOKENMILL_ADMIN_TOKEN")
+    url = _gateway_url(engine, url)
+    if not url or not token:
+        typer.echo(
+            "error: a gateway serves this database, and a debit must go through it (requests"
+            " in flight hold funds only it knows of): give --url and --admin-token, or set"
+            " TOKENMILL_URL and TOKENMILL_ADMIN_TOKEN",
+            err=True,
+        )
+        raise typer.Exit(1)
+    body: dict[str, Any] = {"amount": amount, "kind": "adjustment", "reference": reference}
+    if key is not None:
+        body["idempotency_key"] = key
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/admin/v1/accounts/{account}/transfers",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=ASK_TIMEOUT_S * 5,
+        )
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: the gateway at {url} did not answer: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    answer = response.json()
+    if response.status_code != 200:
+        message = answer.get("error", {}).get("message", response.text[:200])
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(1)
+    assert isinstance(answer, dict)
+    return answer
+
+
+def _ask_gateway(
+    engine: Engine, account_id: str, url: str | None, token: str | None
+) -> dict[str, Any] | None:
+    token = token or os.environ.get("TOKENMILL_ADMIN_TOKEN")
+    url = _gateway_url(engine, url)
     if not url or not token:
         return None
     try:

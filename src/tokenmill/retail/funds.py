@@ -60,6 +60,7 @@ class Settlement:
 
     charged_nano: int  # to the customer's account
     loss_nano: int  # charged to the operator's loss account: the excess over the hold
+    included_tokens: int = 0  # tokens the plan covered
 
     @property
     def total_nano(self) -> int:
@@ -161,7 +162,7 @@ class FundsBook:
         if hold.pool is not None and included_used:
             self.included.use(hold.pool, included_used)
         assert 0 <= charged <= charge_nano
-        return Settlement(charged, charge_nano - charged)
+        return Settlement(charged, charge_nano - charged, included_used)
 
     def release(self, hold: Hold) -> None:
         """Give the whole hold back (the request failed before producing anything)."""

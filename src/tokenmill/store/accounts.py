@@ -29,6 +29,7 @@ class AccountRow:
     credit_limit_nano: int = 0  # 0: prepaid, never below zero; else postpaid down to -limit
     daily_budget_nano: int | None = None
     monthly_budget_nano: int | None = None
+    plan: str | None = None  # the plan it subscribes to; None: pay as you go
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ def _account(row: Any) -> AccountRow:
         row.credit_limit_nano,
         row.daily_budget_nano,
         row.monthly_budget_nano,
+        row.plan,
     )
 
 
@@ -118,6 +120,13 @@ def set_account_terms(
         .where(accounts.c.id == account_id)
         .values(currency=currency, credit_limit_nano=credit_limit_nano)
     )
+    record_change(connection, "account", account_id, now_ms)
+
+
+def set_account_plan(
+    connection: Connection, account_id: str, plan: str | None, now_ms: int
+) -> None:
+    connection.execute(update(accounts).where(accounts.c.id == account_id).values(plan=plan))
     record_change(connection, "account", account_id, now_ms)
 
 

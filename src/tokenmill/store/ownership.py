@@ -76,3 +76,29 @@ class GatewayLock:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+def gateway_running(engine: Engine) -> bool:
+    """Whether a gateway holds this database now (probed with a shared lock, let go at once)."""
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        assert database
+        path = Path(database + ".gateway-lock")
+        if not path.exists():
+            return False
+        with path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
+        row = connection.execute(
+            "SELECT pg_try_advisory_lock_shared(%s)", (ADVISORY_LOCK_ID,)
+        ).fetchone()
+        if row and row[0]:
+            connection.execute("SELECT pg_advisory_unlock_shared(%s)", (ADVISORY_LOCK_ID,))
+            return False
+    return True

@@ -40,6 +40,7 @@ accounts = Table(
     Column("credit_limit_nano", BigInteger, nullable=False, server_default="0"),  # 0: prepaid
     Column("daily_budget_nano", BigInteger),  # spend budgets; NULL: none
     Column("monthly_budget_nano", BigInteger),
+    Column("plan", String(64)),  # NULL: pay as you go
 )
 
 api_keys = Table(
@@ -89,6 +90,7 @@ usage_records = Table(
     Column("duration_ms", Integer, nullable=False),
     Column("charge_nano", BigInteger, nullable=False, server_default="0"),
     Column("loss_nano", BigInteger, nullable=False, server_default="0"),
+    Column("included_tokens", BigInteger, nullable=False, server_default="0"),
     Index("ix_usage_account_started", "account_id", "started_at_ms"),
     Index("ix_usage_key_started", "key_id", "started_at_ms"),
     Index("ix_usage_model_started", "model", "started_at_ms"),
@@ -160,4 +162,13 @@ audit_log = Table(
     Column("before", Text),
     Column("after", Text),
     Index("ix_audit_entity", "entity", "entity_id"),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("spec", Text, nullable=False),  # JSON, as written (billing/plans.py)
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
 )

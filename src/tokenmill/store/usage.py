@@ -71,3 +71,17 @@ def charged_since(connection: Connection, subject: str, since_ms: int) -> dict[s
         .group_by(column)
     )
     return {row[0]: int(row[1]) for row in connection.execute(query)}
+
+
+def included_used_since(connection: Connection, account_id: str, since_ms: int) -> dict[str, int]:
+    """Plan-included tokens ``account_id`` used since ``since_ms``, by model."""
+    query = (
+        select(usage_records.c.model, func.sum(usage_records.c.included_tokens))
+        .where(
+            usage_records.c.account_id == account_id,
+            usage_records.c.started_at_ms >= since_ms,
+            usage_records.c.included_tokens > 0,
+        )
+        .group_by(usage_records.c.model)
+    )
+    return {row[0]: int(row[1]) for row in connection.execute(query)}

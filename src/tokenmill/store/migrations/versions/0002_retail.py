@@ -25,6 +25,18 @@ def upgrade() -> None:
         "accounts",
         sa.Column("credit_limit_nano", sa.BigInteger, nullable=False, server_default="0"),
     )
+    op.add_column("accounts", sa.Column("plan", sa.String(64)))  # NULL: pay as you go
+    op.add_column(
+        "usage_records",
+        sa.Column("included_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    op.create_table(
+        "plans",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("spec", sa.Text, nullable=False),  # JSON, as written (billing/plans.py)
+        sa.Column("created_at_ms", sa.BigInteger, nullable=False),
+        sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
+    )
     for table in ("accounts", "api_keys"):  # spend budgets; NULL: none
         op.add_column(table, sa.Column("daily_budget_nano", sa.BigInteger))
         op.add_column(table, sa.Column("monthly_budget_nano", sa.BigInteger))
@@ -85,8 +97,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("audit_log", "prices", "ledger_balances", "transfers"):
+    for table in ("plans", "audit_log", "prices", "ledger_balances", "transfers"):
         op.drop_table(table)
+    op.drop_column("usage_records", "included_tokens")
+    op.drop_column("accounts", "plan")
     for column in ("loss_nano", "charge_nano"):
         op.drop_column("usage_records", column)
     for table in ("accounts", "api_keys"):

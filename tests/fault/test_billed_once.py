@@ -1,0 +1,425 @@
+"""Billed exactly once across kill -9: every answer a client received in full has one usage
+record and one usage transfer of exactly its price, and the ledger still balances after the
+gateway is killed under load and restarted on the same database (SQLite and PostgreSQL).
+
+Charges are computed here by hand from the configured price (1.00 per million input tokens,
+2.00 per million output tokens: 1000 and 2000 nano-units a token) and the usage the client
+was shown, never by the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import yaml
+from sqlalchemy import text
+
+from tests.conftest import gateway_config
+from tokenmill.store.database import open_engine
+from tokenmill.testing import free_port
+
+TOKENMILL = str(Path(sys.executable).with_name("tokenmill"))
+NANO = 1_000_000_000
+TOPUP_NANO = 100 * NANO  # the seed top-up, before the load
+MID_LOAD_TOPUP_NANO = NANO  # another, from the CLI while the load runs
+INPUT_NANO_PER_TOKEN = 1_000  # "1.00" per million tokens
+OUTPUT_NANO_PER_TOKEN = 2_000  # "2.00" per million tokens
+CLIENTS_COUNT = 8
+RECEIVED_BEFORE_KILL = 150  # answers received in full before the kill is aimed
+AFTER_RESTART_COUNT = 6
+
+
+def priced_config() -> dict[str, Any]:
+    """The sim models, chat priced; sim time slowed so a stream lasts some tens of ms."""
+    config = gateway_config(None, time_scale=0.5)
+    config["models"]["sim-chat"]["price"] = {"input": "1.00", "output": "2.00"}
+    return config
+
+
+def price_nano(prompt_tokens: int, completion_tokens: int) -> int:
+    """What these tokens cost at the configured price (whole nano-units, no rounding due)."""
+    return prompt_tokens * INPUT_NANO_PER_TOKEN + completion_tokens * OUTPUT_NANO_PER_TOKEN
+
+
+def cli_env(admin_token: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TOKENMILL_")}
+    env["TOKENMILL_ADMIN_TOKEN"] = admin_token
+    return env
+
+
+@dataclass
+class Gateway:
+    process: subprocess.Popen[bytes]
+    url: str
+    admin_token: str
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.url}/admin/v1{path}",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=10,
+            **kwargs,
+        )
+
+    def balance(self, account: str) -> dict[str, Any]:
+        response = self.admin("GET", f"/accounts/{account}/balance")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@contextmanager
+def serve(home: Path, database_url: str, port: int, admin_token: str) -> Iterator[Gateway]:
+    """``tokenmill serve`` as a child process on ``database_url``; killed if still running."""
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = home / "config.yaml"
+    config_path.write_text(yaml.safe_dump(priced_config()))
+    log = open(home / "serve.log", "ab")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            TOKENMILL,
+            "serve",
+            "--port",
+            str(port),
+            "--home",
+            str(home),
+            "--config",
+            str(config_path),
+            "--database-url",
+            database_url,
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=cli_env(admin_token),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, (home / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+        yield Gateway(process, url, admin_token)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()
+
+
+@dataclass
+class Outcome:
+    """One request as its client saw it."""
+
+    request_id: str | None  # None: cut before the response headers arrived
+    stream: bool
+    complete: bool  # received in full: [DONE] for a stream, a whole JSON body otherwise
+    usage: dict[str, Any] | None  # the usage the client was shown
+
+
+def chat(http: httpx.Client, key: str, stream: bool, max_tokens: int, on_body: Any) -> Outcome:
+    """One chat request; a stream asks for its usage chunk. Raises TransportError if cut
+    (the outcome so far is passed to ``on_body`` once the headers arrived)."""
+    body: dict[str, Any] = {
+        "model": "sim-chat",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": "bill me exactly once, please"}],
+    }
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    headers = {"Authorization": f"Bearer {key}"}
+    if not stream:
+        response = http.post("/v1/chat/completions", json=body, headers=headers)
+        rid = response.headers.get("x-request-id")
+        if response.status_code != 200:
+            return Outcome(rid, False, False, None)
+        answer = response.json()
+        complete = bool(answer.get("choices")) and isinstance(answer.get("usage"), dict)
+        return Outcome(rid, False, complete, answer.get("usage"))
+    with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+        outcome = Outcome(response.headers.get("x-request-id"), True, False, None)
+        if response.status_code != 200:
+            response.read()
+            return outcome
+        on_body(outcome)
+        last = None
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            last = line.removeprefix("data: ")
+            if last != "[DONE]":
+                chunk = orjson.loads(last)
+                if chunk.get("usage"):
+                    outcome.usage = chunk["usage"]
+        outcome.complete = last == "[DONE]" and outcome.usage is not None
+        return outcome
+
+
+class Load:
+    """Clients that send chat requests, streamed and not, until told to stop."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+        self.outcomes: list[Outcome] = []
+        self.cut: list[Outcome] = []  # streams whose body was cut
+        self.mid_stream: set[int] = set()  # clients reading a stream's body now
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._client, args=(i,)) for i in range(CLIENTS_COUNT)
+        ]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in self._threads), "a client hangs"
+
+    def received_count(self) -> int:
+        with self._lock:
+            return sum(1 for outcome in self.outcomes if outcome.complete)
+
+    def _client(self, index: int) -> None:
+        rng = random.Random(index)
+        with httpx.Client(base_url=self.url, timeout=15) as http:
+            while not self.stop.is_set():
+                stream = rng.random() < 0.5
+                started: list[Outcome] = []
+
+                def on_body(outcome: Outcome, started: list[Outcome] = started) -> None:
+                    started.append(outcome)
+                    with self._lock:
+                        self.mid_stream.add(index)
+
+                try:
+                    outcome = chat(http, self.key, stream, rng.randint(4, 24), on_body)
+                except httpx.TransportError:
+                    with self._lock:
+                        self.cut.extend(started)
+                        self.mid_stream.discard(index)
+                    return  # the gateway is gone
+                with self._lock:
+                    self.outcomes.append(outcome)
+                    self.mid_stream.discard(index)
+
+
+def topup(gateway: Gateway, database_url: str, home: Path, amount: str, key: str) -> None:
+    """`tokenmill accounts topup acme AMOUNT --idempotency-key KEY`, which must work."""
+    done = subprocess.run(
+        [
+            TOKENMILL,
+            "accounts",
+            "topup",
+            "acme",
+            amount,
+            "--idempotency-key",
+            key,
+            "--json",
+            "--home",
+            str(home),
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(gateway.admin_token),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert orjson.loads(done.stdout)["replayed"] is False
+
+
+def start_account(gateway: Gateway, database_url: str, home: Path) -> str:
+    """Account 'acme' with a key and 100.00 topped up by the CLI; returns the key once the
+    gateway has the funds."""
+    made = gateway.admin("POST", "/accounts", json={"name": "acme"})
+    assert made.status_code == 201, made.text
+    key = gateway.admin("POST", "/keys", json={"account": "acme"})
+    assert key.status_code == 201, key.text
+    topup(gateway, database_url, home, "100", "seed")
+    deadline = time.monotonic() + 10
+    while gateway.balance("acme")["balance_nano"] != TOPUP_NANO:
+        assert time.monotonic() < deadline, "the gateway never saw the top-up"
+        time.sleep(0.05)
+    secret: str = key.json()["key"]
+    return secret
+
+
+def ledger_rows(database_url: str) -> tuple[list[Any], list[Any], dict[str, int]]:
+    """(usage records, transfers, cached balances) as the store has them."""
+    engine = open_engine(database_url, migrate=False)
+    try:
+        with engine.connect() as connection:
+            records = list(
+                connection.execute(
+                    text(
+                        "SELECT request_id, account_id, status, prompt_tokens, completion_tokens,"
+                        " cached_tokens, charge_nano, loss_nano FROM usage_records"
+                    )
+                )
+            )
+            transfers = list(
+                connection.execute(
+                    text(
+                        "SELECT id, kind, debit_account, credit_account, amount_nano, reference"
+                        " FROM transfers"
+                    )
+                )
+            )
+            balances = {
+                row.account_id: int(row.balance_nano)
+                for row in connection.execute(
+                    text("SELECT account_id, balance_nano FROM ledger_balances")
+                )
+            }
+    finally:
+        engine.dispose()
+    return records, transfers, balances
+
+
+class TestBilledOnceAcrossKill:
+    def test_every_answer_received_in_full_is_billed_exactly_once_after_a_kill_9(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """Load, kill -9 mid-stream, restart, more load: each full answer has one record and
+        one usage transfer of its exact price, the balance is the top-ups less them, the audit
+        passes and no hold survives."""
+        home = tmp_path / "home"
+        port = free_port()
+        admin_token = "tmadmin-" + secrets.token_urlsafe(24)
+
+        with serve(home, database_url, port, admin_token) as gateway:
+            key = start_account(gateway, database_url, home)
+            account_id = gateway.admin("GET", "/accounts/acme").json()["id"]
+            with Load(gateway.url, key) as load:
+                # A top-up from the CLI while the gateway commits under load.
+                topup(gateway, database_url, home, "1.00", "mid-load")
+                deadline = time.monotonic() + 20
+                while load.received_count() < RECEIVED_BEFORE_KILL or not load.mid_stream:
+                    assert time.monotonic() < deadline, (
+                        f"only {load.received_count()} answers before the deadline"
+                    )
+                    time.sleep(0.005)
+                os.kill(gateway.process.pid, signal.SIGKILL)
+                gateway.process.wait(timeout=10)
+        before_kill = list(load.outcomes)
+        assert load.cut, "the kill cut no stream in flight"
+
+        with serve(home, database_url, port, admin_token) as gateway:
+            _, _, balances = ledger_rows(database_url)
+            restarted = gateway.balance("acme")
+            assert (restarted["held_nano"], restarted["holds_count"]) == (0, 0)
+            assert restarted["balance_nano"] == balances[account_id]
+            with httpx.Client(base_url=gateway.url, timeout=15) as http:
+                after = [
+                    chat(http, key, i % 2 == 0, 8, lambda _outcome: None)
+                    for i in range(AFTER_RESTART_COUNT)
+                ]
+            assert all(outcome.complete for outcome in after), after
+            settled = gateway.balance("acme")
+            assert settled["balance_nano"] > TOPUP_NANO, "the mid-load top-up is missing"
+            assert (settled["held_nano"], settled["holds_count"]) == (0, 0)
+            gateway.process.send_signal(signal.SIGTERM)
+            assert gateway.process.wait(timeout=30) == 0
+
+        received = [outcome for outcome in before_kill + after if outcome.complete]
+        assert len(received) >= RECEIVED_BEFORE_KILL + AFTER_RESTART_COUNT
+        assert any(o.stream for o in received) and any(not o.stream for o in received)
+        records, transfers, balances = ledger_rows(database_url)
+
+        transfer_ids = [row.id for row in transfers]
+        assert len(transfer_ids) == len(set(transfer_ids)), "a transfer id appears twice"
+        record_ids = [row.request_id for row in records]
+        assert len(record_ids) == len(set(record_ids)), "a request has two usage records"
+        record_of = {row.request_id: row for row in records}
+        usage_of: dict[str, list[Any]] = {}
+        for row in transfers:
+            if row.kind == "usage":
+                usage_of.setdefault(row.reference, []).append(row)
+
+        for outcome in received:
+            rid = outcome.request_id
+            assert rid is not None and rid in record_of, f"no usage record for {rid}"
+            record = record_of[rid]
+            assert outcome.usage is not None
+            shown = (outcome.usage["prompt_tokens"], outcome.usage["completion_tokens"])
+            assert (record.prompt_tokens, record.completion_tokens) == shown, rid
+            assert record.status == "ok", rid
+            expected = price_nano(*shown)
+            assert expected > 0
+            assert (record.charge_nano, record.loss_nano) == (expected, 0), rid
+            charged = usage_of.get(rid, [])
+            assert [(t.id, t.amount_nano) for t in charged] == [(f"usage:{rid}", expected)], rid
+            assert (charged[0].debit_account, charged[0].credit_account) == (
+                account_id,
+                "revenue:USD",
+            )
+
+        # Requests cut by the kill may be recorded or not; each one recorded is charged for
+        # exactly the tokens it records, and has a transfer only if it was charged.
+        for record in records:
+            if record.account_id != account_id:
+                continue
+            # The cached input price is the input price here.
+            expected = price_nano(record.prompt_tokens, record.completion_tokens)
+            assert record.charge_nano + record.loss_nano == expected, record
+            amounts = [t.amount_nano for t in usage_of.get(record.request_id, [])]
+            assert amounts == ([record.charge_nano] if record.charge_nano else []), record
+        assert set(usage_of) <= set(record_of), "a usage transfer has no usage record"
+
+        spent = sum(
+            t.amount_nano for t in transfers if t.debit_account == account_id and t.kind == "usage"
+        )
+        assert spent == sum(r.charge_nano for r in records if r.account_id == account_id)
+        assert balances[account_id] == TOPUP_NANO + MID_LOAD_TOPUP_NANO - spent
+        assert settled["balance_nano"] == balances[account_id]
+        recomputed = sum(
+            t.amount_nano if t.credit_account == account_id else -t.amount_nano
+            for t in transfers
+            if account_id in (t.debit_account, t.credit_account)
+        )
+        assert recomputed == balances[account_id]
+
+        audit = subprocess.run(
+            [TOKENMILL, "audit", "--json", "--home", str(home), "--database-url", database_url],
+            capture_output=True,
+            text=True,
+            env=cli_env(admin_token),
+            timeout=60,
+            check=False,
+        )
+        assert audit.returncode == 0, (audit.stdout, audit.stderr)
+        report = orjson.loads(audit.stdout)
+        assert report["ok"] is True, report
+        assert report["breaches"] == []
+        assert report["records_count"] == len(records)
+        assert report["transfers_count"] == len(transfers)
