@@ -18,9 +18,11 @@ from tokenmill.api.gateway import Gateway
 from tokenmill.api.money_routes import balance_out
 from tokenmill.api.openai_routes import error_response, json_response
 from tokenmill.api.request_path import authenticate
+from tokenmill.billing import periods
 from tokenmill.billing.statements import build_statement
 from tokenmill.errors import InvalidRequest, TokenmillError
 from tokenmill.instants import ms_of
+from tokenmill.retail.invoices import invoice_json
 from tokenmill.retail.statements import (
     Statement,
     month_of,
@@ -105,7 +107,16 @@ def dashboard_routes(gateway: Gateway) -> list[Route]:
             }
         )
 
+    async def invoices(request: Request) -> Response:
+        try:
+            grant = authenticate(gateway, request.scope)
+            found = await run_in_threadpool(periods.invoices_of, gateway.db, grant.account_id)
+        except TokenmillError as error:
+            return error_response(error)
+        return json_response([invoice_json(invoice, credited) for invoice, credited in found])
+
     return [
+        Route("/v1/dashboard/invoices", invoices, methods=["GET"]),
         Route("/v1/dashboard/balance", balance, methods=["GET"]),
         Route("/v1/dashboard/usage", usage, methods=["GET"]),
         Route("/v1/dashboard/statement", statement, methods=["GET"]),

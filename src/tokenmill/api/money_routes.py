@@ -17,11 +17,13 @@ from starlette.concurrency import run_in_threadpool
 
 from tokenmill.access import service
 from tokenmill.api.gateway import Gateway
+from tokenmill.billing import periods
 from tokenmill.billing import service as billing
 from tokenmill.billing.statements import build_statement, revenue_json, revenue_report
 from tokenmill.errors import InvalidRequest
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount, parse_amount
+from tokenmill.retail.invoices import invoice_html, invoice_json, period_bounds, previous_period
 from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.plan_specs import plan_to_spec
 from tokenmill.retail.rating import Price
@@ -75,6 +77,15 @@ class TermsIn(_Strict):
 
 class SubscribeIn(_Strict):
     plan: str | None = Field(description="plan name; null: pay as you go")
+
+
+class CloseIn(_Strict):
+    period: str | None = Field(None, description="YYYY-MM (UTC); default: the previous month")
+
+
+class CreditIn(_Strict):
+    amount: str
+    reason: str = Field(min_length=1, max_length=500)
 
 
 class BudgetIn(_Strict):
@@ -309,6 +320,57 @@ def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., st
         )
         await gateway.sync_directory()
         return {"id": row.id, "plan": row.plan}
+
+    @app.post("/billing/close-period", response_model=dict[str, Any])
+    async def close(body: CloseIn, actor: Actor) -> dict[str, Any]:
+        period = body.period or previous_period(now_ms())
+        period_bounds(period)  # a clear 400 for a bad period, before anything is held
+        due = await run_in_threadpool(periods.fees_due, db, period)
+        holds = {}
+        try:
+            for account, fee in due:
+                funds = gateway.money.funds.funds(account.id)
+                payable = min(fee, max(0, funds.available_nano)) if funds else 0
+                if payable:
+                    holds[account.id] = gateway.reserve_debit(account.id, payable)
+            report = await run_in_threadpool(
+                lambda: periods.close_period(
+                    db,
+                    period,
+                    actor=actor,
+                    spendable=lambda a: holds[a.id].amount_nano if a.id in holds else 0,
+                )
+            )
+            await gateway.sync_directory()
+        finally:
+            for hold in holds.values():
+                gateway.money.funds.release(hold)
+        return report.__dict__
+
+    @app.get("/invoices", dependencies=[admin], response_model=list[dict[str, Any]])
+    async def list_invoices(
+        account: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+    ) -> list[dict[str, Any]]:
+        found = await run_in_threadpool(periods.invoices_of, db, account, limit)
+        return [invoice_json(invoice, credited) for invoice, credited in found]
+
+    @app.get("/invoices/{number}", dependencies=[admin])
+    async def show_invoice(number: str, format: Literal["json", "html"] = "json") -> Any:
+        invoice, credited = await run_in_threadpool(periods.find_invoice, db, number)
+        if format == "html":
+            account = await run_in_threadpool(service.find_account, db, invoice.account_id)
+            page = invoice_html(invoice, account.name, credited)
+            return Response(page, media_type="text/html; charset=utf-8")
+        return invoice_json(invoice, credited)
+
+    @app.post("/invoices/{number}/credit-notes", status_code=201, response_model=dict[str, Any])
+    async def credit(number: str, body: CreditIn, actor: Actor) -> dict[str, Any]:
+        amount = parse_amount(body.amount, param="amount")
+        note, refund = await run_in_threadpool(
+            lambda: periods.credit_note(db, number, amount, body.reason, actor=actor)
+        )
+        await gateway.sync_directory()
+        return {"number": note, "invoice": number, "transfer": transfer_out(refund).model_dump()}
 
     @app.get("/prices", dependencies=[admin], response_model=list[PriceOut])
     async def list_prices() -> list[PriceOut]:

@@ -128,6 +128,7 @@ class OpenAIEndpoint:
                 gateway.money.funds,
                 gateway.money.prices,
                 self._terms(request_id, started_at_ms, grant, parsed, raw),
+                gateway.money.plans,
             )
         except TokenmillError as error:
             gateway.metrics.refused.labels(self.endpoint, str(error.http_status)).inc()

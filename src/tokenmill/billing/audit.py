@@ -2,7 +2,8 @@
 
 I2 balances sum to zero; I3 no customer below its floor; I7 cached balances equal the
 recomputed ones; I9 every usage record that was charged has exactly its usage (and loss)
-transfer, of the same amount, and every usage transfer has its record. Transfer ids are
+transfer, of the same amount, and every usage transfer has its record; each invoice's
+total is what the ledger charged its account in its period. Transfer ids are
 unique by the primary key (I5), amounts positive by a CHECK (I10). Holds live only in the
 serving gateway's memory and vanish with it, so a stopped store has none to leak.
 """
@@ -13,8 +14,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, and_, func, literal, or_, select
 
+from tokenmill.billing.periods import invoice_lines
 from tokenmill.retail.ledger import Breach, audit_balances
 from tokenmill.store import accounts as account_rows
+from tokenmill.store import invoices as invoice_rows
 from tokenmill.store import ledger as ledger_rows
 from tokenmill.store.tables import transfers, usage_records
 
@@ -55,6 +58,7 @@ def run_audit(engine: Engine) -> AuditReport:
         )
         report.breaches += _records_without_transfers(connection)
         report.breaches += _transfers_without_records(connection)
+        report.breaches += _invoices_off_the_ledger(connection)
     return report
 
 
@@ -104,3 +108,20 @@ def _transfers_without_records(connection: Connection) -> list[Breach]:
         Breach("I9", transfer_id, "usage transfer without a usage record")
         for (transfer_id,) in connection.execute(query)
     ]
+
+
+def _invoices_off_the_ledger(connection: Connection) -> list[Breach]:
+    """Invoices whose total is not what the ledger charged the account in their period."""
+    breaches = []
+    for invoice in invoice_rows.list_invoices(connection, limit=1_000_000):
+        lines = invoice_lines(connection, invoice.account_id, invoice.since_ms, invoice.until_ms)
+        ledger = sum(line.amount_nano for line in lines)
+        if ledger != invoice.total_nano:
+            breaches.append(
+                Breach(
+                    "I9",
+                    invoice.number,
+                    f"invoice total {invoice.total_nano} != {ledger} charged in its period",
+                )
+            )
+    return breaches

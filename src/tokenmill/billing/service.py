@@ -370,6 +370,8 @@ def subscribe(
 ) -> account_rows.AccountRow:
     """Put an account on a plan (None: pay as you go), from now on."""
     account = find_account(engine, account_ref)
+    if account.plan == plan_name:
+        return account  # already on it: its subscription keeps its start
     with write_transaction(engine) as connection:
         if plan_name is not None:
             specs = plan_rows.plan_specs(connection, [plan_name])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenmill.cli import accounts, keys, plans, prices, report
+from tokenmill.cli import accounts, billing, invoices, keys, plans, prices, report
 from tokenmill.cli.audit import audit
 from tokenmill.cli.serve import serve
 from tokenmill.cli.usage import usage
@@ -23,6 +23,8 @@ app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(prices.app, name="prices")
 app.add_typer(plans.app, name="plans")
+app.add_typer(invoices.app, name="invoices")
+app.add_typer(billing.app, name="billing")
 app.add_typer(report.app, name="report")
 
 

@@ -70,7 +70,7 @@ def funds_json(
     }
 
 
-def _gateway_url(engine: Engine, url: str | None) -> str | None:
+def gateway_url(engine: Engine, url: str | None) -> str | None:
     url = url or os.environ.get("TOKENMILL_URL")
     if url is None:
         with engine.connect() as connection:
@@ -90,7 +90,7 @@ def debit_via_gateway(
     """Post a debit adjustment through the running gateway's admin API; exit 1 with a clear
     line if it cannot be reached or refuses."""
     token = token or os.environ.get("TOKENMILL_ADMIN_TOKEN")
-    url = _gateway_url(engine, url)
+    url = gateway_url(engine, url)
     if not url or not token:
         typer.echo(
             "error: a gateway serves this database, and a debit must go through it (requests"
@@ -125,7 +125,7 @@ def _ask_gateway(
     engine: Engine, account_id: str, url: str | None, token: str | None
 ) -> dict[str, Any] | None:
     token = token or os.environ.get("TOKENMILL_ADMIN_TOKEN")
-    url = _gateway_url(engine, url)
+    url = gateway_url(engine, url)
     if not url or not token:
         return None
     try:

@@ -146,7 +146,7 @@ def _clock(minute: int) -> str:
 
 
 def _ratio_text(ppm: int) -> str:
-    return str((Decimal(ppm) / PPM).normalize())
+    return format((Decimal(ppm) / PPM).normalize(), "f")  # "10", never "1E+1"
 
 
 def plan_to_spec(plan: Plan) -> dict[str, Any]:

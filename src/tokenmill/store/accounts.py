@@ -30,6 +30,7 @@ class AccountRow:
     daily_budget_nano: int | None = None
     monthly_budget_nano: int | None = None
     plan: str | None = None  # the plan it subscribes to; None: pay as you go
+    plan_since_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def _account(row: Any) -> AccountRow:
         row.daily_budget_nano,
         row.monthly_budget_nano,
         row.plan,
+        row.plan_since_ms,
     )
 
 
@@ -126,7 +128,10 @@ def set_account_terms(
 def set_account_plan(
     connection: Connection, account_id: str, plan: str | None, now_ms: int
 ) -> None:
-    connection.execute(update(accounts).where(accounts.c.id == account_id).values(plan=plan))
+    since = None if plan is None else now_ms
+    connection.execute(
+        update(accounts).where(accounts.c.id == account_id).values(plan=plan, plan_since_ms=since)
+    )
     record_change(connection, "account", account_id, now_ms)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -41,6 +42,7 @@ accounts = Table(
     Column("daily_budget_nano", BigInteger),  # spend budgets; NULL: none
     Column("monthly_budget_nano", BigInteger),
     Column("plan", String(64)),  # NULL: pay as you go
+    Column("plan_since_ms", BigInteger),  # when it subscribed to ``plan``
 )
 
 api_keys = Table(
@@ -171,4 +173,36 @@ plans = Table(
     Column("spec", Text, nullable=False),  # JSON, as written (billing/plans.py)
     Column("created_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+# Invoices of postpaid accounts, numbered without gaps, never changed once issued (their lines
+# are JSON); corrections are credit notes, each with its refund transfer.
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("account_id", String(40), nullable=False),
+    Column("period", String(7), nullable=False),  # YYYY-MM, UTC
+    Column("currency", String(8), nullable=False),
+    Column("since_ms", BigInteger, nullable=False),
+    Column("until_ms", BigInteger, nullable=False),
+    Column("total_nano", BigInteger, nullable=False),
+    Column("lines", Text, nullable=False),
+    Column("issued_at_ms", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "period", name="uq_invoices_account_period"),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False, unique=True),
+    Column("invoice_number", String(32), nullable=False),
+    Column("amount_nano", BigInteger, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("transfer_id", String(200), nullable=False),
+    Column("issued_at_ms", BigInteger, nullable=False),
+    CheckConstraint("amount_nano > 0", name="ck_credit_notes_amount_positive"),
+    Index("ix_credit_notes_invoice", "invoice_number"),
 )

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("credit_limit_nano", sa.BigInteger, nullable=False, server_default="0"),
     )
     op.add_column("accounts", sa.Column("plan", sa.String(64)))  # NULL: pay as you go
+    op.add_column("accounts", sa.Column("plan_since_ms", sa.BigInteger))
     op.add_column(
         "usage_records",
         sa.Column("included_tokens", sa.BigInteger, nullable=False, server_default="0"),
@@ -37,6 +38,32 @@ def upgrade() -> None:
         sa.Column("created_at_ms", sa.BigInteger, nullable=False),
         sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
     )
+    op.create_table(
+        "invoices",
+        sa.Column("number", sa.String(32), primary_key=True),
+        sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+        sa.Column("account_id", sa.String(40), nullable=False),
+        sa.Column("period", sa.String(7), nullable=False),
+        sa.Column("currency", sa.String(8), nullable=False),
+        sa.Column("since_ms", sa.BigInteger, nullable=False),
+        sa.Column("until_ms", sa.BigInteger, nullable=False),
+        sa.Column("total_nano", sa.BigInteger, nullable=False),
+        sa.Column("lines", sa.Text, nullable=False),  # JSON: immutable once issued
+        sa.Column("issued_at_ms", sa.BigInteger, nullable=False),
+        sa.UniqueConstraint("account_id", "period", name="uq_invoices_account_period"),
+    )
+    op.create_table(
+        "credit_notes",
+        sa.Column("number", sa.String(32), primary_key=True),
+        sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+        sa.Column("invoice_number", sa.String(32), nullable=False),
+        sa.Column("amount_nano", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.String(500), nullable=False),
+        sa.Column("transfer_id", sa.String(200), nullable=False),
+        sa.Column("issued_at_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("amount_nano > 0", name="ck_credit_notes_amount_positive"),
+    )
+    op.create_index("ix_credit_notes_invoice", "credit_notes", ["invoice_number"])
     for table in ("accounts", "api_keys"):  # spend budgets; NULL: none
         op.add_column(table, sa.Column("daily_budget_nano", sa.BigInteger))
         op.add_column(table, sa.Column("monthly_budget_nano", sa.BigInteger))
@@ -97,10 +124,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("plans", "audit_log", "prices", "ledger_balances", "transfers"):
+    for table in (
+        "credit_notes",
+        "invoices",
+        "plans",
+        "audit_log",
+        "prices",
+        "ledger_balances",
+        "transfers",
+    ):
         op.drop_table(table)
     op.drop_column("usage_records", "included_tokens")
     op.drop_column("accounts", "plan")
+    op.drop_column("accounts", "plan_since_ms")
     for column in ("loss_nano", "charge_nano"):
         op.drop_column("usage_records", column)
     for table in ("accounts", "api_keys"):
