@@ -23,6 +23,7 @@ from tokenmill.access.keys import (
 from tokenmill.errors import Conflict, InvalidRequest, NotFound
 from tokenmill.retail.ledger import Transfer, operator_account
 from tokenmill.store import accounts as rows
+from tokenmill.store.audit import record_action
 from tokenmill.store.database import now_ms, write_transaction
 from tokenmill.store.ledger import post_transfers
 
@@ -54,11 +55,33 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def create_account(engine: Engine, name: str) -> rows.AccountRow:
+def _key_state(key: rows.KeyRow) -> dict[str, object]:
+    """What the audit log keeps of a key: never its hash or secret."""
+    return {
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.key_prefix,
+        "models": list(key.models) if key.models is not None else None,
+        "expires_at_ms": key.expires_at_ms,
+        "revoked_at_ms": key.revoked_at_ms,
+    }
+
+
+def create_account(engine: Engine, name: str, *, actor: str = "cli") -> rows.AccountRow:
     account = rows.AccountRow(new_id("acct"), _check_name(name, "name"), "active", now_ms(), None)
     try:
         with write_transaction(engine) as connection:
             rows.insert_account(connection, account)
+            record_action(
+                connection,
+                actor=actor,
+                action="account_created",
+                entity="account",
+                entity_id=account.id,
+                before=None,
+                after={"name": account.name, "status": account.status},
+                now_ms=account.created_at_ms,
+            )
     except IntegrityError as exc:
         raise Conflict(f"an account named '{name}' exists already", param="name") from exc
     return account
@@ -86,12 +109,24 @@ def list_accounts(engine: Engine, limit: int = 1000) -> list[rows.AccountRow]:
         return rows.list_accounts(connection, _check_limit(limit))
 
 
-def set_account_status(engine: Engine, ref: str, status: str) -> rows.AccountRow:
+def set_account_status(
+    engine: Engine, ref: str, status: str, *, actor: str = "cli"
+) -> rows.AccountRow:
     assert status in ("active", "disabled")
     account = find_account(engine, ref)
     with write_transaction(engine) as connection:
         rows.set_account_status(connection, account.id, status, now_ms())
         updated = rows.account_by_id(connection, account.id)
+        record_action(
+            connection,
+            actor=actor,
+            action=f"account_{'enabled' if status == 'active' else 'disabled'}",
+            entity="account",
+            entity_id=account.id,
+            before={"status": account.status},
+            after={"status": status},
+            now_ms=now_ms(),
+        )
     assert updated is not None
     return updated
 
@@ -103,6 +138,7 @@ def create_key(
     name: str = "default",
     models: list[str] | None = None,
     expires_at_ms: int | None = None,
+    actor: str = "cli",
 ) -> NewKey:
     account = find_account(engine, account_ref)
     _check_name(name, "name")
@@ -131,6 +167,16 @@ def create_key(
     )
     with write_transaction(engine) as connection:
         rows.insert_key(connection, row)
+        record_action(
+            connection,
+            actor=actor,
+            action="key_created",
+            entity="key",
+            entity_id=row.id,
+            before=None,
+            after=_key_state(row),
+            now_ms=created,
+        )
     return NewKey(row, secret)
 
 
@@ -140,14 +186,26 @@ def list_keys(engine: Engine, account_ref: str | None, limit: int = 1000) -> lis
         return rows.list_keys(connection, account_id, _check_limit(limit))
 
 
-def revoke_key(engine: Engine, key_id: str) -> rows.KeyRow:
+def revoke_key(engine: Engine, key_id: str, *, actor: str = "cli") -> rows.KeyRow:
     check_ref(key_id, "key_id")
     with write_transaction(engine) as connection:
-        if rows.key_by_id(connection, key_id) is None:
+        before = rows.key_by_id(connection, key_id)
+        if before is None:
             raise NotFound(f"no key '{key_id}'", param="key_id")
         rows.revoke_key(connection, key_id, now_ms())
         key = rows.key_by_id(connection, key_id)
-    assert key is not None and key.revoked_at_ms is not None
+        assert key is not None and key.revoked_at_ms is not None
+        if before.revoked_at_ms is None:
+            record_action(
+                connection,
+                actor=actor,
+                action="key_revoked",
+                entity="key",
+                entity_id=key_id,
+                before=_key_state(before),
+                after=_key_state(key),
+                now_ms=key.revoked_at_ms,
+            )
     return key
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,11 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from tokenmill.access import service
-from tokenmill.access.keys import hash_secret
+from tokenmill.api.admin_auth import ADMIN, Actor
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.money_routes import money_routes
 from tokenmill.api.openai_routes import server_error
-from tokenmill.errors import AuthenticationFailed, InvalidRequest, NotFound, TokenmillError
+from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
 from tokenmill.store import accounts as rows
@@ -165,30 +165,20 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
 
-    def require_admin(request: Request) -> str:
-        """The actor (admin token id) the request acts as, for the audit log."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.")
-        actor = gateway.admin_actors.get(hash_secret(token.strip()))
-        if actor is None:
-            raise AuthenticationFailed("Incorrect admin token.")
-        return actor
-
-    admin = [Depends(require_admin)]
-    _account_routes(app, gateway, admin)
-    _key_routes(app, gateway, admin)
-    _usage_routes(app, gateway, admin)
-    money_routes(app, gateway, require_admin)
+    app.state.admin_actors = gateway.admin_actors
+    _account_routes(app, gateway, ADMIN)
+    _key_routes(app, gateway, ADMIN)
+    _usage_routes(app, gateway, ADMIN)
+    money_routes(app, gateway)
     return app
 
 
 def _account_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
     db = gateway.db
 
-    @app.post("/accounts", status_code=201, dependencies=admin, response_model=Account)
-    async def create_account(body: AccountIn) -> Account:
-        row = await run_in_threadpool(service.create_account, db, body.name)
+    @app.post("/accounts", status_code=201, response_model=Account)
+    async def create_account(body: AccountIn, actor: Actor) -> Account:
+        row = await run_in_threadpool(lambda: service.create_account(db, body.name, actor=actor))
         await gateway.sync_directory()
         return account_out(row)
 
@@ -201,15 +191,19 @@ def _account_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
     async def show_account(account: str) -> Account:
         return account_out(await run_in_threadpool(service.find_account, db, account))
 
-    @app.post("/accounts/{account}/disable", dependencies=admin, response_model=Account)
-    async def disable_account(account: str) -> Account:
-        row = await run_in_threadpool(service.set_account_status, db, account, "disabled")
+    @app.post("/accounts/{account}/disable", response_model=Account)
+    async def disable_account(account: str, actor: Actor) -> Account:
+        row = await run_in_threadpool(
+            lambda: service.set_account_status(db, account, "disabled", actor=actor)
+        )
         await gateway.sync_directory()
         return account_out(row)
 
-    @app.post("/accounts/{account}/enable", dependencies=admin, response_model=Account)
-    async def enable_account(account: str) -> Account:
-        row = await run_in_threadpool(service.set_account_status, db, account, "active")
+    @app.post("/accounts/{account}/enable", response_model=Account)
+    async def enable_account(account: str, actor: Actor) -> Account:
+        row = await run_in_threadpool(
+            lambda: service.set_account_status(db, account, "active", actor=actor)
+        )
         await gateway.sync_directory()
         return account_out(row)
 
@@ -217,8 +211,8 @@ def _account_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
 def _key_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
     db = gateway.db
 
-    @app.post("/keys", status_code=201, dependencies=admin, response_model=NewKey)
-    async def create_key(body: KeyIn) -> NewKey:
+    @app.post("/keys", status_code=201, response_model=NewKey)
+    async def create_key(body: KeyIn, actor: Actor) -> NewKey:
         unknown = sorted(set(body.models or []) - set(gateway.models))
         if unknown:
             raise InvalidRequest(f"unknown models: {', '.join(unknown)}", param="models")
@@ -229,6 +223,7 @@ def _key_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
                 name=body.name,
                 models=body.models,
                 expires_at_ms=_ms(body.expires_at),
+                actor=actor,
             )
         )
         await gateway.sync_directory()
@@ -241,9 +236,9 @@ def _key_routes(app: FastAPI, gateway: Gateway, admin: list[Any]) -> None:
         found = await run_in_threadpool(service.list_keys, db, account, limit)
         return [Key(**key_out(row)) for row in found]
 
-    @app.post("/keys/{key_id}/revoke", dependencies=admin, response_model=Key)
-    async def revoke_key(key_id: str) -> Key:
-        row = await run_in_threadpool(service.revoke_key, db, key_id)
+    @app.post("/keys/{key_id}/revoke", response_model=Key)
+    async def revoke_key(key_id: str, actor: Actor) -> Key:
+        row = await run_in_threadpool(lambda: service.revoke_key(db, key_id, actor=actor))
         await gateway.sync_directory()
         return Key(**key_out(row))
 

@@ -5,17 +5,17 @@ functions the CLI calls) on a worker thread, then the gateway's in-memory state 
 the change is spendable at once.
 """
 
-# No ``from __future__ import annotations``: the routes' ``Actor`` annotation names a
-# dependency made inside ``money_routes``, which FastAPI can resolve only if evaluated there.
-from collections.abc import Callable
+from __future__ import annotations
+
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Response
+from fastapi import FastAPI, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tokenmill.access import service
+from tokenmill.api.admin_auth import ADMIN, Actor
 from tokenmill.api.gateway import Gateway
 from tokenmill.billing import periods
 from tokenmill.billing import service as billing
@@ -205,10 +205,9 @@ def price_from(body: PriceIn) -> Price:
     )
 
 
-def money_routes(app: FastAPI, gateway: Gateway, require_admin: Callable[..., str]) -> None:
+def money_routes(app: FastAPI, gateway: Gateway) -> None:
     db = gateway.db
-    admin = Depends(require_admin)
-    Actor = Annotated[str, admin]  # the admin token's id, for the audit log
+    admin = ADMIN[0]
 
     @app.post("/accounts/{account}/transfers", response_model=TransferOut)
     async def move_funds(

@@ -90,7 +90,7 @@ def create(
 ) -> None:
     """Create an account."""
     with store(home, database_url) as engine:
-        row = run(lambda: service.create_account(engine, name))
+        row = run(lambda: service.create_account(engine, name, actor=cli_actor()))
     if as_json:
         print_json(account_json(row))
     else:
@@ -371,7 +371,9 @@ def disable(
 ) -> None:
     """Disable an account: its keys stop working (within a second in a running gateway)."""
     with store(home, database_url) as engine:
-        row = run(lambda: service.set_account_status(engine, account, "disabled"))
+        row = run(
+            lambda: service.set_account_status(engine, account, "disabled", actor=cli_actor())
+        )
     print_json(account_json(row)) if as_json else _show([row], False, "account disabled")
 
 
@@ -384,7 +386,7 @@ def enable(
 ) -> None:
     """Enable a disabled account again."""
     with store(home, database_url) as engine:
-        row = run(lambda: service.set_account_status(engine, account, "active"))
+        row = run(lambda: service.set_account_status(engine, account, "active", actor=cli_actor()))
     print_json(account_json(row)) if as_json else _show([row], False, "account enabled")
 
 

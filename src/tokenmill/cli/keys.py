@@ -19,7 +19,7 @@ from tokenmill.cli.common import (
     store,
     when,
 )
-from tokenmill.cli.money import set_budget_command
+from tokenmill.cli.money import cli_actor, set_budget_command
 from tokenmill.store.accounts import KeyRow
 
 app = typer.Typer(
@@ -78,7 +78,12 @@ def create(
     with store(home, database_url) as engine:
         made = run(
             lambda: service.create_key(
-                engine, account, name=name, models=model or None, expires_at_ms=expires_at_ms
+                engine,
+                account,
+                name=name,
+                models=model or None,
+                expires_at_ms=expires_at_ms,
+                actor=cli_actor(),
             )
         )
     if as_json:
@@ -114,7 +119,7 @@ def revoke(
 ) -> None:
     """Revoke a key: a running gateway refuses it within a second."""
     with store(home, database_url) as engine:
-        row = run(lambda: service.revoke_key(engine, key_id))
+        row = run(lambda: service.revoke_key(engine, key_id, actor=cli_actor()))
     if as_json:
         print_json(key_json(row))
     else:
