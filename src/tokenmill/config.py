@@ -8,7 +8,9 @@ the file: an upstream's API key is read from the environment variable the file n
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,30 +61,6 @@ class SimEngineConfig(_Frozen):
     time_scale: float = Field(1.0, ge=0, description="1 = real time, 0 = instant")
 
 
-class OpenAIEngineConfig(_Frozen):
-    kind: Literal["openai"]
-    base_url: str = Field(pattern=r"^https?://")
-    api_key_env: str | None = None
-    timeout_s_connect: float | None = Field(None, gt=0)
-    timeout_s_read: float | None = Field(None, gt=0)
-    connections_max: int | None = Field(None, ge=1)
-
-
-EngineConfig = Annotated[SimEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")]
-
-
-class DeploymentConfig(_Frozen):
-    engine: str
-    model: str = Field(description="sim: catalog model id; openai: the upstream's model name")
-    gpu: str | None = None
-    gpu_count: int = Field(1, ge=1, le=4096)
-    precision: Literal["bf16", "fp16", "fp8", "fp4"] = "bf16"
-    kv_precision: Literal["bf16", "fp16", "fp8", "fp4"] | None = None
-    efficiency_compute_ratio: float = Field(0.5, gt=0, le=1)
-    efficiency_memory_ratio: float = Field(0.7, gt=0, le=1)
-    embedding_dimensions: int | None = Field(None, ge=1, le=65536)
-
-
 class PriceConfig(_Frozen):
     """A model's price, in currency units per million tokens (``"0.20"``), exact as decimals."""
 
@@ -105,6 +83,55 @@ class PriceConfig(_Frozen):
             raise ValueError(exc.message) from exc
 
 
+class OpenAIEngineConfig(_Frozen):
+    kind: Literal["openai"]
+    base_url: str = Field(pattern=r"^https?://")
+    api_key_env: str | None = None
+    timeout_s_connect: float | None = Field(None, gt=0)
+    timeout_s_read: float | None = Field(None, gt=0)
+    connections_max: int | None = Field(None, ge=1)
+    # What the vendor charges the operator, per upstream model name (per million tokens).
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+
+
+class MarkupConfig(_Frozen):
+    """A resold model's price from its upstream's: cost x factor, or cost + a fixed amount."""
+
+    factor: str | float | None = None  # "1.3": 30% above cost
+    plus_input: int = 0  # per million input tokens, added to the cost
+    plus_output: int = 0
+
+    @field_validator("plus_input", "plus_output", mode="before")
+    @classmethod
+    def _nano(cls, value: Any) -> Any:
+        return PriceConfig._nano(value)
+
+    @field_validator("factor", mode="before")
+    @classmethod
+    def _factor(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = repr(value) if isinstance(value, float) else str(value)
+        if not re.fullmatch(r"[0-9]+(\.[0-9]{1,6})?", text) or Decimal(text) < 1:
+            raise ValueError("factor must be a decimal of at least 1 with at most 6 decimals")
+        return text
+
+
+EngineConfig = Annotated[SimEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")]
+
+
+class DeploymentConfig(_Frozen):
+    engine: str
+    model: str = Field(description="sim: catalog model id; openai: the upstream's model name")
+    gpu: str | None = None
+    gpu_count: int = Field(1, ge=1, le=4096)
+    precision: Literal["bf16", "fp16", "fp8", "fp4"] = "bf16"
+    kv_precision: Literal["bf16", "fp16", "fp8", "fp4"] | None = None
+    efficiency_compute_ratio: float = Field(0.5, gt=0, le=1)
+    efficiency_memory_ratio: float = Field(0.7, gt=0, le=1)
+    embedding_dimensions: int | None = Field(None, ge=1, le=65536)
+
+
 class PromptAllowanceConfig(_Frozen):
     """Tokens the chat template may add to a prompt, for the hold's prompt bound."""
 
@@ -122,6 +149,7 @@ class ModelConfig(_Frozen):
     description: str = ""
     price: PriceConfig | None = None  # seeded into the price book if the model has none there
     tier: str = Field("standard", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")  # for plans
+    markup: MarkupConfig | None = None  # price from the upstream's price list (not with price)
     prompt_allowance: PromptAllowanceConfig = PromptAllowanceConfig()
 
 
@@ -137,6 +165,15 @@ class Config(_Frozen):
     store: StoreConfig = StoreConfig()
     # Plans as written in billing/plans.py, seeded into the store if it has none of that name.
     plans: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def _check_markup(self, name: str, model: ModelConfig) -> None:
+        if model.price is not None:
+            raise ValueError(f"models.{name}: give a price or a markup, not both")
+        if upstream_cost(self, model) is None:
+            raise ValueError(
+                f"models.{name}.markup: none of its deployments has an upstream price (engines."
+                "<engine>.prices.<upstream model>)"
+            )
 
     @model_validator(mode="after")
     def _plans_are_valid(self) -> Config:
@@ -162,6 +199,8 @@ class Config(_Frozen):
             for listed in model.deployments:
                 if listed not in self.deployments:
                     raise ValueError(f"models.{name}.deployments: unknown deployment '{listed}'")
+            if model.markup is not None:
+                self._check_markup(name, model)
             if model.kind == "embedding":
                 for used in model.deployments:
                     engine = self.engines[self.deployments[used].engine]
@@ -172,6 +211,16 @@ class Config(_Frozen):
                             " deployment needs embedding_dimensions"
                         )
         return self
+
+
+def upstream_cost(config: Config, model: ModelConfig) -> PriceConfig | None:
+    """The upstream price list entry of ``model``'s first deployment that has one."""
+    for name in model.deployments:
+        deployment = config.deployments[name]
+        engine = config.engines[deployment.engine]
+        if isinstance(engine, OpenAIEngineConfig) and deployment.model in engine.prices:
+            return engine.prices[deployment.model]
+    return None
 
 
 def parse_config(data: Any, *, source: str = "configuration") -> Config:

@@ -24,6 +24,7 @@ from tokenmill.api.metrics import GatewayMetrics
 from tokenmill.api.request_path import RequestIds
 from tokenmill.billing import service as billing
 from tokenmill.billing.follower import MoneyState, follow_money, load_money, sync_money
+from tokenmill.billing.seeding import configured_prices
 from tokenmill.config import Config, ModelConfig, OpenAIEngineConfig, Settings
 from tokenmill.engines.base import Backend
 from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
@@ -32,7 +33,7 @@ from tokenmill.errors import ConfigurationError, InsufficientFunds, Unavailable,
 from tokenmill.money import format_amount
 from tokenmill.retail.charging import Charge
 from tokenmill.retail.funds import Hold
-from tokenmill.retail.rating import Price, PromptAllowance
+from tokenmill.retail.rating import PromptAllowance
 from tokenmill.retail.statements import DAY_MS
 from tokenmill.store import accounts as account_rows
 from tokenmill.store.database import now_ms, open_engine, write_transaction
@@ -74,25 +75,6 @@ def build_backends(
                 queue_count_max=config.limits.sim_queue_count_max,
             )
     return backends, upstreams
-
-
-def configured_prices(config: Config) -> list[Price]:
-    """The prices the configuration gives, to seed a price book that has none for them."""
-    return [
-        Price(
-            model=name,
-            currency=model.price.currency,
-            effective_from_ms=0,
-            input_nano_per_mtok=model.price.input,
-            output_nano_per_mtok=model.price.output,
-            cached_input_nano_per_mtok=(
-                model.price.input if model.price.cached_input is None else model.price.cached_input
-            ),
-            request_fee_nano=model.price.request_fee,
-        )
-        for name, model in config.models.items()
-        if model.price is not None
-    ]
 
 
 class Gateway:

@@ -176,3 +176,27 @@ class PriceBook:
 
     def all(self) -> list[Price]:
         return [price for listed in self._prices.values() for price in listed]
+
+
+def mark_up(cost: Price, model: str, factor_ppm: int, plus_input: int, plus_output: int) -> Price:
+    """A resold model's price: its upstream cost x ``factor_ppm`` / 1e6 (rounded up to a whole
+    nano-unit per million tokens, so the margin is never below the factor), plus a fixed
+    amount per million input and output tokens."""
+    assert factor_ppm >= 1_000_000
+    assert plus_input >= 0
+    assert plus_output >= 0
+
+    def scaled(amount: int) -> int:
+        return div_ceil(amount * factor_ppm, 1_000_000)
+
+    price = Price(
+        model=model,
+        currency=cost.currency,
+        effective_from_ms=cost.effective_from_ms,
+        input_nano_per_mtok=scaled(cost.input_nano_per_mtok) + plus_input,
+        output_nano_per_mtok=scaled(cost.output_nano_per_mtok) + plus_output,
+        cached_input_nano_per_mtok=scaled(cost.cached_input_nano_per_mtok) + plus_input,
+        request_fee_nano=scaled(cost.request_fee_nano),
+    )
+    assert price.input_nano_per_mtok >= cost.input_nano_per_mtok
+    return price
