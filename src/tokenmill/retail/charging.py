@@ -16,6 +16,7 @@ from tokenmill.errors import InsufficientFunds, PermissionDenied
 from tokenmill.retail.budgets import over_budget
 from tokenmill.retail.funds import FundsBook, Hold, Settlement, insufficient
 from tokenmill.retail.plans import (
+    RATIO_DEN,
     Plan,
     Tariff,
     tariff_charge,
@@ -28,6 +29,7 @@ from tokenmill.retail.rating import (
     PriceBook,
     PromptAllowance,
     PromptSize,
+    output_tokens_affordable,
     prompt_bound_tokens,
 )
 from tokenmill.usage import TokenCounts
@@ -92,7 +94,11 @@ def open_charge(
         spendable = room[0]
     cap = terms.output_cap
     if cap is not None:
-        cap = tariff_output_cap(tariff, bound, cap, included_available, spendable)
+        if included_available or tariff.ratio != RATIO_DEN:
+            cap = tariff_output_cap(tariff, bound, cap, included_available, spendable)
+        else:  # no plan in play: the closed form (the search gives the same)
+            affordable = output_tokens_affordable(price, bound, spendable)
+            cap = cap if affordable is None else max(0, min(cap, affordable))
         if cap < 1:
             needed = tariff_hold(tariff, bound, 1, min(bound + 1, included_available))
             if room is not None and spendable == room[0] < account.available_nano:
