@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from tokenmill.money import AMOUNT_NANO_MAX
+from tokenmill.retail.plans import OveragePrice, Plan, TimeBand
 from tokenmill.retail.rating import Price
 from tokenmill.usage import TokenCounts
 
@@ -200,3 +201,59 @@ def counts_within(
 
 
 amounts_nano = st.integers(min_value=-AMOUNT_NANO_MAX, max_value=AMOUNT_NANO_MAX)
+
+
+# Plans (tokenmill.retail.plans): what plan_from_spec can make, for round trips and rating.
+PLAN_ZONES = (
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Australia/Lord_Howe",  # a half-hour daylight saving shift
+    "Pacific/Chatham",  # +12:45 / +13:45
+)
+PLAN_RATIO_PPM_MAX = 100 * 1_000_000
+PLAN_INCLUDED_MAX = 10**15
+
+plan_keys = st.one_of(
+    st.sampled_from(["sim-chat", "llama-3.3-70b", "tier:standard", "tier:frontier"]),
+    st.from_regex(r"tier:[a-z0-9][a-z0-9_-]{0,8}", fullmatch=True),
+    st.text(min_size=1, max_size=20),
+)
+ratios_ppm = st.one_of(
+    st.sampled_from([0, 500_000, 1_000_000, 250_000, 333_333, 1_500_000]),
+    st.integers(min_value=0, max_value=PLAN_RATIO_PPM_MAX),
+)
+
+
+@st.composite
+def time_bands(draw: st.DrawFn) -> TimeBand:
+    """A band of the local day (it may wrap past midnight) with any ratio from 0 to 100."""
+    start = draw(st.integers(min_value=0, max_value=24 * 60 - 1))
+    end = draw(st.integers(min_value=0, max_value=24 * 60).filter(lambda end: end != start))
+    return TimeBand(start, end, draw(ratios_ppm))
+
+
+overage_prices = st.builds(
+    OveragePrice,
+    input_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
+    output_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
+    cached_input_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
+)
+
+
+def plans(name: str = "p") -> st.SearchStrategy[Plan]:
+    """Any plan that a valid spec can describe."""
+    return st.builds(
+        Plan,
+        name=st.just(name),
+        currency=st.from_regex(r"[A-Z]{3}", fullmatch=True),
+        monthly_fee_nano=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
+        timezone=st.sampled_from(PLAN_ZONES),
+        included_tokens=st.dictionaries(
+            plan_keys, st.integers(min_value=0, max_value=PLAN_INCLUDED_MAX), max_size=4
+        ),
+        overage=st.dictionaries(plan_keys, overage_prices, max_size=3),
+        time_bands=st.lists(time_bands(), max_size=4).map(tuple),
+        batch_discount_ppm=st.integers(min_value=0, max_value=1_000_000),
+    )

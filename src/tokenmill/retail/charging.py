@@ -82,10 +82,11 @@ def open_charge(
     plan = (plans or {}).get(account.plan) if account.plan else None
     tariff = tariff_for(plan, price, terms.model, terms.tier, terms.started_at_ms, terms.batch)
     pool = None
-    included_available = 0
+    included_available = allowance = 0
     if plan is not None and tariff.pool is not None:
         pool = (terms.account_id, tariff.pool, tariff.period_start_ms)
-        included_available = funds.included.available(pool, plan.included_tokens[tariff.pool])
+        allowance = plan.included_tokens[tariff.pool]
+        included_available = funds.included.available(pool, allowance)
     bound = prompt_bound_tokens(terms.prompt, terms.allowance, terms.context_tokens)
     subjects = (terms.account_id,) if terms.key_id is None else (terms.account_id, terms.key_id)
     spendable = account.available_nano
@@ -115,6 +116,7 @@ def open_charge(
         started_at_ms=terms.started_at_ms,
         pool=pool,
         included_reserved=included if pool is not None else 0,
+        included_allowance=allowance,
     )
     assert cap is None or cap >= 1
     return Charge(price, hold, cap, tariff)
@@ -127,5 +129,5 @@ def close_charge(funds: FundsBook, charge: Charge, counts: TokenCounts | None) -
     if counts is None or charge.tariff is None:
         funds.release(charge.hold)
         return FREE
-    amount, included_used = tariff_charge(charge.tariff, counts, charge.hold.included_reserved)
+    amount, included_used = tariff_charge(charge.tariff, counts, funds.included_for(charge.hold))
     return funds.settle(charge.hold, amount, included_used)

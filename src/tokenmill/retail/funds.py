@@ -52,6 +52,7 @@ class Hold:
     started_at_ms: int = 0  # the budget period it counts toward
     pool: PoolKey | None = None  # the plan's included tokens it reserved from
     included_reserved: int = 0
+    included_allowance: int = 0  # the pool's monthly allowance, for a settle after expiry
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class FundsBook:
         started_at_ms: int = 0,
         pool: PoolKey | None = None,
         included_reserved: int = 0,
+        included_allowance: int = 0,
     ) -> Hold:
         """Reserve ``amount_nano``; raise InsufficientFunds, or RateLimited for a spend
         budget of ``subjects``, changing nothing, if it is not available."""
@@ -138,6 +140,7 @@ class FundsBook:
             started_at_ms=started_at_ms,
             pool=pool,
             included_reserved=included_reserved,
+            included_allowance=included_allowance,
         )
         assert funds.available_nano >= 0
         return hold
@@ -188,6 +191,16 @@ class FundsBook:
             self.included.release(hold.pool, hold.included_reserved)
         assert funds.held_nano >= 0
         assert funds.holds_count >= 0
+
+    def included_for(self, hold: Hold) -> int:
+        """The included tokens ``hold`` may draw when it settles: its reservation, or, once
+        it expired and gave the reservation back, what the pool still has."""
+        if hold.pool is None:
+            return 0
+        if hold.open:
+            return hold.included_reserved
+        left = self.included.available(hold.pool, hold.included_allowance)
+        return min(hold.included_reserved, left)
 
     @property
     def holds_count(self) -> int:

@@ -18,7 +18,7 @@ from tokenmill.errors import InvalidRequest
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
 
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PERIOD = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")  # ASCII digits only
 
 
 def period_bounds(period: str) -> tuple[int, int]:

@@ -66,13 +66,22 @@ def _amount(value: str | int | float, param: str) -> int:
     return parse_amount(_text(value), param=param)
 
 
+RATIO_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,6})?")
+
+
 def _ratio_ppm(value: str | int | float, param: str) -> int:
+    text = _text(value)
+    if not RATIO_TEXT.fullmatch(text):  # plain decimals only: no exponents, NaN or signs
+        raise InvalidRequest(
+            f"{param} must be a ratio from 0 to 100 with at most 6 decimals, such as 0.5",
+            param=param,
+        )
     try:
-        ratio = Decimal(_text(value))
-    except InvalidOperation as exc:
+        ratio = Decimal(text)
+    except InvalidOperation as exc:  # unreachable after the pattern; kept as the mapping
         raise InvalidRequest(f"{param} must be a decimal ratio such as 0.5", param=param) from exc
     ppm = ratio * PPM
-    if not ratio.is_finite() or ppm != ppm.to_integral_value() or not 0 <= ppm <= RATIO_MAX_PPM:
+    if ppm != ppm.to_integral_value() or not 0 <= ppm <= RATIO_MAX_PPM:
         raise InvalidRequest(
             f"{param} must be a ratio from 0 to 100 with at most 6 decimals", param=param
         )

@@ -152,26 +152,26 @@ def _to_nano(tariff: Tariff, tokens_micro: int) -> int:
     return div_ceil(tokens_micro * tariff.ratio + fee, TOKENS_PER_PRICE * RATIO_DEN)
 
 
-def _cheapest_per_mtok(price: Price) -> int:
-    return min(
-        price.input_nano_per_mtok, price.cached_input_nano_per_mtok, price.output_nano_per_mtok
-    )
-
-
 def _priciest_input_per_mtok(price: Price) -> int:
     return max(price.input_nano_per_mtok, price.cached_input_nano_per_mtok)
 
 
 def tariff_hold(tariff: Tariff, prompt_bound: int, output_cap: int, included: int) -> int:
-    """The most a request can cost when ``included`` of its tokens are covered by the plan:
-    every token at its dearest, less the included ones at the cheapest."""
+    """The most a request can cost when ``included`` of its tokens are covered by the plan.
+
+    Included tokens cover the prompt first, so the worst case leaves the last tokens
+    uncovered: with ``included`` at least the prompt bound, ``bound + cap - included``
+    completion tokens; below it, the rest of the prompt (at the dearer input price) and the
+    whole output cap.
+    """
     assert 0 <= included <= prompt_bound + output_cap
     price = tariff.price
-    micro = (
-        prompt_bound * _priciest_input_per_mtok(price)
-        + output_cap * price.output_nano_per_mtok
-        - included * _cheapest_per_mtok(price)
-    )
+    if included >= prompt_bound:
+        micro = (prompt_bound + output_cap - included) * price.output_nano_per_mtok
+    else:
+        micro = (prompt_bound - included) * _priciest_input_per_mtok(
+            price
+        ) + output_cap * price.output_nano_per_mtok
     return _to_nano(tariff, micro)
 
 
