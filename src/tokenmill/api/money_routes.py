@@ -322,7 +322,7 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
 
     @app.post("/billing/close-period", response_model=dict[str, Any])
     async def close(body: CloseIn, actor: Actor) -> dict[str, Any]:
-        period = body.period or previous_period(now_ms())
+        period = previous_period(now_ms()) if body.period is None else body.period
         period_bounds(period)  # a clear 400 for a bad period, before anything is held
         due = await run_in_threadpool(periods.fees_due, db, period)
         holds = {}

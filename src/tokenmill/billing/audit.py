@@ -116,7 +116,15 @@ def _invoices_off_the_ledger(connection: Connection) -> list[Breach]:
     for invoice in invoice_rows.list_invoices(connection, limit=1_000_000):
         lines = invoice_lines(connection, invoice.account_id, invoice.since_ms, invoice.until_ms)
         ledger = sum(line.amount_nano for line in lines)
-        if ledger != invoice.total_nano:
+        if invoice.lines_nano != invoice.total_nano:
+            breaches.append(
+                Breach(
+                    "I9",
+                    invoice.number,
+                    f"invoice total {invoice.total_nano} != {invoice.lines_nano}, its lines",
+                )
+            )
+        elif ledger != invoice.total_nano:
             breaches.append(
                 Breach(
                     "I9",

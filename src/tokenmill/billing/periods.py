@@ -138,9 +138,31 @@ def _book_fee(
         moves.append(
             Transfer(loss_id, loss, revenue, short, account.currency, "plan_fee", period, booked_at)
         )
+    try:
+        booked = _post_fee(engine, account, moves, period, paid, short, actor, report)
+    except IntegrityError:
+        booked = False  # another close booked it between our check and our insert
+    if not booked:
+        return
+    report.fees.append(
+        {"account_id": account.id, "plan": account.plan, "paid_nano": paid, "loss_nano": short}
+    )
+
+
+def _post_fee(
+    engine: Engine,
+    account: account_rows.AccountRow,
+    moves: list[Transfer],
+    period: str,
+    paid: int,
+    short: int,
+    actor: str,
+    report: CloseReport,
+) -> bool:
+    """Book the fee's transfers; False if they were booked meanwhile."""
     with write_transaction(engine) as connection:
-        if ledger_rows.transfers_by_ids(connection, [fee_id, loss_id]):
-            return  # booked meanwhile
+        if ledger_rows.transfers_by_ids(connection, [move.id for move in moves]):
+            return False
         ledger_rows.post_transfers(connection, moves, now_ms())
         record_action(
             connection,
@@ -155,9 +177,7 @@ def _book_fee(
         if short:
             account_rows.set_account_plan(connection, account.id, None, now_ms())
             report.lapsed.append(account.id)
-    report.fees.append(
-        {"account_id": account.id, "plan": account.plan, "paid_nano": paid, "loss_nano": short}
-    )
+    return True
 
 
 def invoice_lines(
@@ -223,6 +243,8 @@ def issue_invoice(
                     sum(line.amount_nano for line in lines),
                     now_ms(),
                 )
+                assert invoice.total_nano == invoice.lines_nano
+                assert (since, until) == period_bounds(invoice.period)
                 invoice_rows.insert_invoice(connection, invoice, seq)
             return invoice, True
         except IntegrityError:
@@ -250,6 +272,19 @@ def credit_note(
     if not 0 < len(reason) <= 500:
         raise InvalidRequest("give a reason of 1-500 characters", param="reason")
     invoice, _ = find_invoice(engine, number)
+    for attempt in range(2):
+        try:
+            return _credit_note(engine, invoice, amount_nano, reason, actor)
+        except IntegrityError:
+            if attempt:  # a concurrent note took the number twice in a row: let it surface
+                raise
+    raise AssertionError("unreachable")
+
+
+def _credit_note(
+    engine: Engine, invoice: Invoice, amount_nano: int, reason: str, actor: str
+) -> tuple[str, Transfer]:
+    number = invoice.number
     with write_transaction(engine) as connection:
         credited = invoice_rows.credited_nano(connection, number)
         if amount_nano > invoice.total_nano - credited:

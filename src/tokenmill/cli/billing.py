@@ -36,7 +36,7 @@ def close_period(
     Idempotent: run it again and nothing is booked or issued twice. While a gateway serves
     the database the fees go through it (requests in flight hold funds only it knows of).
     """
-    chosen = period or previous_period(now_ms())
+    chosen = previous_period(now_ms()) if period is None else period
     run(lambda: period_bounds(chosen))
     with store(home, database_url) as engine:
         if gateway_running(engine):
