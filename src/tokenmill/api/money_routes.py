@@ -7,16 +7,32 @@ the change is spendable at once.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tokenmill.access import service
 from tokenmill.api.admin_auth import ADMIN, Actor
 from tokenmill.api.gateway import Gateway
+from tokenmill.api.money_wire import (
+    BalanceOut,
+    BudgetIn,
+    CloseIn,
+    CreditIn,
+    MovementIn,
+    PriceIn,
+    PriceOut,
+    SubscribeIn,
+    TermsIn,
+    TransferOut,
+    balance_out,
+    price_from,
+    price_out,
+    transfer_out,
+    utc_time,
+)
 from tokenmill.billing import periods
 from tokenmill.billing import service as billing
 from tokenmill.billing.statements import build_statement, revenue_json, revenue_report
@@ -26,186 +42,24 @@ from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.invoices import invoice_html, invoice_json, period_bounds, previous_period
 from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.plan_specs import plan_to_spec
-from tokenmill.retail.rating import Price
 from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
 from tokenmill.store.audit import entries
 from tokenmill.store.database import now_ms
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MovementIn(_Strict):
-    amount: str = Field(
-        description="currency units as text, e.g. '12.50'; negative only for an adjustment"
-    )
-    kind: Literal["topup", "grant", "refund", "adjustment"] = "topup"
-    idempotency_key: str | None = Field(
-        None, description="the same key again applies once; also the Idempotency-Key header"
-    )
-    reference: str | None = Field(None, max_length=200)
-
-
-class TransferOut(BaseModel):
-    id: str
-    debit_account: str
-    credit_account: str
-    amount: str
-    amount_nano: int
-    currency: str
-    kind: str
-    reference: str | None
-    created_at: datetime
-
-
-class BalanceOut(BaseModel):
-    account_id: str
-    currency: str
-    balance: str
-    balance_nano: int
-    held_nano: int
-    available_nano: int = Field(description="what new requests can spend: balance - held + credit")
-    credit_limit_nano: int
-    holds_count: int
-
-
-class TermsIn(_Strict):
-    currency: str | None = None
-    credit_limit: str | None = Field(None, description="postpaid credit limit; '0' for prepaid")
-
-
-class SubscribeIn(_Strict):
-    plan: str | None = Field(description="plan name; null: pay as you go")
-
-
-class CloseIn(_Strict):
-    period: str | None = Field(None, description="YYYY-MM (UTC); default: the previous month")
-
-
-class CreditIn(_Strict):
-    amount: str
-    reason: str = Field(min_length=1, max_length=500)
-
-
-class BudgetIn(_Strict):
-    daily: str | None = Field(None, description="per UTC day, e.g. '5.00'; omit or null: none")
-    monthly: str | None = Field(None, description="per UTC month; omit or null: none")
-
-
-class PriceIn(_Strict):
-    model: str
-    currency: str = "USD"
-    input: str = Field(description="per million input tokens, e.g. '0.20'")
-    output: str = Field("0", description="per million output tokens")
-    cached_input: str | None = Field(None, description="per million cached input tokens")
-    request_fee: str = "0"
-    effective_from: datetime | None = Field(None, description="ISO 8601; omit for now")
-
-
-class PriceOut(BaseModel):
-    model: str
-    currency: str
-    effective_from: datetime
-    input: str
-    output: str
-    cached_input: str
-    request_fee: str
-    input_nano_per_mtok: int
-    output_nano_per_mtok: int
-    cached_input_nano_per_mtok: int
-    request_fee_nano: int
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _ms(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return ms_of(value)
-
-
-def transfer_out(transfer: Transfer) -> TransferOut:
-    return TransferOut(
-        id=transfer.id,
-        debit_account=transfer.debit_account,
-        credit_account=transfer.credit_account,
-        amount=format_amount(transfer.amount_nano),
-        amount_nano=transfer.amount_nano,
-        currency=transfer.currency,
-        kind=transfer.kind,
-        reference=transfer.reference,
-        created_at=_time(transfer.created_at_ms),
-    )
-
-
-def price_out(price: Price) -> PriceOut:
-    return PriceOut(
-        model=price.model,
-        currency=price.currency,
-        effective_from=_time(price.effective_from_ms),
-        input=format_amount(price.input_nano_per_mtok),
-        output=format_amount(price.output_nano_per_mtok),
-        cached_input=format_amount(price.cached_input_nano_per_mtok),
-        request_fee=format_amount(price.request_fee_nano),
-        input_nano_per_mtok=price.input_nano_per_mtok,
-        output_nano_per_mtok=price.output_nano_per_mtok,
-        cached_input_nano_per_mtok=price.cached_input_nano_per_mtok,
-        request_fee_nano=price.request_fee_nano,
-    )
-
-
-def balance_out(gateway: Gateway, account_id: str) -> BalanceOut:
-    funds = gateway.money.funds.funds(account_id)
-    if funds is None:  # made a moment ago; the follower has not seen it yet
-        return BalanceOut(
-            account_id=account_id,
-            currency="USD",
-            balance="0.00",
-            balance_nano=0,
-            held_nano=0,
-            available_nano=0,
-            credit_limit_nano=0,
-            holds_count=0,
-        )
-    return BalanceOut(
-        account_id=account_id,
-        currency=funds.currency,
-        balance=format_amount(funds.balance_nano),
-        balance_nano=funds.balance_nano,
-        held_nano=funds.held_nano,
-        available_nano=funds.available_nano,
-        credit_limit_nano=-funds.floor_nano,
-        holds_count=funds.holds_count,
-    )
-
-
-def price_from(body: PriceIn) -> Price:
-    effective = now_ms()
-    if body.effective_from is not None:
-        value = body.effective_from
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        effective = ms_of(value)
-    input_nano = parse_amount(body.input, param="input")
-    return Price(
-        model=body.model,
-        currency=body.currency,
-        effective_from_ms=effective,
-        input_nano_per_mtok=input_nano,
-        output_nano_per_mtok=parse_amount(body.output, param="output"),
-        cached_input_nano_per_mtok=(
-            input_nano
-            if body.cached_input is None
-            else parse_amount(body.cached_input, param="cached_input")
-        ),
-        request_fee_nano=parse_amount(body.request_fee, param="request_fee"),
-    )
-
-
 def money_routes(app: FastAPI, gateway: Gateway) -> None:
+    for register in (
+        _funds_routes,
+        _terms_routes,
+        _pricing_routes,
+        _period_routes,
+        _report_routes,
+    ):
+        register(app, gateway)
+
+
+def _funds_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Movements of funds and balances."""
     db = gateway.db
     admin = ADMIN[0]
 
@@ -262,6 +116,11 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
         found = await run_in_threadpool(service.find_account, db, account)
         return balance_out(gateway, found.id)
 
+
+def _terms_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Credit limits and spend budgets."""
+    db = gateway.db
+
     @app.post("/accounts/{account}/terms", response_model=dict[str, Any])
     async def set_terms(account: str, body: TermsIn, actor: Actor) -> dict[str, Any]:
         limit = None
@@ -302,6 +161,25 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
     async def key_budget(key_id: str, body: BudgetIn, actor: Actor) -> dict[str, Any]:
         return await _budget("key", key_id, body, actor)
 
+
+def _pricing_routes(app: FastAPI, gateway: Gateway) -> None:
+    """The price book and plans."""
+    db = gateway.db
+    admin = ADMIN[0]
+
+    @app.get("/prices", dependencies=[admin], response_model=list[PriceOut])
+    async def list_prices() -> list[PriceOut]:
+        return [price_out(p) for p in await run_in_threadpool(billing.list_prices, db)]
+
+    @app.post("/prices", status_code=201, response_model=PriceOut)
+    async def set_price(body: PriceIn, actor: Actor) -> PriceOut:
+        if body.model not in gateway.models:
+            raise InvalidRequest(f"unknown model '{body.model[:200]}'", param="model")
+        price = price_from(body)
+        await run_in_threadpool(lambda: billing.set_price(db, price, actor=actor))
+        await gateway.sync_directory()
+        return price_out(price)
+
     @app.get("/plans", dependencies=[admin], response_model=dict[str, Any])
     async def list_plans() -> dict[str, Any]:
         return await run_in_threadpool(billing.list_plans, db)
@@ -319,6 +197,12 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
         )
         await gateway.sync_directory()
         return {"id": row.id, "plan": row.plan}
+
+
+def _period_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Closing periods, invoices, credit notes."""
+    db = gateway.db
+    admin = ADMIN[0]
 
     @app.post("/billing/close-period", response_model=dict[str, Any])
     async def close(body: CloseIn, actor: Actor) -> dict[str, Any]:
@@ -371,18 +255,11 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
         await gateway.sync_directory()
         return {"number": note, "invoice": number, "transfer": transfer_out(refund).model_dump()}
 
-    @app.get("/prices", dependencies=[admin], response_model=list[PriceOut])
-    async def list_prices() -> list[PriceOut]:
-        return [price_out(p) for p in await run_in_threadpool(billing.list_prices, db)]
 
-    @app.post("/prices", status_code=201, response_model=PriceOut)
-    async def set_price(body: PriceIn, actor: Actor) -> PriceOut:
-        if body.model not in gateway.models:
-            raise InvalidRequest(f"unknown model '{body.model[:200]}'", param="model")
-        price = price_from(body)
-        await run_in_threadpool(lambda: billing.set_price(db, price, actor=actor))
-        await gateway.sync_directory()
-        return price_out(price)
+def _report_routes(app: FastAPI, gateway: Gateway) -> None:
+    """Statements, revenue, the audit log."""
+    db = gateway.db
+    admin = ADMIN[0]
 
     @app.get("/accounts/{account}/statement", dependencies=[admin])
     async def statement(
@@ -396,8 +273,8 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
             lambda: build_statement(
                 db,
                 account,
-                month_start if since is None else _ms(since),
-                month_end if until is None else _ms(until),
+                month_start if since is None else ms_of(since),
+                month_end if until is None else ms_of(until),
             )
         )
         if format == "csv":
@@ -416,8 +293,8 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
             account_id = service.find_account(db, account).id if account else None
             rows = revenue_report(
                 db,
-                month_start if since is None else _ms(since),
-                month_end if until is None else _ms(until),
+                month_start if since is None else ms_of(since),
+                month_end if until is None else ms_of(until),
                 account_id=account_id,
             )
             return [revenue_json(row) for row in rows]
@@ -431,7 +308,7 @@ def money_routes(app: FastAPI, gateway: Gateway) -> None:
         def query() -> list[dict[str, Any]]:
             with db.connect() as connection:
                 return [
-                    {**entry.__dict__, "at": _time(entry.at_ms)}
+                    {**entry.__dict__, "at": utc_time(entry.at_ms)}
                     for entry in entries(connection, entity_id=entity_id, limit=limit)
                 ]
 

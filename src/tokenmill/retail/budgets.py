@@ -8,6 +8,7 @@ toward the period the request started in.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from tokenmill.errors import RateLimited
@@ -31,7 +32,14 @@ class Budget:
 
 def period_starts(at_ms: int) -> tuple[int, int]:
     """(start of the UTC day, start of the UTC month) of ``at_ms``."""
-    return at_ms - at_ms % DAY_MS, month_of(at_ms)[0]
+    day = at_ms - at_ms % DAY_MS
+    return day, _month_start(day)
+
+
+@functools.lru_cache(maxsize=64)
+def _month_start(day_ms: int) -> int:
+    """The month's start of a day's: calendar arithmetic once per day, not per request."""
+    return month_of(day_ms)[0]
 
 
 class BudgetBook:
@@ -57,6 +65,8 @@ class BudgetBook:
 
     def headroom(self, subjects: tuple[str, ...], at_ms: int) -> tuple[int, str] | None:
         """The least any budget of ``subjects`` still allows, and which; None: no budget."""
+        if not self._budgets:
+            return None
         day, month = period_starts(at_ms)
         least: tuple[int, str] | None = None
         for subject in subjects:
@@ -91,8 +101,9 @@ class BudgetBook:
     def charge(self, subjects: tuple[str, ...], charged_nano: int, at_ms: int) -> None:
         """Count ``charged_nano`` against the day and month of ``at_ms`` (budget or not: a
         budget set later in the period sees what was spent before it)."""
+        starts = period_starts(at_ms)
         for subject in subjects:
-            for start in period_starts(at_ms):
+            for start in starts:
                 key = (subject, start)
                 self._spent[key] = self._spent.get(key, 0) + charged_nano
 
