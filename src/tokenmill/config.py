@@ -54,6 +54,8 @@ class Limits(_Frozen):
     sim_queue_count_max: int = Field(10_000, ge=1)
     hold_ttl_s: float = Field(3600.0, gt=0)
     holds_count_max: int = Field(100_000, ge=1)
+    breaker_failures_count_max: int = Field(5, ge=1)
+    breaker_open_s: float = Field(10.0, ge=0)
 
 
 class SimEngineConfig(_Frozen):
@@ -130,6 +132,7 @@ class DeploymentConfig(_Frozen):
     efficiency_compute_ratio: float = Field(0.5, gt=0, le=1)
     efficiency_memory_ratio: float = Field(0.7, gt=0, le=1)
     embedding_dimensions: int | None = Field(None, ge=1, le=65536)
+    concurrency_max: int | None = Field(None, ge=1)  # requests in flight here at most
 
 
 class PromptAllowanceConfig(_Frozen):
@@ -149,6 +152,7 @@ class ModelConfig(_Frozen):
     description: str = ""
     price: PriceConfig | None = None  # seeded into the price book if the model has none there
     tier: str = Field("standard", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")  # for plans
+    routing: Literal["own-first", "cheapest", "least-busy"] = "own-first"
     markup: MarkupConfig | None = None  # price from the upstream's price list (not with price)
     prompt_allowance: PromptAllowanceConfig = PromptAllowanceConfig()
 

@@ -29,7 +29,18 @@ from tokenmill.config import Config, ModelConfig, OpenAIEngineConfig, Settings
 from tokenmill.engines.base import Backend
 from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
 from tokenmill.engines.sim import SimBackend
-from tokenmill.errors import ConfigurationError, InsufficientFunds, Unavailable, Unprocessable
+from tokenmill.errors import (
+    ConfigurationError,
+    InsufficientFunds,
+    RateLimited,
+    TokenmillError,
+    Unavailable,
+    Unprocessable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tokenmill.fleet.breakers import Breaker
+from tokenmill.fleet.routing import Candidate, FleetState, Load, choose
 from tokenmill.money import format_amount
 from tokenmill.retail.charging import Charge
 from tokenmill.retail.funds import Hold
@@ -77,6 +88,35 @@ def build_backends(
     return backends, upstreams
 
 
+# An attempt that failed for one of these says the deployment is failing or full.
+DEPLOYMENT_FAILURES = (UpstreamError, UpstreamTimeout, Unavailable, RateLimited)
+
+
+def fleet_candidates(config: Config) -> dict[str, list[Candidate]]:
+    """Each model's deployments as routing sees them: own, or a vendor's with its price."""
+    found = {}
+    for name, model in config.models.items():
+        listed = []
+        for deployment_name in model.deployments:
+            deployment = config.deployments[deployment_name]
+            engine = config.engines[deployment.engine]
+            cost = (
+                engine.prices.get(deployment.model)
+                if isinstance(engine, OpenAIEngineConfig)
+                else None
+            )
+            listed.append(
+                Candidate(
+                    deployment_name,
+                    own=cost is None,
+                    price_nano_per_mtok=0 if cost is None else cost.input + cost.output,
+                    concurrency_max=deployment.concurrency_max,
+                )
+            )
+        found[name] = listed
+    return found
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -87,6 +127,12 @@ class Gateway:
             name: PromptAllowance(**model.prompt_allowance.model_dump())
             for name, model in self.models.items()
         }
+        self.fleet = FleetState()
+        for name in settings.config.deployments:
+            self.fleet.breakers[name] = Breaker(
+                self.limits.breaker_failures_count_max, int(self.limits.breaker_open_s * 1000)
+            )
+        self.candidates = fleet_candidates(settings.config)
         self.metrics = GatewayMetrics()
         self.request_ids = RequestIds()
         self.backends, self._upstreams = build_backends(settings.config, settings.environ)
@@ -121,13 +167,36 @@ class Gateway:
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenmill-io")
         self._tasks: list[asyncio.Task[None]] = []
 
-    def route(self, model: str) -> Backend:
-        """The deployment that serves ``model``: the first listed (routing comes later)."""
-        deployments = self.models[model].deployments
-        backend = self.backends.get(deployments[0])
-        if backend is None:
-            raise Unavailable(f"no deployment serves '{model}' now")
-        return backend
+    def route(self, model: str) -> list[Backend]:
+        """The deployments to try for ``model``, in order (routing policy, load, breakers)."""
+        chosen = choose(self.candidates[model], self.fleet, now_ms(), self.models[model].routing)
+        if not chosen:
+            raise Unavailable(
+                f"every deployment of '{model}' is busy or failing now; retry shortly"
+            )
+        return [self.backends[candidate.name] for candidate in chosen]
+
+    def attempt_started(self, backend: Backend) -> bool:
+        """Start an attempt on ``backend``, unless its breaker opened since the route was
+        chosen (other requests failed there meanwhile)."""
+        breaker = self.fleet.breaker(backend.deployment)
+        if not breaker.allows(now_ms()):
+            return False
+        breaker.attempt(now_ms())
+        self.fleet.loads.setdefault(backend.deployment, Load()).in_flight += 1
+        return True
+
+    def attempt_ended(self, backend: Backend, failure: TokenmillError | None) -> None:
+        """Count the attempt's outcome: a failure of the upstream or of capacity feeds the
+        deployment's breaker; a client's error (400) says nothing of the deployment."""
+        load = self.fleet.loads[backend.deployment]
+        load.in_flight -= 1
+        assert load.in_flight >= 0
+        breaker = self.fleet.breaker(backend.deployment)
+        if failure is None or not isinstance(failure, DEPLOYMENT_FAILURES):
+            breaker.succeeded()
+        else:
+            breaker.failed(now_ms())
 
     def simulated(self, model: str) -> bool:
         return all(self.backends[name].simulated for name in self.models[model].deployments)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import secrets
 import time
@@ -40,13 +41,16 @@ from tokenmill.errors import (
     AuthenticationFailed,
     InvalidRequest,
     PayloadTooLarge,
+    RateLimited,
     TokenmillError,
     Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
 )
 from tokenmill.retail.charging import Charge, ChargeTerms, close_charge, open_charge
 from tokenmill.retail.ledger import Transfer, usage_transfers
 from tokenmill.retail.rating import PromptSize
-from tokenmill.usage import UsageRecord
+from tokenmill.usage import Meter, UsageRecord
 
 if TYPE_CHECKING:
     from tokenmill.api.gateway import Gateway
@@ -123,7 +127,7 @@ class OpenAIEndpoint:
             raw = await read_body(scope, receive, gateway.limits.request_body_bytes_max)
             parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
             check_model(grant, parsed.model)
-            backend = gateway.route(parsed.model)
+            backends = gateway.route(parsed.model)
             charge = open_charge(
                 gateway.money.funds,
                 gateway.money.prices,
@@ -144,7 +148,7 @@ class OpenAIEndpoint:
             stop=parsed.stop,
             created_s=int(time.time()),
         )
-        run = _Run(gateway, grant, parsed, backend, call, (started_ns, started_at_ms), charge)
+        run = _Run(gateway, grant, parsed, backends, call, (started_ns, started_at_ms), charge)
         gateway.metrics.in_flight.inc()
         try:
             if parsed.stream:
@@ -153,6 +157,7 @@ class OpenAIEndpoint:
                 await run.complete(send)
         finally:
             gateway.metrics.in_flight.dec()
+            run.end_attempt(None)
             if charge.hold is not None and charge.hold.open:
                 # Only an unexpected exit (a bug, a cancelled task) leaves the hold open.
                 gateway.money.funds.release(charge.hold)
@@ -185,34 +190,76 @@ class OpenAIEndpoint:
         )
 
 
+# Failures of a deployment that another deployment may not share: the next one is tried, as
+# long as nothing has reached the client yet.
+FAILOVER = (UpstreamError, UpstreamTimeout, Unavailable, RateLimited)
+CLOSED_MEANWHILE = Unavailable("every deployment of this model is failing now; retry shortly")
+
+
 class _Run:
-    """One admitted request: calls the engine, relays, meters, commits."""
+    """One admitted request: calls the engine (failing over before the first byte), relays,
+    meters, commits."""
 
     def __init__(
         self,
         gateway: Gateway,
         grant: Grant,
         parsed: ParsedRequest,
-        backend: Backend,
+        backends: list[Backend],
         call: EngineCall,
         started: tuple[int, int],
         charge: Charge,
     ) -> None:
+        assert backends
         self.gateway = gateway
         self.grant = grant
         self.parsed = parsed
-        self.backend = backend
+        self.backends = backends
+        self.backend = backends[0]
+        self._attempting = False
+        self._template = call
         self.call = call
         self.started_ns, self.started_at_ms = started  # (perf counter ns, Unix ms)
         self.charge = charge
         self.request_id = call.request_id
 
+    def start_attempt(self, backend: Backend) -> bool:
+        """Send the request to ``backend`` next, with a meter of its own (a failed attempt
+        is neither recorded nor billed); False if its breaker opened meanwhile."""
+        if not self.gateway.attempt_started(backend):
+            return False
+        self.backend = backend
+        self.call = dataclasses.replace(self._template, meter=Meter())
+        self._attempting = True
+        return True
+
+    def end_attempt(self, failure: TokenmillError | None) -> None:
+        if self._attempting:
+            self._attempting = False
+            self.gateway.attempt_ended(self.backend, failure)
+
+    def _may_fail_over(self, error: TokenmillError, index: int) -> bool:
+        return isinstance(error, FAILOVER) and index < len(self.backends) - 1
+
     async def complete(self, send: Send) -> None:
-        try:
-            body = await self.backend.complete(self.call)
-        except TokenmillError as error:
-            await self._commit_quietly(*self._record("error", error.http_status, error.type))
-            await send_error(send, error, self.request_id)
+        failure: TokenmillError = CLOSED_MEANWHILE
+        body: bytes | None = None
+        for index, backend in enumerate(self.backends):
+            if not self.start_attempt(backend):
+                continue
+            try:
+                body = await backend.complete(self.call)
+            except TokenmillError as error:
+                self.end_attempt(error)
+                failure = error
+                if self._may_fail_over(error, index):
+                    continue
+                break
+            self.end_attempt(None)
+            break
+        if body is None:
+            await self._commit_quietly(*self._record("error", failure.http_status, failure.type))
+            await send_error(send, failure, self.request_id)
             return
         try:
             await self._commit(*self._record("ok", 200, None))
@@ -221,20 +268,42 @@ class _Run:
             return
         await send_bytes(send, 200, body, self.request_id, *self._engine_headers())
 
+    async def _first_parts(
+        self, send: Send
+    ) -> tuple[AsyncIterator[list[StreamPart]], list[StreamPart] | None] | None:
+        """Open the stream on the first deployment that answers; None if none did (the
+        client got the error)."""
+        failure: TokenmillError = CLOSED_MEANWHILE
+        for index, backend in enumerate(self.backends):
+            if not self.start_attempt(backend):
+                continue
+            parts = backend.stream(self.call).__aiter__()
+            try:
+                first: list[StreamPart] | None = await parts.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except TokenmillError as error:
+                await _close(parts)
+                self.end_attempt(error)
+                failure = error
+                if self._may_fail_over(error, index):
+                    continue
+                break
+            return parts, first
+        await self._commit_quietly(*self._record("error", failure.http_status, failure.type))
+        await send_error(send, failure, self.request_id)
+        return None
+
     async def stream(self, send: Send, receive: Receive) -> None:
-        parts = self.backend.stream(self.call).__aiter__()
-        try:
-            first: list[StreamPart] | None = await parts.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except TokenmillError as error:
-            await self._commit_quietly(*self._record("error", error.http_status, error.type))
-            await send_error(send, error, self.request_id)
+        opened = await self._first_parts(send)
+        if opened is None:
             return
+        parts, first = opened
         headers = headers_for(self.request_id, SSE_TYPE, (b"cache-control", b"no-cache"))
         headers.extend(self._engine_headers())
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         status, failure = await self._relay(first, parts, send, receive)
+        self.end_attempt(failure if status == "error" else None)
         record, transfers = self._record(
             status,
             200 if failure is None else failure.http_status,

@@ -1,0 +1,1 @@
+"""The fleet: which deployment serves a request (pure choice), breakers, load."""
