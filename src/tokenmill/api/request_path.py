@@ -217,6 +217,7 @@ class _Run:
         self.backends = backends
         self.backend = backends[0]
         self._attempting = False
+        self._attempts_count = 0
         self._template = call
         self.call = call
         self.started_ns, self.started_at_ms = started  # (perf counter ns, Unix ms)
@@ -228,8 +229,10 @@ class _Run:
         is neither recorded nor billed); False if its breaker opened meanwhile."""
         if not self.gateway.attempt_started(backend):
             return False
+        if self._attempts_count:  # the first attempt has the template's fresh meter
+            self.call = dataclasses.replace(self._template, meter=Meter())
+        self._attempts_count += 1
         self.backend = backend
-        self.call = dataclasses.replace(self._template, meter=Meter())
         self._attempting = True
         return True
 
