@@ -17,10 +17,11 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tokenmill.access.directory import KeyDirectory
+from tokenmill.changes import ChangeCursor
 from tokenmill.store import accounts as rows
 
 log = logging.getLogger("tokenmill.access")
@@ -49,15 +50,23 @@ def overlap_of(engine: Engine) -> int:
     return 0 if engine.dialect.name == "sqlite" else SEQ_OVERLAP_COUNT
 
 
+def unapplied_changes(
+    connection: Connection, cursor: ChangeCursor, overlap: int
+) -> list[tuple[int, str, str]]:
+    """(seq, entity, id) of the changes ``cursor`` has not applied, re-reading the overlap
+    window below its seq (every follower of the change sequence reads it this way)."""
+    after_seq = max(0, cursor.seq - overlap)
+    return [
+        change
+        for change in rows.changes_after(connection, after_seq, CHANGES_PER_POLL_MAX)
+        if not cursor.has_applied(change[0])
+    ]
+
+
 def fetch_changes(engine: Engine, directory: KeyDirectory) -> ChangeBatch | None:
     """Read the changes the directory has not applied and the rows they name (a thread)."""
-    after_seq = max(0, directory.seq - overlap_of(engine))
     with engine.connect() as connection:
-        found = [
-            change
-            for change in rows.changes_after(connection, after_seq, CHANGES_PER_POLL_MAX)
-            if not directory.has_applied(change[0])
-        ]
+        found = unapplied_changes(connection, directory, overlap_of(engine))
         if not found:
             return None
         account_ids = sorted({ident for _, entity, ident in found if entity == "account"})

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from tokenmill.access.follower import CHANGES_PER_POLL_MAX, overlap_of
+from tokenmill.access.follower import CHANGES_PER_POLL_MAX, overlap_of, unapplied_changes
 from tokenmill.changes import ChangeCursor
 from tokenmill.errors import InvalidRequest
 from tokenmill.retail.budgets import Budget, period_starts
@@ -140,13 +140,8 @@ class MoneyChanges:
 
 def fetch_money_changes(engine: Engine, state: MoneyState) -> MoneyChanges | None:
     """Read the changes not applied yet and the rows they name (on a worker thread)."""
-    after_seq = max(0, state.seq - overlap_of(engine))
     with engine.connect() as connection:
-        found = [
-            change
-            for change in account_rows.changes_after(connection, after_seq, CHANGES_PER_POLL_MAX)
-            if not state.has_applied(change[0])
-        ]
+        found = unapplied_changes(connection, state, overlap_of(engine))
         if not found:
             return None
         ids = {entity: sorted({i for _, e, i in found if e == entity}) for entity in _ENTITIES}
