@@ -30,13 +30,24 @@ class TokenmillError(Exception):
     http_status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retry_after_s: int | None = None  # sent as Retry-After (429, 503): when to try again
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retry_after_s is not None:
+            assert retry_after_s >= 0
+            self.retry_after_s = retry_after_s
 
     def to_body(self) -> dict[str, dict[str, str | None]]:
         """The OpenAI error body for this error."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from tokenmill.access.keys import Grant
 from tokenmill.changes import ChangeCursor
+from tokenmill.retail.rate_limits import RateLimit, limits_from_spec
 from tokenmill.store.accounts import AccountRow, KeyRow
 
 
@@ -23,6 +24,7 @@ class KeyDirectory(ChangeCursor):
         self._hash_by_key_id: dict[str, str] = {}
         self._rows_by_key_id: dict[str, KeyRow] = {}
         self._account_active: dict[str, bool] = {}
+        self._account_limits: dict[str, dict[str, RateLimit]] = {}
         self._key_ids_by_account: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
@@ -39,6 +41,7 @@ class KeyDirectory(ChangeCursor):
     def apply_accounts(self, accounts: Iterable[AccountRow]) -> None:
         for account in accounts:
             self._account_active[account.id] = account.status == "active"
+            self._account_limits[account.id] = limits_from_spec(account.rate_limits or {})
             for key_id in self._key_ids_by_account.get(account.id, ()):
                 self._index(self._rows_by_key_id[key_id])
 
@@ -61,6 +64,8 @@ class KeyDirectory(ChangeCursor):
             models=frozenset(key.models) if key.models is not None else None,
             expires_at_ms=key.expires_at_ms,
             account_active=self._account_active.get(key.account_id, False),
+            key_limits=limits_from_spec(key.rate_limits or {}),
+            account_limits=self._account_limits.get(key.account_id, {}),
         )
         self._grants[key.key_hash] = grant
         self._hash_by_key_id[key.id] = key.key_hash

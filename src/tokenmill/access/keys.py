@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from tokenmill.errors import AuthenticationFailed, PermissionDenied
+from tokenmill.retail.rate_limits import RateLimit, Scope, scopes_for
 
 KEY_PREFIX = "tm-"
 ADMIN_PREFIX = "tmadmin-"
@@ -38,6 +40,17 @@ class Grant:
     models: frozenset[str] | None  # None: every model
     expires_at_ms: int | None
     account_active: bool
+    key_limits: Mapping[str, RateLimit] = field(default_factory=dict, compare=False)
+    account_limits: Mapping[str, RateLimit] = field(default_factory=dict, compare=False)
+
+    def rate_scopes(self, model: str) -> list[Scope]:
+        """The rate-limit scopes a request for ``model`` touches (usually none)."""
+        if not self.key_limits and not self.account_limits:
+            return []
+        return [
+            *scopes_for(f"key:{self.key_id}", self.key_limits, model),
+            *scopes_for(f"account:{self.account_id}", self.account_limits, model),
+        ]
 
 
 def check_grant(grant: Grant, now_ms: int) -> None:

@@ -22,6 +22,7 @@ from tokenmill.access.keys import (
 )
 from tokenmill.errors import Conflict, InvalidRequest, NotFound
 from tokenmill.retail.ledger import Transfer, operator_account
+from tokenmill.retail.rate_limits import RateLimit, limits_from_spec, limits_to_spec
 from tokenmill.store import accounts as rows
 from tokenmill.store.audit import record_action
 from tokenmill.store.database import now_ms, write_transaction
@@ -267,3 +268,51 @@ def first_start(engine: Engine, *, make_admin_token: bool) -> FirstStart | None:
         )
         post_transfers(connection, [grant], created)
     return FirstStart(admin, secret, account.id)
+
+
+def set_rate_limit(
+    engine: Engine, entity: str, ref: str, model: str, limit: RateLimit, *, actor: str
+) -> tuple[str, dict[str, RateLimit]]:
+    """Set the rate limit of an account or a key for ``model`` (``"*"``: every model); an
+    empty limit removes it. Returns the entity's id and all its limits."""
+    assert entity in ("account", "key")
+    check_ref(model, "model")
+    entity_id = find_account(engine, ref).id if entity == "account" else check_ref(ref, "key_id")
+    with write_transaction(engine) as connection:
+        row: rows.AccountRow | rows.KeyRow | None = (
+            rows.account_by_id(connection, entity_id)
+            if entity == "account"
+            else rows.key_by_id(connection, entity_id)
+        )
+        if row is None:
+            raise NotFound(f"no {entity} '{ref}'", param="key_id")
+        before = limits_from_spec(row.rate_limits or {})
+        after = {name: found for name, found in before.items() if name != model}
+        if not limit.empty:
+            after[model] = limit
+        spec = limits_to_spec(after)
+        rows.set_rate_limits(connection, entity, entity_id, spec or None, now_ms())
+        record_action(
+            connection,
+            actor=actor,
+            action="rate_limits",
+            entity=entity,
+            entity_id=entity_id,
+            before=limits_to_spec(before),
+            after=spec,
+            now_ms=now_ms(),
+        )
+    return entity_id, after
+
+
+def rate_limits_of(engine: Engine, entity: str, ref: str) -> tuple[str, dict[str, RateLimit]]:
+    """The id and the rate limits of an account or a key."""
+    assert entity in ("account", "key")
+    if entity == "account":
+        account = find_account(engine, ref)
+        return account.id, limits_from_spec(account.rate_limits or {})
+    with engine.connect() as connection:
+        key = rows.key_by_id(connection, check_ref(ref, "key_id"))
+    if key is None:
+        raise NotFound(f"no key '{ref}'", param="key_id")
+    return key.id, limits_from_spec(key.rate_limits or {})

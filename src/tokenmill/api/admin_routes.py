@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from tokenmill.access import service
 from tokenmill.api.admin_auth import ADMIN, Actor
 from tokenmill.api.gateway import Gateway
+from tokenmill.api.limit_routes import rate_limit_routes
 from tokenmill.api.money_routes import money_routes
 from tokenmill.api.openai_routes import server_error
 from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
@@ -170,6 +171,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     _key_routes(app, gateway, ADMIN)
     _usage_routes(app, gateway, ADMIN)
     money_routes(app, gateway)
+    rate_limit_routes(app, gateway)
     return app
 
 

@@ -30,11 +30,12 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_error(send: Send, error: TokenmillError, request_id: str) -> None:
-    extra: list[tuple[bytes, bytes]] = []
-    retry_after = getattr(error, "retry_after_s", None)
-    if retry_after is not None:
-        extra.append((b"retry-after", str(retry_after).encode()))
+async def send_error(
+    send: Send, error: TokenmillError, request_id: str, *headers: tuple[bytes, bytes]
+) -> None:
+    extra = list(headers)
+    if error.retry_after_s is not None:
+        extra.append((b"retry-after", str(error.retry_after_s).encode()))
     await send_bytes(send, error.http_status, error_body(error), request_id, *extra)
 
 

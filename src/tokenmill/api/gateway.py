@@ -44,6 +44,7 @@ from tokenmill.fleet.routing import Candidate, FleetState, Load, choose
 from tokenmill.money import format_amount
 from tokenmill.retail.charging import Charge
 from tokenmill.retail.funds import Hold
+from tokenmill.retail.rate_limits import LocalRateLimiter, RateLimiter
 from tokenmill.retail.rating import PromptAllowance
 from tokenmill.retail.statements import DAY_MS
 from tokenmill.store import accounts as account_rows
@@ -128,6 +129,7 @@ class Gateway:
             for name, model in self.models.items()
         }
         self.fleet = FleetState()
+        self.rate_limiter: RateLimiter = LocalRateLimiter()
         for name in settings.config.deployments:
             self.fleet.breakers[name] = Breaker(
                 self.limits.breaker_failures_count_max, int(self.limits.breaker_open_s * 1000)

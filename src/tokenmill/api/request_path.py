@@ -49,7 +49,8 @@ from tokenmill.errors import (
 )
 from tokenmill.retail.charging import Charge, ChargeTerms, close_charge, open_charge
 from tokenmill.retail.ledger import Transfer, usage_transfers
-from tokenmill.retail.rating import PromptSize
+from tokenmill.retail.rate_limits import Admission, quota_headers
+from tokenmill.retail.rating import PromptSize, prompt_bound_tokens
 from tokenmill.usage import Meter, UsageRecord
 
 if TYPE_CHECKING:
@@ -128,15 +129,17 @@ class OpenAIEndpoint:
             parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
             check_model(grant, parsed.model)
             backends = gateway.route(parsed.model)
+            terms = self._terms(request_id, started_at_ms, grant, parsed, raw)
             charge = open_charge(
-                gateway.money.funds,
-                gateway.money.prices,
-                self._terms(request_id, started_at_ms, grant, parsed, raw),
-                gateway.money.plans,
+                gateway.money.funds, gateway.money.prices, terms, gateway.money.plans
             )
-        except TokenmillError as error:
+            admission = self._admit(grant, terms, charge)
+        except (TokenmillError, _Refused) as refusal:
+            error, headers = (
+                (refusal.error, refusal.headers) if isinstance(refusal, _Refused) else (refusal, [])
+            )
             gateway.metrics.refused.labels(self.endpoint, str(error.http_status)).inc()
-            await send_error(send, error, request_id)
+            await send_error(send, error, request_id, *headers)
             return
         call = EngineCall(
             request_id=request_id,
@@ -149,6 +152,8 @@ class OpenAIEndpoint:
             created_s=int(time.time()),
         )
         run = _Run(gateway, grant, parsed, backends, call, (started_ns, started_at_ms), charge)
+        if admission is not None:
+            run.rate_headers = quota_headers(admission.requests, admission.tokens)
         gateway.metrics.in_flight.inc()
         try:
             if parsed.stream:
@@ -158,9 +163,26 @@ class OpenAIEndpoint:
         finally:
             gateway.metrics.in_flight.dec()
             run.end_attempt(None)
+            if admission is not None:
+                gateway.rate_limiter.finish(admission, run.tokens_used, monotonic_ms())
             if charge.hold is not None and charge.hold.open:
                 # Only an unexpected exit (a bug, a cancelled task) leaves the hold open.
                 gateway.money.funds.release(charge.hold)
+
+    def _admit(self, grant: Grant, terms: ChargeTerms, charge: Charge) -> Admission | None:
+        """Charge the request's rate-limit scopes (its key's and account's), all or none;
+        tokens per minute reserve its bound: the prompt bound plus the output cap."""
+        scopes = grant.rate_scopes(terms.model)
+        if not scopes:
+            return None
+        limiter = self.gateway.rate_limiter
+        prompt = prompt_bound_tokens(terms.prompt, terms.allowance, terms.context_tokens)
+        try:
+            return limiter.admit(scopes, prompt + (charge.output_cap or 0), monotonic_ms())
+        except RateLimited as error:
+            if charge.hold is not None:
+                self.gateway.money.funds.release(charge.hold)
+            raise _Refused(error, quota_headers(*limiter.quotas(scopes, monotonic_ms()))) from None
 
     def _terms(
         self, request_id: str, now_ms: int, grant: Grant, parsed: ParsedRequest, raw: bytes
@@ -188,6 +210,19 @@ class OpenAIEndpoint:
             tier=model.tier,
             batch=parsed.batch,
         )
+
+
+class _Refused(Exception):
+    """A rate limit refused the request: the error and the ``x-ratelimit-*`` headers."""
+
+    def __init__(self, error: RateLimited, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.headers = headers
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 # Failures of a deployment that another deployment may not share: the next one is tried, as
@@ -223,6 +258,8 @@ class _Run:
         self.started_ns, self.started_at_ms = started  # (perf counter ns, Unix ms)
         self.charge = charge
         self.request_id = call.request_id
+        self.rate_headers: list[tuple[bytes, bytes]] = []
+        self.tokens_used = 0  # counted once the request is recorded
 
     def start_attempt(self, backend: Backend) -> bool:
         """Send the request to ``backend`` next, with a meter of its own (a failed attempt
@@ -385,7 +422,7 @@ class _Run:
         headers = [(b"x-tokenmill-deployment", self.backend.deployment.encode())]
         if self.backend.simulated:
             headers.append((b"x-tokenmill-simulated", b"true"))
-        return headers
+        return headers + self.rate_headers
 
     def _record(
         self, status: str, http_status: int, error_type: str | None
@@ -424,6 +461,7 @@ class _Run:
             included_tokens=settlement.included_tokens,
         )
         self.gateway.observe(record)
+        self.tokens_used = record.prompt_tokens + record.completion_tokens
         if not settlement.total_nano:
             return record, ()
         assert self.charge.price is not None

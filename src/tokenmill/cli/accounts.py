@@ -1,5 +1,5 @@
 """``tokenmill accounts``: create, list, show, disable, enable; money: topup, adjust, terms,
-budget, subscribe, transfers, statement."""
+budget, limits, subscribe, transfers, statement."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ from tokenmill.cli.common import (
     run,
     store,
     when,
+)
+from tokenmill.cli.limits import (
+    ALL_MODELS,
+    ClearOption,
+    ConcurrentOption,
+    ModelOption,
+    RequestsOption,
+    TokensOption,
+    rate_limits_command,
 )
 from tokenmill.cli.money import (
     AdminTokenOption,
@@ -429,3 +438,21 @@ def statement(
     else:
         Path(out).write_text(text, "utf-8")
         typer.echo(f"statement written to {out}")
+
+
+@app.command("limits")
+def limits(
+    account: Annotated[str, typer.Argument(help="The account's id or name.")],
+    model: ModelOption = ALL_MODELS,
+    rpm: RequestsOption = None,
+    tpm: TokensOption = None,
+    concurrent: ConcurrentOption = None,
+    clear: ClearOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the account's rate limits (all its keys together), or set them for one model."""
+    rate_limits_command(
+        "account", account, model, (rpm, tpm, concurrent), clear, (home, database_url), as_json
+    )

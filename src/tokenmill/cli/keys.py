@@ -1,4 +1,4 @@
-"""``tokenmill keys create|list|revoke|budget``."""
+"""``tokenmill keys create|list|revoke|budget|limits``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ from tokenmill.cli.common import (
     run,
     store,
     when,
+)
+from tokenmill.cli.limits import (
+    ALL_MODELS,
+    ClearOption,
+    ConcurrentOption,
+    ModelOption,
+    RequestsOption,
+    TokensOption,
+    rate_limits_command,
 )
 from tokenmill.cli.money import cli_actor, set_budget_command
 from tokenmill.store.accounts import KeyRow
@@ -137,3 +146,21 @@ def budget(
 ) -> None:
     """Cap what one key may spend per day and per month (omitted: no cap)."""
     set_budget_command("key", key_id, daily, monthly, home, database_url, as_json)
+
+
+@app.command("limits")
+def limits(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")],
+    model: ModelOption = ALL_MODELS,
+    rpm: RequestsOption = None,
+    tpm: TokensOption = None,
+    concurrent: ConcurrentOption = None,
+    clear: ClearOption = False,
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the key's rate limits, or set them for one model (or * for all models together)."""
+    rate_limits_command(
+        "key", key_id, model, (rpm, tpm, concurrent), clear, (home, database_url), as_json
+    )

@@ -31,6 +31,7 @@ class AccountRow:
     monthly_budget_nano: int | None = None
     plan: str | None = None  # the plan it subscribes to; None: pay as you go
     plan_since_ms: int | None = None
+    rate_limits: dict[str, dict[str, int]] | None = None  # {"*" | model: limits}
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class KeyRow:
     revoked_at_ms: int | None
     daily_budget_nano: int | None = None
     monthly_budget_nano: int | None = None
+    rate_limits: dict[str, dict[str, int]] | None = None  # {"*" | model: limits}
+
+
+def _limits(text: str | None) -> dict[str, dict[str, int]] | None:
+    return None if text is None else dict(json.loads(text))
 
 
 def _account(row: Any) -> AccountRow:
@@ -61,6 +67,7 @@ def _account(row: Any) -> AccountRow:
         row.monthly_budget_nano,
         row.plan,
         row.plan_since_ms,
+        _limits(row.rate_limits),
     )
 
 
@@ -78,6 +85,7 @@ def _key(row: Any) -> KeyRow:
         row.revoked_at_ms,
         row.daily_budget_nano,
         row.monthly_budget_nano,
+        _limits(row.rate_limits),
     )
 
 
@@ -149,6 +157,24 @@ def set_budget(
         update(table)
         .where(table.c.id == entity_id)
         .values(daily_budget_nano=daily_nano, monthly_budget_nano=monthly_nano)
+    )
+    if result.rowcount:
+        record_change(connection, entity, entity_id, now_ms)
+    return bool(result.rowcount)
+
+
+def set_rate_limits(
+    connection: Connection,
+    entity: str,
+    entity_id: str,
+    limits: dict[str, dict[str, int]] | None,
+    now_ms: int,
+) -> bool:
+    """Set (None: remove) the rate limits of an account or a key."""
+    table = accounts if entity == "account" else api_keys
+    text = None if not limits else json.dumps(limits, sort_keys=True)
+    result = connection.execute(
+        update(table).where(table.c.id == entity_id).values(rate_limits=text)
     )
     if result.rowcount:
         record_change(connection, entity, entity_id, now_ms)

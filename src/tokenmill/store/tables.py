@@ -43,6 +43,7 @@ accounts = Table(
     Column("monthly_budget_nano", BigInteger),
     Column("plan", String(64)),  # NULL: pay as you go
     Column("plan_since_ms", BigInteger),  # when it subscribed to ``plan``
+    Column("rate_limits", Text),  # JSON {"*" | model: limits}; NULL: none
 )
 
 api_keys = Table(
@@ -59,6 +60,7 @@ api_keys = Table(
     Column("revoked_at_ms", BigInteger),
     Column("daily_budget_nano", BigInteger),  # spend budgets; NULL: none
     Column("monthly_budget_nano", BigInteger),
+    Column("rate_limits", Text),  # JSON {"*" | model: limits}; NULL: none
     Index("ix_api_keys_account", "account_id"),
 )
 

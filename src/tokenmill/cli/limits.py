@@ -1,0 +1,77 @@
+"""``accounts limits`` and ``keys limits``: rate limits, shown or set."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tokenmill.access import service
+from tokenmill.cli.common import print_json, print_table, run, store
+from tokenmill.cli.money import cli_actor
+from tokenmill.retail.rate_limits import ALL_MODELS, RateLimit, limits_to_spec
+
+ModelOption = Annotated[
+    str, typer.Option("--model", help="A model id the gateway serves, or * for all models.")
+]
+RequestsOption = Annotated[
+    int | None, typer.Option("--rpm", help="Requests per minute.", show_default=False)
+]
+TokensOption = Annotated[
+    int | None,
+    typer.Option("--tpm", help="Tokens per minute (prompt bound + max_tokens reserved)."),
+]
+ConcurrentOption = Annotated[
+    int | None, typer.Option("--concurrent", help="Requests in flight at most.")
+]
+ClearOption = Annotated[bool, typer.Option("--clear", help="Remove the limits of --model.")]
+
+
+def rate_limits_command(
+    entity: str,
+    ref: str,
+    model: str,
+    limit: tuple[int | None, int | None, int | None],
+    clear: bool,
+    database: tuple[str | None, str | None],
+    as_json: bool,
+) -> None:
+    """Show the limits (no option given) or set those of ``model`` (omitted kinds: none)."""
+    home, database_url = database
+    with store(home, database_url) as engine:
+        if clear or any(value is not None for value in limit):
+            wanted = RateLimit() if clear else run(lambda: RateLimit(*limit))
+            entity_id, limits = run(
+                lambda: service.set_rate_limit(
+                    engine, entity, ref, model, wanted, actor=cli_actor()
+                )
+            )
+        else:
+            entity_id, limits = run(lambda: service.rate_limits_of(engine, entity, ref))
+    spec = limits_to_spec(limits)
+    if as_json:
+        print_json({"id": entity_id, "rate_limits": spec})
+        return
+    rows = [
+        (
+            name,
+            entry.get("requests_per_minute", ""),
+            entry.get("tokens_per_minute", ""),
+            entry.get("concurrent_count_max", ""),
+        )
+        for name, entry in spec.items()
+    ]
+    print_table(
+        f"rate limits of {entity_id}", ("model", "requests/min", "tokens/min", "in flight"), rows
+    )
+
+
+__all__ = [
+    "ALL_MODELS",
+    "ClearOption",
+    "ConcurrentOption",
+    "ModelOption",
+    "RequestsOption",
+    "TokensOption",
+    "rate_limits_command",
+]
