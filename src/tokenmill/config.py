@@ -56,6 +56,10 @@ class Limits(_Frozen):
     holds_count_max: int = Field(100_000, ge=1)
     breaker_failures_count_max: int = Field(5, ge=1)
     breaker_open_s: float = Field(10.0, ge=0)
+    route_queue_count_max: int = Field(1000, ge=0)
+    route_queue_wait_s_max: float = Field(5.0, ge=0)
+    failover_deadline_s: float = Field(30.0, gt=0)
+    health_check_interval_s: float = Field(10.0, ge=0)
 
 
 class SimEngineConfig(_Frozen):
@@ -96,6 +100,20 @@ class OpenAIEngineConfig(_Frozen):
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
 
 
+class AnthropicEngineConfig(_Frozen):
+    """An Anthropic Messages API endpoint (``POST {base_url}/v1/messages``): chat only."""
+
+    kind: Literal["anthropic"]
+    base_url: str = Field("https://api.anthropic.com", pattern=r"^https?://")
+    api_key_env: str | None = None
+    anthropic_version: str = Field("2023-06-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    timeout_s_connect: float | None = Field(None, gt=0)
+    timeout_s_read: float | None = Field(None, gt=0)
+    connections_max: int | None = Field(None, ge=1)
+    # What the vendor charges the operator, per upstream model name (per million tokens).
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+
+
 class MarkupConfig(_Frozen):
     """A resold model's price from its upstream's: cost x factor, or cost + a fixed amount."""
 
@@ -119,7 +137,9 @@ class MarkupConfig(_Frozen):
         return text
 
 
-EngineConfig = Annotated[SimEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")]
+EngineConfig = Annotated[
+    SimEngineConfig | OpenAIEngineConfig | AnthropicEngineConfig, Field(discriminator="kind")
+]
 
 
 class DeploymentConfig(_Frozen):
@@ -133,6 +153,67 @@ class DeploymentConfig(_Frozen):
     efficiency_memory_ratio: float = Field(0.7, gt=0, le=1)
     embedding_dimensions: int | None = Field(None, ge=1, le=65536)
     concurrency_max: int | None = Field(None, ge=1)  # requests in flight here at most
+    pool: str | None = None  # the own hardware it runs on (its gpu_count GPUs of the pool)
+    catalog_model: str | None = None  # catalog model id, to model throughput (sim: model)
+    measured_prefill_tokens_per_s: float | None = Field(None, gt=0)
+    measured_output_tokens_per_s: float | None = Field(None, gt=0)
+
+
+def _ratio_text(value: Any) -> Any:
+    """A ratio as exact decimal text (YAML may have read 1.3 as a float: its shortest text)."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = repr(value) if isinstance(value, float) else str(value)
+    if not re.fullmatch(r"[0-9]+(\.[0-9]{1,9})?", text):
+        raise ValueError("must be a plain decimal number such as 1.3")
+    return text
+
+
+class PoolConfig(_Frozen):
+    """Own hardware and what it costs: bought (purchase over depreciation) or rented, plus
+    power, hosting and operations; amounts in currency units, as text (``"2.35"``)."""
+
+    gpu: str = Field(description="catalog GPU id, e.g. h100-sxm")
+    gpu_count: int = Field(ge=1, le=1_000_000)
+    site: str = ""
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    purchase_per_gpu: int | None = None
+    depreciation_years: str | None = None
+    residual_ratio: str | None = None
+    rent_per_gpu_hour: int | None = None
+    power_w_per_gpu: int | None = Field(None, ge=1, le=100_000)  # None: the catalog's
+    node_overhead_ratio: str = "0.3"  # CPUs, network and fans on top of the GPUs' power
+    pue: str = "1.3"
+    energy_per_kwh: int = 0
+    utilization_power_ratio: str = "0.8"  # average draw over peak
+    hosting_per_month: int = 0
+    operations_per_month: int = 0
+    utilization_ratio: str = "0.6"  # share of time serving: idle time is spread over tokens
+
+    @field_validator(
+        "purchase_per_gpu",
+        "rent_per_gpu_hour",
+        "energy_per_kwh",
+        "hosting_per_month",
+        "operations_per_month",
+        mode="before",
+    )
+    @classmethod
+    def _nano(cls, value: Any) -> Any:
+        return PriceConfig._nano(value)
+
+    @field_validator(
+        "depreciation_years",
+        "residual_ratio",
+        "node_overhead_ratio",
+        "pue",
+        "utilization_power_ratio",
+        "utilization_ratio",
+        mode="before",
+    )
+    @classmethod
+    def _ratio(cls, value: Any) -> Any:
+        return _ratio_text(value)
 
 
 class PromptAllowanceConfig(_Frozen):
@@ -167,6 +248,7 @@ class Config(_Frozen):
     models: dict[str, ModelConfig]
     limits: Limits = Limits()
     store: StoreConfig = StoreConfig()
+    pools: dict[str, PoolConfig] = Field(default_factory=dict)
     # Plans as written in billing/plans.py, seeded into the store if it has none of that name.
     plans: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -199,6 +281,11 @@ class Config(_Frozen):
             engine = self.engines[deployment.engine]
             if engine.kind == "sim" and deployment.gpu is None:
                 raise ValueError(f"deployments.{name}.gpu: a sim deployment needs a gpu")
+            if deployment.pool is not None and deployment.pool not in self.pools:
+                raise ValueError(
+                    f"deployments.{name}.pool: unknown pool '{deployment.pool}'"
+                    f" (defined: {', '.join(sorted(self.pools)) or 'none'})"
+                )
         for name, model in self.models.items():
             for listed in model.deployments:
                 if listed not in self.deployments:
@@ -222,7 +309,9 @@ def upstream_cost(config: Config, model: ModelConfig) -> PriceConfig | None:
     for name in model.deployments:
         deployment = config.deployments[name]
         engine = config.engines[deployment.engine]
-        if isinstance(engine, OpenAIEngineConfig) and deployment.model in engine.prices:
+        if not isinstance(engine, OpenAIEngineConfig | AnthropicEngineConfig):
+            continue  # a sim engine has no vendor price
+        if deployment.model in engine.prices:
             return engine.prices[deployment.model]
     return None
 
@@ -236,7 +325,7 @@ def parse_config(data: Any, *, source: str = "configuration") -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = list(first["loc"])
-        if len(loc) > 2 and loc[0] == "engines" and loc[2] in ("sim", "openai"):
+        if len(loc) > 2 and loc[0] == "engines" and loc[2] in ("sim", "openai", "anthropic"):
             del loc[2]  # the discriminator's tag, not a field the user wrote
         path = ".".join(str(part) for part in loc)
         message = first["msg"].removeprefix("Value error, ")

@@ -11,6 +11,7 @@ covers every case:
 | `fake-running` | every stream chunk carries running usage totals                   |
 | `fake-500`     | HTTP 500 with an OpenAI error body                                 |
 | `fake-429`     | HTTP 429 with an OpenAI error body                                 |
+| `fake-429-wait`| HTTP 429 with `Retry-After: retry_after_s`                         |
 | `fake-400`     | HTTP 400 with an OpenAI error body                                 |
 | `fake-hang`    | waits `hang_s` before answering anything                           |
 | `fake-garbage` | a 200 with a body that is not JSON (or not SSE, for streams)      |
@@ -94,6 +95,7 @@ class FakeUpstreamState:
     headers: list[dict[str, str]] = field(default_factory=list)
     hang_s: float = 30.0
     slow_s: float = 0.05
+    retry_after_s: int = 2
     completed_streams: int = 0
     cancelled_streams: int = 0
 
@@ -127,6 +129,10 @@ def fake_upstream_app(state: FakeUpstreamState) -> Starlette:
             return _error(500, "the fake upstream failed")
         if model == "fake-429":
             return _error(429, "the fake upstream is busy")
+        if model == "fake-429-wait":
+            answer = _error(429, "the fake upstream is busy; come back later")
+            answer.headers["retry-after"] = str(state.retry_after_s)
+            return answer
         if model == "fake-400":
             return _error(400, "the fake upstream does not like this request")
         if model == "fake-hang":
@@ -252,3 +258,189 @@ async def _stream(
     except asyncio.CancelledError:
         state.cancelled_streams += 1
         raise
+
+
+# The fake Anthropic Messages API (POST /v1/messages), for the ``anthropic`` engine. Like the
+# fake above it picks its behaviour from the model name:
+#
+# | model             | behaviour                                                          |
+# | ----------------- | ------------------------------------------------------------------ |
+# | `claude`          | a normal answer (non-stream or stream), cache fields zero         |
+# | `claude-cached`   | as `claude`, with cache writes and reads in the usage              |
+# | `claude-<status>` | that HTTP status with Anthropic's error body (429: retry-after)    |
+# | `claude-hang`     | waits `hang_s` before answering anything                           |
+# | `claude-garbage`  | a 200 whose body is not JSON (or, for streams, not SSE)            |
+# | `claude-cut`      | streams: half the text, then the connection closes                 |
+# | `claude-error`    | streams: half the text, then an `event: error` (overloaded)        |
+# | `claude-badjson`  | streams: half the text, then an event whose data is not JSON       |
+# | `claude-nostop`   | streams: everything but `message_stop`, then a clean end           |
+# | `claude-early`    | streams: `message_start`, then an `event: error` (overloaded)      |
+#
+# The answer is the first FAKE_ANSWER_WORDS_COUNT words of FAKE_WORDS, each with a space,
+# cut at ``max_tokens`` (stop_reason max_tokens) or before a word named in
+# ``stop_sequences`` (stop_reason stop_sequence); one output token per word. Input tokens
+# are the whitespace words of the system prompt and the messages.
+
+FAKE_ANSWER_WORDS_COUNT = 6
+FAKE_CACHE_WRITE_TOKENS = 7
+FAKE_CACHE_READ_TOKENS = 11
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class FakeAnthropicState:
+    """What the fake Anthropic upstream saw, and the API key it accepts."""
+
+    api_key: str = "sk-ant-fake"
+    version: str = "2023-06-01"
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    hang_s: float = 30.0
+    completed_streams: int = 0
+
+
+def anthropic_error(status: int, message: str, **headers: str) -> Response:
+    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _anthropic_refusal(state: FakeAnthropicState, request: Request) -> Response | None:
+    """The error Anthropic gives for a missing key, version or content type; None if none."""
+    if request.headers.get("x-api-key") != state.api_key:
+        return anthropic_error(401, "invalid x-api-key")
+    if request.headers.get("anthropic-version") != state.version:
+        return anthropic_error(400, "anthropic-version: header is required and must be known")
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return anthropic_error(400, "content-type must be application/json")
+    return None
+
+
+def _anthropic_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(block.get("text", "") for block in content or () if isinstance(block, dict))
+
+
+def _anthropic_turn(body: dict[str, Any]) -> tuple[list[str], str, str | None]:
+    """(tokens, stop_reason, stop_sequence) of the fake's answer to ``body``."""
+    tokens: list[str] = []
+    stops = body.get("stop_sequences") or []
+    for index in range(FAKE_ANSWER_WORDS_COUNT):
+        word = FAKE_WORDS[index % len(FAKE_WORDS)]
+        if word in stops:
+            return tokens, "stop_sequence", word
+        if len(tokens) == body["max_tokens"]:
+            return tokens, "max_tokens", None
+        tokens.append(word + " ")
+    return tokens, "end_turn", None
+
+
+def _anthropic_usage(body: dict[str, Any], model: str, output_tokens: int) -> dict[str, Any]:
+    texts = [_anthropic_text(body.get("system", ""))]
+    texts.extend(_anthropic_text(message.get("content")) for message in body["messages"])
+    cached = model == "claude-cached"
+    return {
+        "input_tokens": max(1, len(" ".join(texts).split())),
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": FAKE_CACHE_WRITE_TOKENS if cached else 0,
+        "cache_read_input_tokens": FAKE_CACHE_READ_TOKENS if cached else 0,
+    }
+
+
+def fake_anthropic_app(state: FakeAnthropicState) -> Starlette:
+    async def messages(request: Request) -> Response:
+        raw = await request.body()
+        state.headers.append(dict(request.headers))
+        refusal = _anthropic_refusal(state, request)
+        if refusal is not None:
+            return refusal
+        body = orjson.loads(raw)
+        state.requests.append(body)
+        model = body.get("model", "claude")
+        status = model.removeprefix("claude-")
+        if status.isdigit():
+            retry = {"retry-after": "7"} if status == "429" else {}
+            return anthropic_error(int(status), f"the fake upstream says {status}", **retry)
+        if model == "claude-hang":
+            await asyncio.sleep(state.hang_s)
+        if body.get("stream"):
+            events = _anthropic_events(state, model, body)
+            return StreamingResponse(events, media_type="text/event-stream")
+        if model == "claude-garbage":
+            return Response(b"<html>not json", media_type="application/json")
+        tokens, stop_reason, stop_sequence = _anthropic_turn(body)
+        answer = {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "".join(tokens)}],
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": _anthropic_usage(body, model, len(tokens)),
+        }
+        return Response(orjson.dumps(answer), media_type="application/json")
+
+    return Starlette(routes=[Route("/v1/messages", messages, methods=["POST"])])
+
+
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+async def _anthropic_events(
+    state: FakeAnthropicState, model: str, body: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    if model == "claude-garbage":
+        yield b"this is not an event stream\n\n"
+        return
+    tokens, stop_reason, stop_sequence = _anthropic_turn(body)
+    message: dict[str, Any] = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": model,
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": _anthropic_usage(body, model, 1),  # Anthropic's placeholder output count
+    }
+    yield _sse("message_start", {"message": message})
+    if model == "claude-early":
+        yield _sse("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+        return
+    yield _sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    yield _sse("ping", {})
+    for index, token in enumerate(tokens):
+        if index == len(tokens) // 2 and model in ("claude-cut", "claude-error", "claude-badjson"):
+            await asyncio.sleep(0.05)  # the text so far reaches the gateway in reads of its own
+            yield _anthropic_failure(model)
+            return
+        delta = {"type": "text_delta", "text": token}
+        yield _sse("content_block_delta", {"index": 0, "delta": delta})
+    yield _sse("content_block_stop", {"index": 0})
+    stopped = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+    yield _sse("message_delta", {"delta": stopped, "usage": {"output_tokens": len(tokens)}})
+    if model == "claude-nostop":
+        return
+    yield _sse("message_stop", {})
+    state.completed_streams += 1
+
+
+def _anthropic_failure(model: str) -> bytes:
+    if model == "claude-cut":
+        raise ConnectionAbortedError("fake cut")
+    if model == "claude-error":
+        return _sse("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    return b"event: content_block_delta\ndata: {not json\n\n"

@@ -147,6 +147,8 @@ class UsageRecord:
     charge_nano: int = 0  # what the account was charged, in its currency
     loss_nano: int = 0  # what the charge exceeded the hold by: the operator's loss
     included_tokens: int = 0  # tokens the account's plan covered (not charged)
+    cost_nano: int = 0  # what serving it cost the operator (vendor price or own GPUs' time)
+    cost_basis: str | None = None  # vendor | modeled | measured; None: no cost known
 
     def __post_init__(self) -> None:
         assert self.status in ("ok", "error", "cancelled")
@@ -154,3 +156,4 @@ class UsageRecord:
         assert self.duration_ms >= 0
         assert self.charge_nano >= 0
         assert self.loss_nano >= 0
+        assert self.cost_nano >= 0

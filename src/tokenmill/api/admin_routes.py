@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from tokenmill.access import service
 from tokenmill.api.admin_auth import ADMIN, Actor
+from tokenmill.api.fleet_routes import fleet_routes
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.limit_routes import rate_limit_routes
 from tokenmill.api.money_routes import money_routes
@@ -172,6 +173,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     _usage_routes(app, gateway, ADMIN)
     money_routes(app, gateway)
     rate_limit_routes(app, gateway)
+    fleet_routes(app, gateway)
     return app
 
 

@@ -35,6 +35,7 @@ from tokenmill.api.money_wire import (
 )
 from tokenmill.billing import periods
 from tokenmill.billing import service as billing
+from tokenmill.billing.margins import GROUPS, MarginRow, margin_csv, margin_json, margin_report
 from tokenmill.billing.statements import build_statement, revenue_json, revenue_report
 from tokenmill.errors import InvalidRequest
 from tokenmill.instants import ms_of
@@ -300,6 +301,31 @@ def _report_routes(app: FastAPI, gateway: Gateway) -> None:
             return [revenue_json(row) for row in rows]
 
         return await run_in_threadpool(query)
+
+    @app.get("/reports/margin", dependencies=[admin], response_model=None)
+    async def margin(
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: str = ",".join(GROUPS),
+        account: str | None = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        month_start, month_end = month_of(now_ms())
+        groups = [name.strip() for name in by.split(",") if name.strip()]
+
+        def query() -> list[MarginRow]:
+            return margin_report(
+                db,
+                month_start if since is None else ms_of(since),
+                month_end if until is None else ms_of(until),
+                groups,
+                account_id=service.find_account(db, account).id if account else None,
+            )
+
+        rows = await run_in_threadpool(query)
+        if format == "csv":
+            return Response(margin_csv(rows, groups), media_type="text/csv; charset=utf-8")
+        return [margin_json(row) for row in rows]
 
     @app.get("/audit", dependencies=[admin], response_model=list[dict[str, Any]])
     async def audit_log(

@@ -128,7 +128,8 @@ class OpenAIEndpoint:
             raw = await read_body(scope, receive, gateway.limits.request_body_bytes_max)
             parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
             check_model(grant, parsed.model)
-            backends = gateway.route(parsed.model)
+            deadline_ms = monotonic_ms() + int(gateway.limits.failover_deadline_s * 1000)
+            backends = await gateway.route(parsed.model, deadline_ms)
             terms = self._terms(request_id, started_at_ms, grant, parsed, raw)
             charge = open_charge(
                 gateway.money.funds, gateway.money.prices, terms, gateway.money.plans
@@ -152,6 +153,7 @@ class OpenAIEndpoint:
             created_s=int(time.time()),
         )
         run = _Run(gateway, grant, parsed, backends, call, (started_ns, started_at_ms), charge)
+        run.deadline_ms = deadline_ms
         if admission is not None:
             run.rate_headers = quota_headers(admission.requests, admission.tokens)
         gateway.metrics.in_flight.inc()
@@ -260,10 +262,13 @@ class _Run:
         self.request_id = call.request_id
         self.rate_headers: list[tuple[bytes, bytes]] = []
         self.tokens_used = 0  # counted once the request is recorded
+        self.deadline_ms = 2**62  # monotonic; no attempt starts after it but the first
 
     def start_attempt(self, backend: Backend) -> bool:
         """Send the request to ``backend`` next, with a meter of its own (a failed attempt
         is neither recorded nor billed); False if its breaker opened meanwhile."""
+        if self._attempts_count and monotonic_ms() >= self.deadline_ms:
+            return False  # no failover past the request's deadline
         if not self.gateway.attempt_started(backend):
             return False
         if self._attempts_count:  # the first attempt has the template's fresh meter
@@ -434,6 +439,12 @@ class _Run:
         settlement = close_charge(
             self.gateway.money.funds, self.charge, counts if produced else None
         )
+        serving = self.gateway.serving_costs.get(self.backend.deployment)
+        cost_nano = 0
+        if serving is not None and produced:
+            cost_nano = serving.cost_nano(
+                counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens
+            )
         now_ns = time.perf_counter_ns()
         ttft_ms = None
         if meter.first_token_at_ns is not None:
@@ -459,6 +470,8 @@ class _Run:
             charge_nano=settlement.charged_nano,
             loss_nano=settlement.loss_nano,
             included_tokens=settlement.included_tokens,
+            cost_nano=cost_nano,
+            cost_basis=serving.basis if serving is not None else None,
         )
         self.gateway.observe(record)
         self.tokens_used = record.prompt_tokens + record.completion_tokens

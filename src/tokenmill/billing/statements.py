@@ -18,7 +18,7 @@ from tokenmill.store.tables import transfers, usage_records
 PERIOD_MS_MAX = 366 * DAY_MS * 5  # five years in one statement at most
 
 
-def _snapshot(engine: Engine) -> Connection:
+def snapshot(engine: Engine) -> Connection:
     connection = engine.connect()
     if engine.dialect.name == "postgresql":
         connection = connection.execution_options(isolation_level="REPEATABLE READ")
@@ -52,7 +52,7 @@ def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: i
     account = find_account(engine, account_ref)
     in_period = (transfers.c.created_at_ms >= since_ms) & (transfers.c.created_at_ms < until_ms)
     touches = (transfers.c.debit_account == account.id) | (transfers.c.credit_account == account.id)
-    with _snapshot(engine) as connection:
+    with snapshot(engine) as connection:
         opening = _balance_before(connection, account.id, since_ms)
         closing = _balance_before(connection, account.id, until_ms)
         movements = [
@@ -114,7 +114,7 @@ class RevenueRow:
     completion_tokens: int
     revenue_nano: int  # what customers were charged, plus losses the operator took
     loss_nano: int
-    cost_nano: int | None  # the operator's cost: arrives with the fleet (issue 5)
+    cost_nano: int | None  # the operator's cost of serving (0 where none is known)
 
 
 def revenue_report(
@@ -134,6 +134,7 @@ def revenue_report(
             func.sum(usage_records.c.completion_tokens),
             func.sum(usage_records.c.charge_nano),
             func.sum(usage_records.c.loss_nano),
+            func.sum(usage_records.c.cost_nano),
         )
         .where(usage_records.c.started_at_ms >= since_ms, usage_records.c.started_at_ms < until_ms)
         .group_by(day, usage_records.c.model, usage_records.c.account_id)
@@ -141,7 +142,7 @@ def revenue_report(
     )
     if account_id is not None:
         query = query.where(usage_records.c.account_id == account_id)
-    with _snapshot(engine) as connection:
+    with snapshot(engine) as connection:
         currencies = dict(
             connection.execute(select(accounts_table.c.id, accounts_table.c.currency)).all()
         )
@@ -156,9 +157,9 @@ def revenue_report(
                 int(c),
                 int(charge) + int(loss),
                 int(loss),
-                None,
+                int(cost),
             )
-            for d, model, account, n, p, c, charge, loss in connection.execute(query)
+            for d, model, account, n, p, c, charge, loss, cost in connection.execute(query)
         ]
 
 
@@ -175,5 +176,7 @@ def revenue_json(row: RevenueRow) -> dict[str, Any]:
         "revenue_nano": row.revenue_nano,
         "loss_nano": row.loss_nano,
         "cost_nano": row.cost_nano,
-        "margin_nano": None if row.cost_nano is None else row.revenue_nano - row.cost_nano,
+        "margin_nano": (
+            None if row.cost_nano is None else row.revenue_nano - row.loss_nano - row.cost_nano
+        ),
     }

@@ -6,6 +6,7 @@ import typer
 
 from tokenmill.cli import accounts, billing, invoices, keys, plans, prices, report
 from tokenmill.cli.audit import audit
+from tokenmill.cli.fleet import fleet
 from tokenmill.cli.serve import serve
 from tokenmill.cli.usage import usage
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command("serve")(serve)
 app.command("usage")(usage)
 app.command("audit")(audit)
+app.command("fleet")(fleet)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(prices.app, name="prices")

@@ -9,10 +9,13 @@ are parsed. Foreign errors are mapped here, where they enter.
 
 from __future__ import annotations
 
+import math
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -61,6 +64,10 @@ class UpstreamSession:
             sock_read=config.timeout_s_read or limits.timeout_s_read,
         )
         self._connections_max = config.connections_max or limits.upstream_connections_max
+        # A health check waits for a connection and an answer, not for a generation.
+        self.health_timeout = aiohttp.ClientTimeout(
+            total=2 * (config.timeout_s_connect or limits.timeout_s_connect)
+        )
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -92,9 +99,20 @@ class OpenAIBackend:
         self._upstream = upstream
         # Parsed once: aiohttp would parse a string URL on every request.
         self._urls = {name: URL(upstream.base_url + path) for name, path in _PATHS.items()}
+        self._models_url = URL(upstream.base_url + "/models")
 
     async def aclose(self) -> None:
         """The session belongs to the upstream; the app closes it once."""
+
+    async def check_health(self) -> bool:
+        """Whether the upstream answers at all: ``GET /models`` gets any status below 500
+        in time (a server without that route still answers 404: it is up)."""
+        session = self._upstream.session()
+        try:
+            async with session.get(self._models_url, timeout=self._upstream.health_timeout) as r:
+                return r.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     def _body(self, call: EngineCall) -> bytes:
         body = dict(call.body)
@@ -258,11 +276,39 @@ async def _status_error(engine: str, response: aiohttp.ClientResponse) -> Tokenm
     status = response.status
     if status in (400, 413, 422):
         return InvalidRequest(f"upstream {engine} rejected the request: {message}")
+    wait_s = retry_after_s(response.headers)
     if status == 429:
-        return RateLimited(f"upstream {engine} is rate limiting: {message}")
+        return RateLimited(f"upstream {engine} is rate limiting: {message}", retry_after_s=wait_s)
     if status in (503, 529):
-        return Unavailable(f"upstream {engine} is unavailable ({status}): {message}")
+        return Unavailable(
+            f"upstream {engine} is unavailable ({status}): {message}", retry_after_s=wait_s
+        )
     return UpstreamError(f"upstream {engine} answered {status}: {message}")
+
+
+RETRY_AFTER_S_MAX = 3600  # an upstream asking for longer is heeded for an hour
+
+
+def retry_after_s(headers: Mapping[str, str]) -> int | None:
+    """An upstream's ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), in
+    whole seconds rounded up; None when absent or unreadable."""
+    text = headers.get("retry-after-ms")
+    if text is not None and text.strip().isdigit():
+        return min(RETRY_AFTER_S_MAX, -(-int(text.strip()) // 1000))
+    text = headers.get("retry-after")
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return min(RETRY_AFTER_S_MAX, int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    wait = math.ceil((when - datetime.now(UTC)).total_seconds())
+    return min(RETRY_AFTER_S_MAX, max(0, wait))
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """Circuit breakers, pure: one per deployment, fed by the outcome of each attempt.
 
 Closed: every attempt may go. After ``failures_to_open`` failures in a row it opens: no
-attempt goes until ``open_ms`` has passed (or an upstream's ``Retry-After``, if longer).
+attempt goes until ``open_ms`` has passed. An upstream's ``Retry-After`` opens it at once, until
+the time the upstream named.
 Then it is half-open: one probe may go; its success closes the breaker, its failure opens it
 again for another period.
 """
@@ -46,9 +47,27 @@ class Breaker:
         self.probing = False
 
     def failed(self, now_ms: int, retry_after_ms: int = 0) -> None:
+        """An attempt failed; ``retry_after_ms``: the upstream said when to come back (its
+        ``Retry-After``), which opens the breaker at once until then."""
+        assert retry_after_ms >= 0
         self.failures_count += 1
         self.probing = False
-        if self.state == "half_open" or self.failures_count >= self.failures_to_open:
+        if retry_after_ms:
             self.state = "open"
-            self.reopens_at_ms = now_ms + max(self.open_ms, retry_after_ms)
+            self.reopens_at_ms = max(self.reopens_at_ms, now_ms + retry_after_ms)
+        elif self.state == "half_open" or self.failures_count >= self.failures_to_open:
+            self.state = "open"
+            self.reopens_at_ms = now_ms + self.open_ms
         assert self.state != "half_open"
+
+    def checked(self, now_ms: int, healthy: bool) -> None:
+        """A background health check's outcome: a pass closes an open breaker whose time is
+        up (no client request has to be the probe); a failure counts like a failed attempt."""
+        if not healthy:
+            self.failed(now_ms)
+        elif self.state == "open" and now_ms >= self.reopens_at_ms:
+            self.succeeded()
+
+    def retry_in_ms(self, now_ms: int) -> int:
+        """How long until an attempt may go here again (0: now)."""
+        return max(0, self.reopens_at_ms - now_ms) if self.state == "open" else 0

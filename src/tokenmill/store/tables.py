@@ -95,6 +95,8 @@ usage_records = Table(
     Column("charge_nano", BigInteger, nullable=False, server_default="0"),
     Column("loss_nano", BigInteger, nullable=False, server_default="0"),
     Column("included_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_nano", BigInteger, nullable=False, server_default="0"),  # to the operator
+    Column("cost_basis", String(16)),  # vendor | modeled | measured; NULL: unknown
     Index("ix_usage_account_started", "account_id", "started_at_ms"),
     Index("ix_usage_key_started", "key_id", "started_at_ms"),
     Index("ix_usage_model_started", "model", "started_at_ms"),
