@@ -14,6 +14,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -23,7 +24,7 @@ from tokenmill.api.fleet_routes import fleet_routes
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.limit_routes import rate_limit_routes
 from tokenmill.api.money_routes import money_routes
-from tokenmill.api.openai_routes import server_error
+from tokenmill.api.openai_routes import server_error, store_unavailable
 from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
@@ -163,6 +164,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
         return JSONResponse(body, status_code=error.status_code)
 
     app.add_exception_handler(TokenmillError, tokenmill_error)
+    app.add_exception_handler(OperationalError, store_unavailable)
     app.add_exception_handler(500, server_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,7 +24,13 @@ from tokenmill.api.admin_routes import create_admin_app
 from tokenmill.api.dashboard_routes import dashboard_routes
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.openai_routes import ServerError, error_response, routes, server_error
+from tokenmill.api.openai_routes import (
+    ServerError,
+    error_response,
+    routes,
+    server_error,
+    store_unavailable,
+)
 from tokenmill.api.request_path import OpenAIEndpoint
 from tokenmill.config import Settings
 from tokenmill.errors import InvalidRequest, NotFound
@@ -101,7 +108,11 @@ def _router(gateway: Gateway) -> Starlette:
             Mount("/admin/v1", app=create_admin_app(gateway)),
         ],
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, 500: server_error},
+        exception_handlers={
+            HTTPException: http_error,
+            OperationalError: store_unavailable,
+            500: server_error,
+        },
     )
 
 

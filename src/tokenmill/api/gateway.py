@@ -61,6 +61,7 @@ from tokenmill.store import accounts as account_rows
 from tokenmill.store.database import now_ms, open_engine, write_transaction
 from tokenmill.store.group_commit import GroupCommitWriter
 from tokenmill.store.ownership import GatewayLock
+from tokenmill.store.spool import UsageSpool
 from tokenmill.usage import UsageRecord
 
 log = logging.getLogger("tokenmill.gateway")
@@ -171,6 +172,17 @@ class Gateway:
         except Unavailable:
             self.db.dispose()
             raise
+        self.spool = UsageSpool(settings.home / "spool" / "usage.jsonl")
+        if self.spool.pending:  # requests served while the store was down, before a stop
+            try:
+                self.spool.replay(self.db, now_ms())
+            except SQLAlchemyError as exc:
+                self._lock.release()
+                self.db.dispose()
+                raise Unavailable(
+                    f"cannot replay the usage spool {self.spool.path} into the store:"
+                    f" {exc.__class__.__name__}"
+                ) from exc
         billing.seed_prices(self.db, configured_prices(settings.config))
         billing.seed_plans(self.db, settings.config.plans)
         self.directory: KeyDirectory = load_directory(self.db)
@@ -190,6 +202,7 @@ class Gateway:
             queue_count_max=self.limits.commit_queue_count_max,
             batch_count_max=self.limits.commit_batch_count_max,
             sqlite_synchronous=settings.config.store.sqlite_synchronous,
+            spool=self.spool,
         )
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenmill-io")
         self._tasks: list[asyncio.Task[None]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,7 +15,9 @@ from starlette.routing import Route
 from tokenmill.access.keys import Grant, may_use_model
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.request_path import authenticate
-from tokenmill.errors import NotFound, TokenmillError
+from tokenmill.errors import NotFound, TokenmillError, Unavailable
+
+log = logging.getLogger("tokenmill.api")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -22,13 +25,24 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 
 def error_response(error: TokenmillError) -> Response:
-    return json_response(error.to_body(), error.http_status)
+    response = json_response(error.to_body(), error.http_status)
+    if error.retry_after_s is not None:
+        response.headers["retry-after"] = str(error.retry_after_s)
+    return response
 
 
 class ServerError(TokenmillError):
     http_status = 500
     type = "server_error"
     code = "internal_error"
+
+
+async def store_unavailable(request: Request, error: Exception) -> Response:
+    """The store cannot be reached (a connection refused or lost): 503, try again."""
+    log.warning("store unavailable on %s: %s", request.url.path[:200], error.__class__.__name__)
+    return error_response(
+        Unavailable("The store is unavailable right now; retry shortly.", retry_after_s=1)
+    )
 
 
 async def server_error(request: Request, _error: Exception) -> Response:

@@ -128,6 +128,8 @@ class OpenAIEndpoint:
             raw = await read_body(scope, receive, gateway.limits.request_body_bytes_max)
             parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
             check_model(grant, parsed.model)
+            if gateway.writer.store_down:
+                raise STORE_DOWN
             deadline_ms = monotonic_ms() + int(gateway.limits.failover_deadline_s * 1000)
             backends = await gateway.route(parsed.model, deadline_ms)
             terms = self._terms(request_id, started_at_ms, grant, parsed, raw)
@@ -230,6 +232,11 @@ def monotonic_ms() -> int:
 # Failures of a deployment that another deployment may not share: the next one is tried, as
 # long as nothing has reached the client yet.
 FAILOVER = (UpstreamError, UpstreamTimeout, Unavailable, RateLimited)
+STORE_DOWN = Unavailable(
+    "The gateway cannot record usage right now (its store is unavailable); new requests are"
+    " refused until it is back. Retry shortly.",
+    retry_after_s=1,
+)
 CLOSED_MEANWHILE = Unavailable("every deployment of this model is failing now; retry shortly")
 
 

@@ -14,6 +14,12 @@ sleeps while another process (the CLI) holds it; PostgreSQL goes through psycopg
 asynchronous connection. Either way prepared statements, rows as tuples, ``executemany``:
 the usage records, the transfers, and one balance update per ledger account the batch
 moves (a hot account's many requests cost one row update per commit).
+
+When a commit fails because the store is down, the batch goes to the usage spool
+(``store/spool.py``) instead and its requests finish normally; from then on commits go to
+the spool, and the gateway refuses new requests (``store_down``), until a replay of the
+spool into the store succeeds (tried every ``RECOVERY_INTERVAL_S``). Only the writer task
+appends to and replays the spool, so the two never overlap.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tokenmill.errors import Unavailable
 from tokenmill.retail.ledger import Transfer
@@ -36,6 +43,7 @@ from tokenmill.store.ledger import (
     transfer_insert_sql,
     transfer_row,
 )
+from tokenmill.store.spool import UsageSpool
 from tokenmill.store.usage import insert_sql, record_row
 from tokenmill.usage import UsageRecord
 
@@ -50,6 +58,7 @@ LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held b
 CHECKPOINT_COMMITS_COUNT = 100
 CHECKPOINT_RECORDS_COUNT = 2000
 LOCK_PAUSE_S_MAX = 0.005  # the longest sleep between two tries for a lock held elsewhere
+RECOVERY_INTERVAL_S = 1.0  # while the store is down, how often a replay of the spool is tried
 
 
 class _Batch:
@@ -78,8 +87,13 @@ class GroupCommitWriter:
         queue_count_max: int,
         batch_count_max: int,
         sqlite_synchronous: str = "NORMAL",
+        spool: UsageSpool | None = None,
     ) -> None:
         assert batch_count_max >= 1
+        self._engine = engine
+        self._spool = spool
+        self.store_down = False  # commits go to the spool until a replay succeeds
+        self._recovery_due_at = 0.0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_count_max)
         self._batch_count_max = batch_count_max
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +104,7 @@ class GroupCommitWriter:
         )
         self.commits_count = 0
         self.records_count = 0
+        self.spooled_count = 0
 
     def start(self) -> None:
         assert self._task is None
@@ -120,9 +135,21 @@ class GroupCommitWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            if self.store_down and time.monotonic() >= self._recovery_due_at:
+                await self._recover()
+            if not self.store_down:
+                first = await self._queue.get()
+            else:
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), RECOVERY_INTERVAL_S)
+                except TimeoutError:
+                    continue
+            batch = [first]
             while len(batch) < self._batch_count_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            if self.store_down:
+                self._spool_batch(batch, None)
+                continue
             rows = _Batch(batch)
             try:
                 await self._writer.write(rows)
@@ -130,11 +157,46 @@ class GroupCommitWriter:
                 log.error(
                     "usage commit of %d records failed: %s", len(rows.records), error.__cause__
                 )
-                self._settle(batch, error)
+                if self._spool is None:
+                    self._settle(batch, error)
+                else:
+                    self.store_down = True
+                    self._recovery_due_at = time.monotonic() + RECOVERY_INTERVAL_S
+                    self._spool_batch(batch, error)
             else:
                 self.commits_count += 1
                 self.records_count += len(rows.records)
                 self._settle(batch, None)
+
+    def _spool_batch(self, batch: list[_Item], error: Unavailable | None) -> None:
+        """The store is down: keep the batch in the spool (the requests are done and owe
+        what they were charged); if even that fails, they fail."""
+        assert self._spool is not None
+        try:
+            self._spool.append([(record, transfers) for record, transfers, _ in batch])
+        except OSError as exc:
+            log.error("usage spool append failed: %s", exc)
+            self._settle(batch, error or _unavailable(exc))
+            return
+        self.spooled_count += len(batch)
+        self._settle(batch, None)
+
+    async def _recover(self) -> None:
+        """Replay the spool into the store; the store is back when that works."""
+        assert self._spool is not None
+        self._recovery_due_at = time.monotonic() + RECOVERY_INTERVAL_S
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                None, self._spool.replay, self._engine, time.time_ns() // 1_000_000
+            )
+        except IntegrityError as exc:
+            log.error("usage spool set aside, the store refused it: %s", exc.__class__.__name__)
+        except SQLAlchemyError as exc:
+            log.warning("the store is still down (%s); retrying", exc.__class__.__name__)
+            return
+        self.store_down = False
+        log.warning("the store is back; usage commits resume")
 
     def _settle(self, batch: list[_Item], error: Exception | None) -> None:
         for _, _, future in batch:
