@@ -8,8 +8,9 @@ exactly what went through the gateway. In one run:
 
 * matrix: ``load.py`` direct and through the gateway, non-streamed and streamed
   (16 tokens), at concurrency 1, 16 and 64; through the gateway twice: a free model
-  (metering only) and a priced one (billing on: hold, settle, usage transfer), on the
-  same upstream, so the cost of billing is the ratio of the two;
+  (metering only), a priced one (billing on: hold, settle, usage transfer), and a priced
+  one behind two deployments called with a rate-limited key (routing and limits on), on
+  the same upstream, so each layer's cost is a ratio of two neighbours;
 * realistic stream: upstreams with ``--delay-ms 100 --itl-ms 20``, 256 tokens, c=256,
   TTFT and inter-token gaps direct vs gateway (``stream_client.py``);
 * optional py-spy profile of the gateway under non-streamed c=16 load (``--profile``);
@@ -101,6 +102,7 @@ class Bench:
         self.urls: dict[str, str] = {}
         self.gateway_url = ""
         self.key = ""
+        self.limited_key = ""
         self.gateway: subprocess.Popen[bytes] | None = None
         self.results: dict[str, Any] = {}
 
@@ -125,14 +127,18 @@ class Bench:
             "fake-billed": self.urls["gateway"],
             "fake-realistic": self.urls["realistic-gateway"],
             "fake-midstream": self.urls["midstream-gateway"],
+            op.FLEET_MODEL: self.urls["gateway"],
         }
         # The demo account's 5.00 USD grant pays for ~20 million requests at this price.
-        op.write_config(config, models, prices={"fake-billed": ("0.01", "0.01")})
+        prices = {"fake-billed": ("0.01", "0.01"), op.FLEET_MODEL: ("0.01", "0.01")}
+        op.write_config(config, models, prices=prices)
         port = op.free_port()
         self.gateway, self.key = op.start_gateway(
             self.procs, tokenmill_bin(), config, self.workdir / "home", port, SUT_CORE, list(models)
         )
         self.gateway_url = f"http://127.0.0.1:{port}/v1"
+        self.limited_key = op.limited_key(tokenmill_bin(), self.workdir / "home")
+        time.sleep(1.0)  # the gateway follows the new key and its limits within a poll
         log(f"gateway pid {self.gateway.pid} on {self.gateway_url}, upstreams {self.urls}")
 
     def rss(self, label: str) -> dict[str, Any]:
@@ -186,6 +192,7 @@ class Bench:
                     ("direct", self.urls["direct"], "", "fake"),
                     ("gateway", self.gateway_url, self.key, "fake"),
                     ("gateway_billed", self.gateway_url, self.key, "fake-billed"),
+                    ("gateway_fleet", self.gateway_url, self.limited_key, op.FLEET_MODEL),
                 ):
                     row[side] = self.load(target, mode == "stream", conc, key, model=model)
                     row[side]["loadavg_1m_after"] = os.getloadavg()[0]

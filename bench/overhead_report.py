@@ -94,6 +94,31 @@ def billing_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def fleet_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Routing (two deployments) and rate limits (a limited key) on, beside billing on."""
+    out = [
+        "| case | req/s billing on | req/s + routing and limits | ratio "
+        "| p50 ms billing on | p50 ms + routing and limits | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        b, f = row.get("gateway_billed"), row.get("gateway_fleet")
+        if b is None or f is None:
+            continue
+        out.append(
+            "| {} | {:.0f} | {:.0f} | {:.2f} | {} | {} | {} |".format(
+                row["case"],
+                b["rps"],
+                f["rps"],
+                f["rps"] / b["rps"] if b["rps"] else 0.0,
+                _f(_p(b, "latency_ms", "p50")),
+                _f(_p(f, "latency_ms", "p50")),
+                f["errors"],
+            )
+        )
+    return out
+
+
 def realistic_table(row: dict[str, Any]) -> list[str]:
     out = [
         "| realistic stream (c=256, 256 tokens, 100 ms to first token, 20 ms/token) "
@@ -249,6 +274,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += [*overhead_table(rows), ""]
         if any("gateway_billed" in row for row in rows):
             out += [*billing_table(rows), ""]
+        if any("gateway_fleet" in row for row in rows):
+            out += [*fleet_table(rows), ""]
     if "realistic" in results:
         out += [*realistic_table(results["realistic"]), ""]
     out += [*long_tables(results), ""]

@@ -233,7 +233,8 @@ class ModelConfig(_Frozen):
     description: str = ""
     price: PriceConfig | None = None  # seeded into the price book if the model has none there
     tier: str = Field("standard", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")  # for plans
-    routing: Literal["own-first", "cheapest", "least-busy"] = "own-first"
+    routing: Literal["own-first", "cheapest", "least-busy", "latency"] = "own-first"
+    weights: dict[str, int] | None = None  # canary shares: deployment -> weight (>= 0)
     markup: MarkupConfig | None = None  # price from the upstream's price list (not with price)
     prompt_allowance: PromptAllowanceConfig = PromptAllowanceConfig()
 
@@ -292,6 +293,12 @@ class Config(_Frozen):
                     raise ValueError(f"models.{name}.deployments: unknown deployment '{listed}'")
             if model.markup is not None:
                 self._check_markup(name, model)
+            for listed, weight in (model.weights or {}).items():
+                if listed not in model.deployments or weight < 0:
+                    raise ValueError(
+                        f"models.{name}.weights.{listed}: a weight is a whole number >= 0 for"
+                        " one of the model's deployments"
+                    )
             if model.kind == "embedding":
                 for used in model.deployments:
                     engine = self.engines[self.deployments[used].engine]

@@ -89,7 +89,7 @@ def funded_key(live: LiveGateway, account: str) -> tuple[str, str, str]:
 def test_a_resold_request_costs_the_vendors_price_and_an_own_one_its_gpu_time(
     live: LiveGateway, fake_upstream: tuple[str, FakeUpstreamState]
 ) -> None:
-    secret, key_id, _ = funded_key(live, "buyer")
+    secret, _, _ = funded_key(live, "buyer")
     resold = chat(live, secret, "resold")
     record = live.record(resold["request_id"])
     usage = resold["usage"]
@@ -158,11 +158,11 @@ def test_a_pool_that_cannot_be_costed_stops_the_start_with_the_field_named(
 ) -> None:
     config = costed_config(fake_upstream[0])
     config["deployments"]["sim-8b"]["pool"] = "rack-9"
-    with pytest.raises(ConfigurationError, match="deployments.sim-8b.pool: unknown pool"):
+    with pytest.raises(ConfigurationError, match=r"deployments\.sim-8b\.pool: unknown pool"):
         parse_config(config)
     config = costed_config(fake_upstream[0])
     config["pools"]["rack-1"] = {**POOL, "purchase_per_gpu": "25000", "depreciation_years": 4}
-    with pytest.raises(ConfigurationError, match="deployments.sim-8b on pool rack-1"):
+    with pytest.raises(ConfigurationError, match=r"deployments\.sim-8b on pool rack-1"):
         serving_costs(parse_config(config))
 
 

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tokenmill.config import parse_config
+from tokenmill.errors import ConfigurationError
 from tokenmill.testing import FakeUpstreamState, free_port
 
 HELLO = [{"role": "user", "content": "hello there"}]
@@ -181,3 +183,31 @@ def test_the_fleet_view_needs_the_admin_token(live: LiveGateway) -> None:
     view = fleet(live)
     assert view["dep-fake"]["own"] is True  # no price list: the operator's own server
     assert view["dep-slow-one"]["concurrency_max"] == 1
+
+
+def test_canary_weights_share_the_traffic(
+    sqlite_url: str, fake_upstream: tuple[str, FakeUpstreamState], tmp_path: Path
+) -> None:
+    """Weights 1 and 3: about a quarter of the requests go first to the canary (200
+    requests: mean 50, standard deviation about 6)."""
+    config = gateway_config(fake_upstream[0])
+    config["models"]["canaried"] = {
+        "deployments": ["dep-fake", "dep-fake-running"],
+        "weights": {"dep-fake": 1, "dep-fake-running": 3},
+    }
+    with live_gateway(sqlite_url, config, tmp_path) as live:
+        secret, _, _ = live.new_key()
+        served = [
+            chat(live, secret, "canaried").headers["x-tokenmill-deployment"] for _ in range(200)
+        ]
+    assert 25 <= served.count("dep-fake") <= 80, served.count("dep-fake")
+    assert served.count("dep-fake") + served.count("dep-fake-running") == 200
+
+
+def test_weights_must_name_the_models_own_deployments(
+    fake_upstream: tuple[str, FakeUpstreamState],
+) -> None:
+    config = gateway_config(fake_upstream[0])
+    config["models"]["canaried"] = {"deployments": ["dep-fake"], "weights": {"sim-8b": 1}}
+    with pytest.raises(ConfigurationError, match=r"models\.canaried\.weights\.sim-8b"):
+        parse_config(config)

@@ -90,6 +90,45 @@ class TestChoose:
         state = FleetState(loads={"a": Load(in_flight=3), "b": Load(in_flight=1)})
         assert [c.name for c in choose([a, b], state, 0, "least-busy")] == ["b", "a"]
 
+    def test_latency_puts_the_unmeasured_first_then_the_fastest(self) -> None:
+        """An unmeasured deployment is tried first (to measure it), then by moving average."""
+        a, b, c = (Candidate(n, own=True) for n in "abc")
+        state = FleetState(loads={"a": Load(), "b": Load(), "c": Load()})
+        state.loads["a"].observe(80.0, failed=False)
+        state.loads["b"].observe(20.0, failed=False)
+        assert [x.name for x in choose([a, b, c], state, 0, "latency")] == ["c", "b", "a"]
+        state.loads["c"].observe(50.0, failed=False)
+        assert [x.name for x in choose([a, b, c], state, 0, "latency")] == ["b", "c", "a"]
+
+    def test_the_moving_average_follows_new_measurements(self) -> None:
+        """0.2 of each new figure: 100 then 0 gives 80; failures move the failure ratio."""
+        load = Load()
+        load.observe(100.0, failed=False)
+        load.observe(0.0, failed=False)
+        assert load.first_byte_ms_avg == 80.0
+        load.observe(None, failed=True)
+        assert load.first_byte_ms_avg == 80.0
+        assert round(load.failure_ratio_avg, 6) == 0.2
+
+    def test_weights_pick_the_first_deployment_in_proportion(self) -> None:
+        """Weights 9 and 1: draws below 0.9 lead with 'own', the rest with 'cheap'; the
+        other deployments follow in policy order; a weight of 0 is never drawn."""
+        weights = {"own": 9, "cheap": 1, "dear": 0}
+        leaders = [
+            choose([OWN, CHEAP, DEAR], FleetState(), 0, weights=weights, draw=i / 100)[0].name
+            for i in range(100)
+        ]
+        assert leaders.count("own") == 90
+        assert leaders.count("cheap") == 10
+        order = choose([OWN, CHEAP, DEAR], FleetState(), 0, weights=weights, draw=0.95)
+        assert [c.name for c in order] == ["cheap", "own", "dear"]
+
+    def test_a_weighted_deployment_that_is_full_is_not_drawn(self) -> None:
+        """Only usable deployments share the weights."""
+        state = FleetState(loads={"own": Load(in_flight=2)})
+        order = choose([OWN, CHEAP], state, 0, weights={"own": 99, "cheap": 1}, draw=0.0)
+        assert [c.name for c in order] == ["cheap"]
+
     def test_nothing_usable_gives_an_empty_list(self) -> None:
         """Every deployment full: the gateway answers 503 instead of waiting."""
         state = FleetState(loads={"own": Load(in_flight=2)})
@@ -111,7 +150,10 @@ def fleets(draw: st.DrawFn) -> tuple[list[Candidate], FleetState, int]:
                 concurrency_max=limit,
             )
         )
-        state.loads[name] = Load(in_flight=draw(st.integers(min_value=0, max_value=5)))
+        state.loads[name] = Load(
+            in_flight=draw(st.integers(min_value=0, max_value=5)),
+            first_byte_ms_avg=draw(st.none() | st.floats(min_value=0, max_value=1000)),
+        )
         breaker = state.breaker(name)
         breaker.failures_to_open = draw(st.integers(min_value=1, max_value=3))
         breaker.open_ms = 1000
@@ -121,14 +163,26 @@ def fleets(draw: st.DrawFn) -> tuple[list[Candidate], FleetState, int]:
 
 
 class TestChooseProperties:
-    @given(fleet=fleets(), policy=st.sampled_from(["own-first", "cheapest", "least-busy"]))
+    @given(
+        fleet=fleets(),
+        policy=st.sampled_from(["own-first", "cheapest", "least-busy", "latency"]),
+        weights=st.none()
+        | st.dictionaries(
+            st.sampled_from([f"d{i}" for i in range(6)]), st.integers(min_value=0, max_value=5)
+        ),
+        draw=st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+    )
     def test_never_an_open_breaker_nor_a_full_deployment(
-        self, fleet: tuple[list[Candidate], FleetState, int], policy: str
+        self,
+        fleet: tuple[list[Candidate], FleetState, int],
+        policy: str,
+        weights: dict[str, int] | None,
+        draw: float,
     ) -> None:
-        """Whatever the state, a chosen deployment has room and a breaker that allows it,
-        and every such deployment is chosen once."""
+        """Whatever the state, policy and weights, a chosen deployment has room and a breaker
+        that allows it, and every such deployment is chosen once."""
         candidates, state, now = fleet
-        chosen = choose(candidates, state, now, policy)
+        chosen = choose(candidates, state, now, policy, weights, draw)
         for candidate in chosen:
             limit = candidate.concurrency_max
             assert limit is None or state.loads[candidate.name].in_flight < limit

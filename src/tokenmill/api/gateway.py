@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
@@ -252,7 +253,11 @@ class Gateway:
         return self._candidate.get(deployment)
 
     def _choose(self, model: str) -> list[Backend]:
-        chosen = choose(self.candidates[model], self.fleet, now_ms(), self.models[model].routing)
+        config = self.models[model]
+        draw = random.random() if config.weights else 0.0  # a share, not a secret
+        chosen = choose(
+            self.candidates[model], self.fleet, now_ms(), config.routing, config.weights, draw
+        )
         return [self.backends[candidate.name] for candidate in chosen]
 
     def _full_only(self, model: str) -> bool:
@@ -289,7 +294,9 @@ class Gateway:
         self.fleet.loads.setdefault(backend.deployment, Load()).in_flight += 1
         return True
 
-    def attempt_ended(self, backend: Backend, failure: TokenmillError | None) -> None:
+    def attempt_ended(
+        self, backend: Backend, failure: TokenmillError | None, first_byte_ms: float | None = None
+    ) -> None:
         """Count the attempt's outcome: a failure of the upstream or of capacity feeds the
         deployment's breaker (an upstream's Retry-After opens it until then); a client's
         error (400) says nothing of the deployment. A freed place goes to a waiting request."""
@@ -299,8 +306,10 @@ class Gateway:
         breaker = self.fleet.breaker(backend.deployment)
         if failure is None or not isinstance(failure, DEPLOYMENT_FAILURES):
             breaker.succeeded()
+            load.observe(first_byte_ms, failed=False)
         else:
             breaker.failed(now_ms(), (failure.retry_after_s or 0) * 1000)
+            load.observe(None, failed=True)
         for model in self._models_of[backend.deployment]:
             if self._waiters.get(model):
                 self._wake(model)

@@ -262,6 +262,7 @@ class _Run:
         self.backend = backends[0]
         self._attempting = False
         self._attempts_count = 0
+        self._attempt_started_ns = 0
         self._template = call
         self.call = call
         self.started_ns, self.started_at_ms = started  # (perf counter ns, Unix ms)
@@ -283,12 +284,17 @@ class _Run:
         self._attempts_count += 1
         self.backend = backend
         self._attempting = True
+        self._attempt_started_ns = time.perf_counter_ns()
         return True
 
     def end_attempt(self, failure: TokenmillError | None) -> None:
         if self._attempting:
             self._attempting = False
-            self.gateway.attempt_ended(self.backend, failure)
+            first_ns = self.call.meter.first_token_at_ns
+            first_byte_ms = (
+                None if first_ns is None else (first_ns - self._attempt_started_ns) / 1_000_000
+            )
+            self.gateway.attempt_ended(self.backend, failure, first_byte_ms)
 
     def _may_fail_over(self, error: TokenmillError, index: int) -> bool:
         return isinstance(error, FAILOVER) and index < len(self.backends) - 1

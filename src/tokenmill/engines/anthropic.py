@@ -20,17 +20,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeGuard
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from tokenmill.config import AnthropicEngineConfig, DeploymentConfig, Limits
 from tokenmill.engines.base import EngineCall, StreamPart
-from tokenmill.engines.openai_compat import LINE_BYTES_MAX, _mapped_errors, _status_error
+from tokenmill.engines.openai_compat import (
+    LINE_BYTES_MAX,
+    UpstreamSession,
+    mapped_errors,
+    status_error,
+)
 from tokenmill.errors import InvalidRequest, UpstreamError
 from tokenmill.usage import TokenCounts, count_chat_prompt_tokens, count_text_tokens
 
 MESSAGES_PATH = "/v1/messages"
+MODELS_PATH = "/v1/models"
 SYSTEM_ROLES = frozenset({"system", "developer"})
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -61,45 +66,23 @@ UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
 TEMPERATURE_MAX = 1  # Anthropic's range is 0..1, OpenAI's 0..2
 
 
-class AnthropicSession:
+class AnthropicSession(UpstreamSession):
     """The pooled HTTP client of one Anthropic endpoint (shared by its deployments)."""
 
     def __init__(
         self, name: str, config: AnthropicEngineConfig, limits: Limits, api_key: str | None
     ):
-        self.name = name
+        self._version = config.anthropic_version
+        super().__init__(name, config, limits, api_key)
         # Parsed once: aiohttp would parse a string URL on every request.
-        self.url = URL(config.base_url.rstrip("/") + MESSAGES_PATH)
-        self._headers = {
-            "content-type": "application/json",
-            "anthropic-version": config.anthropic_version,
-        }
+        self.url = URL(self.base_url + MESSAGES_PATH)
+        self.models_url = URL(self.base_url + MODELS_PATH)
+
+    def credential_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": self._version}
         if api_key:
-            self._headers["x-api-key"] = api_key
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=config.timeout_s_connect or limits.timeout_s_connect,
-            sock_read=config.timeout_s_read or limits.timeout_s_read,
-        )
-        self._connections_max = config.connections_max or limits.upstream_connections_max
-        self._session: aiohttp.ClientSession | None = None
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._connections_max, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                headers=self._headers,
-                read_bufsize=256 * 1024,
-                max_line_size=LINE_BYTES_MAX,
-                max_field_size=64 * 1024,
-            )
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+            headers["x-api-key"] = api_key
+        return headers
 
 
 class AnthropicBackend:
@@ -115,6 +98,9 @@ class AnthropicBackend:
     async def aclose(self) -> None:
         """The session belongs to the engine; the app closes it once."""
 
+    async def check_health(self) -> bool:
+        return await self._session.check_health(self._session.models_url)
+
     def _body(self, call: EngineCall) -> bytes:
         """The Messages request; refuses (before any I/O) what cannot be translated."""
         body = orjson.dumps(messages_request(call, self._model, self.engine))
@@ -124,10 +110,10 @@ class AnthropicBackend:
 
     async def complete(self, call: EngineCall) -> bytes:
         body = self._body(call)
-        with _mapped_errors(self.engine):
+        with mapped_errors(self.engine):
             async with self._session.session().post(self._session.url, data=body) as response:
                 if response.status != 200:
-                    raise await _status_error(self.engine, response)
+                    raise await status_error(self.engine, response)
                 raw = await response.read()
         answer = _json_object(self.engine, raw, "an answer")
         call.meter.first_token_at_ns = time.perf_counter_ns()
@@ -143,10 +129,10 @@ class AnthropicBackend:
         body = self._body(call)
         reader = EventReader(self.engine)
         chunks = ChunkTranslator(call, self.engine)
-        with _mapped_errors(self.engine):
+        with mapped_errors(self.engine):
             async with self._session.session().post(self._session.url, data=body) as response:
                 if response.status != 200:
-                    raise await _status_error(self.engine, response)
+                    raise await status_error(self.engine, response)
                 async for data in response.content.iter_any():
                     # What arrived together goes on together: one batch per read.
                     parts, failure = chunks_of_read(reader, chunks, data)

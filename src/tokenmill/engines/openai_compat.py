@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from tokenmill.config import DeploymentConfig, Limits, OpenAIEngineConfig
+from tokenmill.config import AnthropicEngineConfig, DeploymentConfig, Limits, OpenAIEngineConfig
 from tokenmill.engines.base import EngineCall, StreamPart
 from tokenmill.errors import (
     InvalidRequest,
@@ -50,14 +50,19 @@ LINE_BYTES_MAX = 4 * 1024 * 1024
 
 
 class UpstreamSession:
-    """The pooled HTTP client of one upstream (shared by its deployments)."""
+    """The pooled HTTP client of one upstream (shared by its deployments): explicit connect
+    and read timeouts, a bounded pool, and the upstream's own headers (its credential)."""
 
-    def __init__(self, name: str, config: OpenAIEngineConfig, limits: Limits, api_key: str | None):
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIEngineConfig | AnthropicEngineConfig,
+        limits: Limits,
+        api_key: str | None,
+    ):
         self.name = name
         self.base_url = config.base_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = {"Content-Type": "application/json", **self.credential_headers(api_key)}
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=config.timeout_s_connect or limits.timeout_s_connect,
@@ -69,6 +74,9 @@ class UpstreamSession:
             total=2 * (config.timeout_s_connect or limits.timeout_s_connect)
         )
         self._session: aiohttp.ClientSession | None = None
+
+    def credential_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -82,6 +90,15 @@ class UpstreamSession:
                 max_field_size=64 * 1024,
             )
         return self._session
+
+    async def check_health(self, url: URL) -> bool:
+        """Whether the upstream answers at all: a GET of ``url`` gets any status below 500
+        in time (a server without that route still answers 404: it is up)."""
+        try:
+            async with self.session().get(url, timeout=self.health_timeout) as response:
+                return response.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -105,14 +122,7 @@ class OpenAIBackend:
         """The session belongs to the upstream; the app closes it once."""
 
     async def check_health(self) -> bool:
-        """Whether the upstream answers at all: ``GET /models`` gets any status below 500
-        in time (a server without that route still answers 404: it is up)."""
-        session = self._upstream.session()
-        try:
-            async with session.get(self._models_url, timeout=self._upstream.health_timeout) as r:
-                return r.status < 500
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        return await self._upstream.check_health(self._models_url)
 
     def _body(self, call: EngineCall) -> bytes:
         body = dict(call.body)
@@ -138,10 +148,10 @@ class OpenAIBackend:
     async def complete(self, call: EngineCall) -> bytes:
         self._estimate_prompt(call)
         url = self._urls[call.endpoint]
-        with _mapped_errors(self.engine):
+        with mapped_errors(self.engine):
             async with self._upstream.session().post(url, data=self._body(call)) as response:
                 if response.status != 200:
-                    raise await _status_error(self.engine, response)
+                    raise await status_error(self.engine, response)
                 raw = await response.read()
         try:
             answer = orjson.loads(raw)
@@ -160,10 +170,10 @@ class OpenAIBackend:
     async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         self._estimate_prompt(call)
         url = self._urls[call.endpoint]
-        with _mapped_errors(self.engine):
+        with mapped_errors(self.engine):
             async with self._upstream.session().post(url, data=self._body(call)) as response:
                 if response.status != 200:
-                    raise await _status_error(self.engine, response)
+                    raise await status_error(self.engine, response)
                 async for parts in self._relay(call, response):
                     yield parts
 
@@ -262,7 +272,7 @@ def _count_answer_tokens(answer: dict[str, Any]) -> int:
     return total
 
 
-async def _status_error(engine: str, response: aiohttp.ClientResponse) -> TokenmillError:
+async def status_error(engine: str, response: aiohttp.ClientResponse) -> TokenmillError:
     body = await response.content.read(ERROR_BODY_BYTES_MAX)
     message = body.decode("utf-8", "replace")[:500]
     try:
@@ -312,7 +322,7 @@ def retry_after_s(headers: Mapping[str, str]) -> int | None:
 
 
 @contextmanager
-def _mapped_errors(engine: str) -> Iterator[None]:
+def mapped_errors(engine: str) -> Iterator[None]:
     """Map aiohttp and timeout errors to ours, once, where they enter."""
     try:
         yield
