@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from tokenmill.access import service
@@ -19,9 +19,9 @@ class RateLimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(ALL_MODELS, description="a model id, or * for every model together")
-    requests_per_minute: int | None = Field(None, ge=1, le=RATE_MAX)
-    tokens_per_minute: int | None = Field(None, ge=1, le=RATE_MAX)
-    concurrent_count_max: int | None = Field(None, ge=1, le=RATE_MAX)
+    requests_per_minute: StrictInt | None = Field(None, ge=1, le=RATE_MAX)
+    tokens_per_minute: StrictInt | None = Field(None, ge=1, le=RATE_MAX)
+    concurrent_count_max: StrictInt | None = Field(None, ge=1, le=RATE_MAX)
 
 
 class RateLimitsOut(BaseModel):

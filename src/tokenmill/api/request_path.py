@@ -157,6 +157,7 @@ class OpenAIEndpoint:
         run = _Run(gateway, grant, parsed, backends, call, (started_ns, started_at_ms), charge)
         run.deadline_ms = deadline_ms
         if admission is not None:
+            run.admission = admission
             run.rate_headers = quota_headers(admission.requests, admission.tokens)
         gateway.metrics.in_flight.inc()
         try:
@@ -167,8 +168,7 @@ class OpenAIEndpoint:
         finally:
             gateway.metrics.in_flight.dec()
             run.end_attempt(None)
-            if admission is not None:
-                gateway.rate_limiter.finish(admission, run.tokens_used, monotonic_ms())
+            run.finish_limits()  # done already, unless the request ended unexpectedly
             if charge.hold is not None and charge.hold.open:
                 # Only an unexpected exit (a bug, a cancelled task) leaves the hold open.
                 gateway.money.funds.release(charge.hold)
@@ -270,6 +270,7 @@ class _Run:
         self.request_id = call.request_id
         self.rate_headers: list[tuple[bytes, bytes]] = []
         self.tokens_used = 0  # counted once the request is recorded
+        self.admission: Admission | None = None
         self.deadline_ms = 2**62  # monotonic; no attempt starts after it but the first
 
     def start_attempt(self, backend: Backend) -> bool:
@@ -295,6 +296,13 @@ class _Run:
                 None if first_ns is None else (first_ns - self._attempt_started_ns) / 1_000_000
             )
             self.gateway.attempt_ended(self.backend, failure, first_byte_ms)
+
+    def finish_limits(self) -> None:
+        """Give back the request's rate-limit place and the tokens it reserved but did not
+        use (once)."""
+        admission = self.admission
+        if admission is not None and not admission.finished:
+            self.gateway.rate_limiter.finish(admission, self.tokens_used, monotonic_ms())
 
     def _may_fail_over(self, error: TokenmillError, index: int) -> bool:
         return isinstance(error, FAILOVER) and index < len(self.backends) - 1
@@ -488,6 +496,7 @@ class _Run:
         )
         self.gateway.observe(record)
         self.tokens_used = record.prompt_tokens + record.completion_tokens
+        self.finish_limits()  # the place is free before the client has the last byte
         if not settlement.total_nano:
             return record, ()
         assert self.charge.price is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +11,8 @@ import typer
 from tokenmill.access import service
 from tokenmill.cli.common import print_json, print_table, run, store
 from tokenmill.cli.money import cli_actor
+from tokenmill.config import load_config
+from tokenmill.errors import TokenmillError
 from tokenmill.retail.rate_limits import ALL_MODELS, RateLimit, limits_to_spec
 
 ModelOption = Annotated[
@@ -38,9 +42,15 @@ def rate_limits_command(
 ) -> None:
     """Show the limits (no option given) or set those of ``model`` (omitted kinds: none)."""
     home, database_url = database
+    if clear and any(value is not None for value in limit):
+        typer.echo("error: give --clear or limits, not both", err=True)
+        raise typer.Exit(1)
+    setting = clear or any(value is not None for value in limit)
+    wanted = RateLimit() if clear else run(lambda: RateLimit(*limit))
+    if setting:
+        _warn_unknown(model)
     with store(home, database_url) as engine:
-        if clear or any(value is not None for value in limit):
-            wanted = RateLimit() if clear else run(lambda: RateLimit(*limit))
+        if setting:
             entity_id, limits = run(
                 lambda: service.set_rate_limit(
                     engine, entity, ref, model, wanted, actor=cli_actor()
@@ -64,6 +74,24 @@ def rate_limits_command(
     print_table(
         f"rate limits of {entity_id}", ("model", "requests/min", "tokens/min", "in flight"), rows
     )
+
+
+def _warn_unknown(model: str) -> None:
+    """The CLI does not know which configuration the gateway runs with; warn when the model
+    is not in the one it can see ($TOKENMILL_CONFIG, else the built-in default)."""
+    if model == ALL_MODELS:
+        return
+    configured = os.environ.get("TOKENMILL_CONFIG")
+    try:
+        models = load_config(Path(configured) if configured else None).models
+    except TokenmillError:
+        return
+    if model not in models:
+        typer.echo(
+            f"warning: '{model}' is not a model of {configured or 'the default configuration'}"
+            f" ({', '.join(sorted(models))}); the limit applies only if the gateway serves it",
+            err=True,
+        )
 
 
 __all__ = [

@@ -120,9 +120,14 @@ class Bucket:
         return self.wait_ms(self.per_minute)
 
     def resize(self, per_minute: int) -> None:
-        """A changed limit keeps what was used, within the new size."""
-        self.level = min(self.level, per_minute * MINUTE_MS)
+        """A changed limit keeps what was used: raised, the new room is there at once;
+        lowered, what was used counts against the new size, down to empty (a debt owed
+        already stays owed; lowering makes none)."""
+        if self.level >= 0:
+            used = self.per_minute * MINUTE_MS - self.level
+            self.level = max(0, per_minute * MINUTE_MS - used)
         self.per_minute = per_minute
+        assert self.level <= per_minute * MINUTE_MS
 
 
 @dataclass(frozen=True)
@@ -265,7 +270,7 @@ def _tightest(buckets: Sequence[Bucket | None]) -> Quota | None:
     present = [b for b in buckets if b is not None]
     if not present:
         return None
-    bucket = min(present, key=lambda b: (b.remaining(), -b.full_in_ms()))
+    bucket = min(present, key=lambda b: (b.remaining(), b.full_in_ms()))
     return Quota(bucket.per_minute, bucket.remaining(), bucket.full_in_ms())
 
 
