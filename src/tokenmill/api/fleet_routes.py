@@ -19,10 +19,10 @@ def fleet_view(gateway: Gateway) -> dict[str, Any]:
     now = now_ms()
     deployments = []
     for name, deployment in gateway.config.deployments.items():
-        candidate = gateway.fleet_candidate(name)
-        breaker = gateway.fleet.breaker(name)
+        candidate = gateway.router.fleet_candidate(name)
+        breaker = gateway.router.fleet.breaker(name)
         backend = gateway.backends[name]
-        load = gateway.fleet.loads.get(name)
+        load = gateway.router.fleet.loads.get(name)
         deployments.append(
             {
                 "name": name,
@@ -42,7 +42,11 @@ def fleet_view(gateway: Gateway) -> dict[str, Any]:
         name: {"routing": model.routing, "deployments": list(model.deployments)}
         for name, model in gateway.models.items()
     }
-    return {"deployments": deployments, "models": models, "queued_count": gateway.queued_count}
+    return {
+        "deployments": deployments,
+        "models": models,
+        "queued_count": gateway.router.queued_count,
+    }
 
 
 def _cost(gateway: Gateway, deployment: str) -> dict[str, str] | None:

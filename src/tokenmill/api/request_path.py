@@ -131,7 +131,7 @@ class OpenAIEndpoint:
             if gateway.writer.store_down:
                 raise STORE_DOWN
             deadline_ms = monotonic_ms() + int(gateway.limits.failover_deadline_s * 1000)
-            backends = await gateway.route(parsed.model, deadline_ms)
+            backends = await gateway.router.route(parsed.model, deadline_ms)
             terms = self._terms(request_id, started_at_ms, grant, parsed, raw)
             charge = open_charge(
                 gateway.money.funds, gateway.money.prices, terms, gateway.money.plans
@@ -278,7 +278,7 @@ class _Run:
         is neither recorded nor billed); False if its breaker opened meanwhile."""
         if self._attempts_count and monotonic_ms() >= self.deadline_ms:
             return False  # no failover past the request's deadline
-        if not self.gateway.attempt_started(backend):
+        if not self.gateway.router.attempt_started(backend):
             return False
         if self._attempts_count:  # the first attempt has the template's fresh meter
             self.call = dataclasses.replace(self._template, meter=Meter())
@@ -295,7 +295,7 @@ class _Run:
             first_byte_ms = (
                 None if first_ns is None else (first_ns - self._attempt_started_ns) / 1_000_000
             )
-            self.gateway.attempt_ended(self.backend, failure, first_byte_ms)
+            self.gateway.router.attempt_ended(self.backend, failure, first_byte_ms)
 
     def finish_limits(self) -> None:
         """Give back the request's rate-limit place and the tokens it reserved but did not

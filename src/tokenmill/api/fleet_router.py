@@ -1,0 +1,211 @@
+"""The fleet at run time: which deployments a request tries (routing over in-memory load and
+breakers), the bounded queue when all are full, each attempt's outcome, background health
+checks. The choice itself is pure (``fleet.routing``); this is its state and its waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+
+from tokenmill.api.request_path import monotonic_ms
+from tokenmill.config import Config, ModelConfig, SimEngineConfig
+from tokenmill.engines.base import Backend
+from tokenmill.errors import (
+    RateLimited,
+    TokenmillError,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tokenmill.fleet.breakers import Breaker
+from tokenmill.fleet.routing import Candidate, FleetState, Load, choose
+from tokenmill.store.database import now_ms
+
+log = logging.getLogger("tokenmill.fleet")
+
+
+# An attempt that failed for one of these says the deployment is failing or full.
+DEPLOYMENT_FAILURES = (UpstreamError, UpstreamTimeout, Unavailable, RateLimited)
+
+
+def fleet_candidates(config: Config) -> dict[str, list[Candidate]]:
+    """Each model's deployments as routing sees them: own, or a vendor's with its price."""
+    found = {}
+    for name, model in config.models.items():
+        listed = []
+        for deployment_name in model.deployments:
+            deployment = config.deployments[deployment_name]
+            engine = config.engines[deployment.engine]
+            cost = None  # a vendor is an engine with a price for the model; others are ours
+            if not isinstance(engine, SimEngineConfig):
+                cost = engine.prices.get(deployment.model)
+            listed.append(
+                Candidate(
+                    deployment_name,
+                    own=cost is None,
+                    price_nano_per_mtok=0 if cost is None else cost.input + cost.output,
+                    concurrency_max=deployment.concurrency_max,
+                )
+            )
+        found[name] = listed
+    return found
+
+
+class FleetRouter:
+    def __init__(self, config: Config, backends: dict[str, Backend]) -> None:
+        self.limits = config.limits
+        self.models: dict[str, ModelConfig] = dict(config.models)
+        self.backends = backends
+        self.fleet = FleetState()
+        for name in config.deployments:
+            self.fleet.breakers[name] = Breaker(
+                self.limits.breaker_failures_count_max, int(self.limits.breaker_open_s * 1000)
+            )
+        self.candidates = fleet_candidates(config)
+        self._candidate = {c.name: c for listed in self.candidates.values() for c in listed}
+        self._models_of: dict[str, list[str]] = {name: [] for name in config.deployments}
+        for model, listed in self.candidates.items():
+            for candidate in listed:
+                self._models_of[candidate.name].append(model)
+        self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._queued_count = 0
+
+    async def route(self, model: str, deadline_ms: int) -> list[Backend]:
+        """The deployments to try for ``model``, in order (routing policy, load, breakers).
+        When every one is at its concurrency limit, wait for a place in a bounded queue until
+        ``deadline_ms`` (monotonic) or ``route_queue_wait_s_max``; then 503 with Retry-After."""
+        queue = self._waiters.setdefault(model, collections.deque())
+        chosen: list[Backend] = []
+        if not queue:  # with others waiting, a new request waits behind them
+            chosen = self._choose(model)
+            if chosen:
+                return chosen
+            if not self._full_only(model):
+                raise self._failing(model)
+        if self._queued_count >= self.limits.route_queue_count_max:
+            raise Unavailable(f"every deployment of '{model}' is full now", retry_after_s=1)
+        until_ms = min(deadline_ms, monotonic_ms() + int(self.limits.route_queue_wait_s_max * 1000))
+        loop = asyncio.get_running_loop()
+        self._queued_count += 1
+        try:
+            woken = False
+            while (left_ms := until_ms - monotonic_ms()) > 0:
+                waiter: asyncio.Future[None] = loop.create_future()
+                if woken:  # for a place another request took first: it keeps its turn
+                    queue.appendleft(waiter)
+                else:
+                    queue.append(waiter)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, left_ms / 1000)
+                woken = waiter.done() and not waiter.cancelled()
+                if waiter in queue:
+                    queue.remove(waiter)
+                chosen = self._choose(model)
+                if chosen:
+                    return chosen
+        finally:
+            self._queued_count -= 1
+            if not chosen:
+                self._wake(model)  # a place it may have been woken for goes to the next
+        raise Unavailable(
+            f"every deployment of '{model}' stayed full for"
+            f" {self.limits.route_queue_wait_s_max:g} s; retry shortly",
+            retry_after_s=1,
+        )
+
+    @property
+    def queued_count(self) -> int:
+        return self._queued_count
+
+    def fleet_candidate(self, deployment: str) -> Candidate | None:
+        """The deployment as routing sees it; None if no model uses it."""
+        return self._candidate.get(deployment)
+
+    def _choose(self, model: str) -> list[Backend]:
+        config = self.models[model]
+        draw = random.random() if config.weights else 0.0  # a share, not a secret
+        chosen = choose(
+            self.candidates[model], self.fleet, now_ms(), config.routing, config.weights, draw
+        )
+        return [self.backends[candidate.name] for candidate in chosen]
+
+    def _full_only(self, model: str) -> bool:
+        """Whether some deployment of ``model`` is healthy but full (worth waiting for)."""
+        return any(
+            not self.fleet.has_room(c) and self.fleet.breaker(c.name).allows(now_ms())
+            for c in self.candidates[model]
+        )
+
+    def _failing(self, model: str) -> Unavailable:
+        waits = [self.fleet.breaker(c.name).retry_in_ms(now_ms()) for c in self.candidates[model]]
+        return Unavailable(
+            f"every deployment of '{model}' is failing now; retry shortly",
+            retry_after_s=max(1, -(-min(waits, default=1000) // 1000)),
+        )
+
+    def _wake(self, model: str) -> None:
+        queue = self._waiters.get(model)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def attempt_started(self, backend: Backend) -> bool:
+        """Start an attempt on ``backend``, unless its breaker opened or it filled up since
+        the route was chosen (other requests failed there, or took its places, meanwhile)."""
+        breaker = self.fleet.breaker(backend.deployment)
+        if not breaker.allows(now_ms()) or not self.fleet.has_room(
+            self._candidate[backend.deployment]
+        ):
+            return False
+        breaker.attempt(now_ms())
+        self.fleet.loads.setdefault(backend.deployment, Load()).in_flight += 1
+        return True
+
+    def attempt_ended(
+        self, backend: Backend, failure: TokenmillError | None, first_byte_ms: float | None = None
+    ) -> None:
+        """Count the attempt's outcome: a failure of the upstream or of capacity feeds the
+        deployment's breaker (an upstream's Retry-After opens it until then); a client's
+        error (400) says nothing of the deployment. A freed place goes to a waiting request."""
+        load = self.fleet.loads[backend.deployment]
+        load.in_flight -= 1
+        assert load.in_flight >= 0
+        breaker = self.fleet.breaker(backend.deployment)
+        if failure is None or not isinstance(failure, DEPLOYMENT_FAILURES):
+            breaker.succeeded()
+            load.observe(first_byte_ms, failed=False)
+        else:
+            breaker.failed(now_ms(), (failure.retry_after_s or 0) * 1000)
+            load.observe(None, failed=True)
+        for model in self._models_of[backend.deployment]:
+            if self._waiters.get(model):
+                self._wake(model)
+
+    async def check_health(self) -> None:
+        """Check every remote deployment now and then, all at once: a failure counts like a
+        failed attempt; a pass closes a breaker whose open time is up."""
+        checked = {
+            name: check
+            for name, backend in self.backends.items()
+            if (check := getattr(backend, "check_health", None)) is not None
+        }
+        while checked:
+            await asyncio.sleep(self.limits.health_check_interval_s)
+            results = await asyncio.gather(*(check() for check in checked.values()))
+            for name, healthy in zip(checked, results, strict=True):
+                breaker = self.fleet.breaker(name)
+                was = breaker.state
+                breaker.checked(now_ms(), healthy)
+                if breaker.state != was:
+                    log.warning(
+                        "deployment %s: health check %s, breaker %s",
+                        name,
+                        "passed" if healthy else "failed",
+                        breaker.state,
+                    )
