@@ -56,6 +56,7 @@ class Limits(_Frozen):
     holds_count_max: int = Field(100_000, ge=1)
     breaker_failures_count_max: int = Field(5, ge=1)
     breaker_open_s: float = Field(10.0, ge=0)
+    breaker_failure_ratio_max: float = Field(0.5, gt=0, le=1)
     route_queue_count_max: int = Field(1000, ge=0)
     route_queue_wait_s_max: float = Field(5.0, ge=0)
     failover_deadline_s: float = Field(30.0, gt=0)

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tokenmill.api.gateway import build_backends, fleet_candidates
+from tokenmill.api.fleet_router import fleet_candidates
+from tokenmill.api.gateway import build_backends
 from tokenmill.config import AnthropicEngineConfig, parse_config, upstream_cost
 from tokenmill.engines.anthropic import (
     AnthropicBackend,

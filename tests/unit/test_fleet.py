@@ -58,6 +58,54 @@ class TestBreaker:
         assert breaker.allows(2500)
 
 
+def alternate(breaker: Breaker, attempt: int) -> None:
+    """An attempt at time 0 that fails when ``attempt`` is odd."""
+    breaker.attempt(0)
+    if attempt % 2:
+        breaker.failed(0)
+    else:
+        breaker.succeeded()
+
+
+class TestFailureRatio:
+    def test_failing_every_other_request_opens_it_by_the_ratio(self) -> None:
+        """Never two failures in a row, yet half fail: after enough attempts the moving
+        ratio reaches 0.5 and the breaker opens."""
+        breaker = Breaker(failures_to_open=5, open_ms=1000, failure_ratio_max=0.5)
+        opened_after = None
+        for attempt in range(100):
+            breaker.attempt(0)
+            if attempt % 2:
+                breaker.failed(0)
+            else:
+                breaker.succeeded()
+            if breaker.state == "open":
+                opened_after = attempt + 1
+                break
+        assert opened_after is not None
+        assert opened_after >= 20  # not before RATIO_ATTEMPTS_MIN attempts
+
+    def test_a_ratio_of_one_never_opens_it_that_way(self) -> None:
+        breaker = Breaker(failures_to_open=5, open_ms=1000, failure_ratio_max=1.0)
+        for attempt in range(200):
+            alternate(breaker, attempt)
+        assert breaker.state == "closed"
+
+    def test_closing_again_starts_the_ratio_over(self) -> None:
+        """After a probe closes it, a single failure does not reopen it by the old ratio."""
+        breaker = Breaker(failures_to_open=100, open_ms=1000, failure_ratio_max=0.3)
+        for attempt in range(40):
+            alternate(breaker, attempt)
+            if breaker.state == "open":
+                break
+        assert breaker.state == "open"
+        breaker.attempt(1000)
+        breaker.succeeded()
+        breaker.attempt(1000)
+        breaker.failed(1000)
+        assert breaker.state == "closed"
+
+
 class TestChoose:
     def test_own_first_tries_own_then_vendors_cheapest_first(self) -> None:
         """Own deployments with room come first, then vendors by price."""
@@ -94,21 +142,18 @@ class TestChoose:
         """An unmeasured deployment is tried first (to measure it), then by moving average."""
         a, b, c = (Candidate(n, own=True) for n in "abc")
         state = FleetState(loads={"a": Load(), "b": Load(), "c": Load()})
-        state.loads["a"].observe(80.0, failed=False)
-        state.loads["b"].observe(20.0, failed=False)
+        state.loads["a"].observe(80.0)
+        state.loads["b"].observe(20.0)
         assert [x.name for x in choose([a, b, c], state, 0, "latency")] == ["c", "b", "a"]
-        state.loads["c"].observe(50.0, failed=False)
+        state.loads["c"].observe(50.0)
         assert [x.name for x in choose([a, b, c], state, 0, "latency")] == ["b", "c", "a"]
 
     def test_the_moving_average_follows_new_measurements(self) -> None:
-        """0.2 of each new figure: 100 then 0 gives 80; failures move the failure ratio."""
+        """0.2 of each new figure: 100 then 0 gives 80."""
         load = Load()
-        load.observe(100.0, failed=False)
-        load.observe(0.0, failed=False)
+        load.observe(100.0)
+        load.observe(0.0)
         assert load.first_byte_ms_avg == 80.0
-        load.observe(None, failed=True)
-        assert load.first_byte_ms_avg == 80.0
-        assert round(load.failure_ratio_avg, 6) == 0.2
 
     def test_weights_pick_the_first_deployment_in_proportion(self) -> None:
         """Weights 9 and 1: draws below 0.9 lead with 'own', the rest with 'cheap'; the

@@ -63,7 +63,9 @@ class FleetRouter:
         self.fleet = FleetState()
         for name in config.deployments:
             self.fleet.breakers[name] = Breaker(
-                self.limits.breaker_failures_count_max, int(self.limits.breaker_open_s * 1000)
+                self.limits.breaker_failures_count_max,
+                int(self.limits.breaker_open_s * 1000),
+                self.limits.breaker_failure_ratio_max,
             )
         self.candidates = fleet_candidates(config)
         self._candidate = {c.name: c for listed in self.candidates.values() for c in listed}
@@ -179,10 +181,10 @@ class FleetRouter:
         breaker = self.fleet.breaker(backend.deployment)
         if failure is None or not isinstance(failure, DEPLOYMENT_FAILURES):
             breaker.succeeded()
-            load.observe(first_byte_ms, failed=False)
+            if first_byte_ms is not None:
+                load.observe(first_byte_ms)
         else:
             breaker.failed(now_ms(), (failure.retry_after_s or 0) * 1000)
-            load.observe(None, failed=True)
         for model in self._models_of[backend.deployment]:
             if self._waiters.get(model):
                 self._wake(model)

@@ -35,25 +35,19 @@ class Candidate:
 class Load:
     in_flight: int = 0
     first_byte_ms_avg: float | None = None  # moving average; None until measured
-    failure_ratio_avg: float = 0.0  # moving average of attempts that failed
 
     def busy_ratio(self, concurrency_max: int | None) -> float:
         return 0.0 if not concurrency_max else self.in_flight / concurrency_max
 
-    def observe(self, first_byte_ms: float | None, failed: bool) -> None:
-        """One attempt's outcome: its time to the first byte (if it got one), and whether
-        it failed."""
-        weight = LATENCY_WEIGHT_RATIO
-        if first_byte_ms is not None:
-            assert first_byte_ms >= 0
-            previous = self.first_byte_ms_avg
-            self.first_byte_ms_avg = (
-                first_byte_ms
-                if previous is None
-                else previous + weight * (first_byte_ms - previous)
-            )
-        self.failure_ratio_avg += weight * ((1.0 if failed else 0.0) - self.failure_ratio_avg)
-        assert 0.0 <= self.failure_ratio_avg <= 1.0
+    def observe(self, first_byte_ms: float) -> None:
+        """A successful attempt's time to its first byte, into the moving average."""
+        assert first_byte_ms >= 0
+        previous = self.first_byte_ms_avg
+        self.first_byte_ms_avg = (
+            first_byte_ms
+            if previous is None
+            else previous + LATENCY_WEIGHT_RATIO * (first_byte_ms - previous)
+        )
 
 
 @dataclass
