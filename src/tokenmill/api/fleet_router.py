@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from tokenmill.api.request_path import monotonic_ms
 from tokenmill.config import Config, ModelConfig, SimEngineConfig
 from tokenmill.engines.base import Backend
 from tokenmill.errors import (
@@ -26,6 +27,14 @@ from tokenmill.fleet.routing import Candidate, FleetState, Load, choose
 from tokenmill.store.database import now_ms
 
 log = logging.getLogger("tokenmill.fleet")
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request waited for a place: nobody to answer."""
 
 
 # An attempt that failed for one of these says the deployment is failing or full.
@@ -76,12 +85,15 @@ class FleetRouter:
         self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = {}
         self._queued_count = 0
 
-    async def route(self, model: str, deadline_ms: int) -> list[Backend]:
+    async def route(
+        self, model: str, deadline_ms: int, client_gone: Callable[[], Awaitable[Any]]
+    ) -> list[Backend]:
         """The deployments to try for ``model``, in order (routing policy, load, breakers).
         When every one is at its concurrency limit, wait for a place in a bounded queue until
-        ``deadline_ms`` (monotonic) or ``route_queue_wait_s_max``; then 503 with Retry-After."""
+        ``deadline_ms`` (monotonic) or ``route_queue_wait_s_max``; then 503 with Retry-After.
+        ``client_gone`` returns when the client disconnects: a client that leaves while its
+        request waits raises ClientGone and gives up its place in the queue."""
         queue = self._waiters.setdefault(model, collections.deque())
-        chosen: list[Backend] = []
         if not queue:  # with others waiting, a new request waits behind them
             chosen = self._choose(model)
             if chosen:
@@ -91,28 +103,48 @@ class FleetRouter:
         if self._queued_count >= self.limits.route_queue_count_max:
             raise Unavailable(f"every deployment of '{model}' is full now", retry_after_s=1)
         until_ms = min(deadline_ms, monotonic_ms() + int(self.limits.route_queue_wait_s_max * 1000))
-        loop = asyncio.get_running_loop()
+        gone = asyncio.ensure_future(client_gone())
         self._queued_count += 1
         try:
-            woken = False
+            return await self._wait_for_place(model, queue, until_ms, gone)
+        finally:
+            self._queued_count -= 1
+            gone.cancel()
+
+    async def _wait_for_place(
+        self,
+        model: str,
+        queue: collections.deque[asyncio.Future[None]],
+        until_ms: int,
+        gone: asyncio.Future[Any],
+    ) -> list[Backend]:
+        loop = asyncio.get_running_loop()
+        woken = False
+        try:
             while (left_ms := until_ms - monotonic_ms()) > 0:
                 waiter: asyncio.Future[None] = loop.create_future()
                 if woken:  # for a place another request took first: it keeps its turn
                     queue.appendleft(waiter)
                 else:
                     queue.append(waiter)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, left_ms / 1000)
-                woken = waiter.done() and not waiter.cancelled()
-                if waiter in queue:
+                await asyncio.wait(
+                    {waiter, gone}, timeout=left_ms / 1000, return_when=asyncio.FIRST_COMPLETED
+                )
+                woken = waiter.done()
+                if not woken:
                     queue.remove(waiter)
+                    waiter.cancel()
+                if gone.done():
+                    raise ClientGone
                 chosen = self._choose(model)
                 if chosen:
                     return chosen
-        finally:
-            self._queued_count -= 1
-            if not chosen:
-                self._wake(model)  # a place it may have been woken for goes to the next
+        except BaseException:
+            if woken:
+                self._wake(model)  # the place it was woken for goes to the next
+            raise
+        if woken:
+            self._wake(model)
         raise Unavailable(
             f"every deployment of '{model}' stayed full for"
             f" {self.limits.route_queue_wait_s_max:g} s; retry shortly",

@@ -8,7 +8,7 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tokenmill.access import service
 from tokenmill.access.directory import KeyDirectory
@@ -130,6 +130,8 @@ class Gateway:
         if self.spool.pending:  # requests served while the store was down, before a stop
             try:
                 self.spool.replay(self.db, now_ms())
+            except IntegrityError:
+                pass  # refused by a constraint: the spool set it aside and logged it
             except SQLAlchemyError as exc:
                 self._lock.release()
                 self.db.dispose()

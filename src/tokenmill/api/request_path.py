@@ -25,7 +25,6 @@ from tokenmill.access.keys import Grant, check_grant, check_model, hash_secret
 from tokenmill.api.error_json import (
     SSE_DONE,
     SSE_TYPE,
-    Message,
     Receive,
     Scope,
     Send,
@@ -35,6 +34,7 @@ from tokenmill.api.error_json import (
     send_error,
     sse_event,
 )
+from tokenmill.api.fleet_router import ClientGone, monotonic_ms
 from tokenmill.api.openai_wire import PARSERS, ParsedRequest, decode_json
 from tokenmill.engines.base import Backend, Endpoint, EngineCall, StreamPart
 from tokenmill.errors import (
@@ -131,12 +131,17 @@ class OpenAIEndpoint:
             if gateway.writer.store_down:
                 raise STORE_DOWN
             deadline_ms = monotonic_ms() + int(gateway.limits.failover_deadline_s * 1000)
-            backends = await gateway.router.route(parsed.model, deadline_ms)
+            backends = await gateway.router.route(
+                parsed.model, deadline_ms, lambda: _disconnected(receive)
+            )
             terms = self._terms(request_id, started_at_ms, grant, parsed, raw)
             charge = open_charge(
                 gateway.money.funds, gateway.money.prices, terms, gateway.money.plans
             )
             admission = self._admit(grant, terms, charge)
+        except ClientGone:
+            gateway.metrics.refused.labels(self.endpoint, "499").inc()
+            return
         except (TokenmillError, _Refused) as refusal:
             error, headers = (
                 (refusal.error, refusal.headers) if isinstance(refusal, _Refused) else (refusal, [])
@@ -225,8 +230,10 @@ class _Refused(Exception):
         self.headers = headers
 
 
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
+async def _disconnected(receive: Receive) -> None:
+    """Return when the client disconnects (the body has been read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 # Failures of a deployment that another deployment may not share: the next one is tried, as
@@ -335,19 +342,27 @@ class _Run:
         await send_bytes(send, 200, body, self.request_id, *self._engine_headers())
 
     async def _first_parts(
-        self, send: Send
+        self, send: Send, watcher: _DisconnectWatcher
     ) -> tuple[AsyncIterator[list[StreamPart]], list[StreamPart] | None] | None:
         """Open the stream on the first deployment that answers; None if none did (the
-        client got the error)."""
+        client got the error) or the client left first (it got nothing and owes nothing)."""
         failure: TokenmillError = CLOSED_MEANWHILE
         for index, backend in enumerate(self.backends):
             if not self.start_attempt(backend):
                 continue
             parts = backend.stream(self.call).__aiter__()
             try:
+                watcher.arm()
                 first: list[StreamPart] | None = await parts.__anext__()
             except StopAsyncIteration:
                 first = None
+            except asyncio.CancelledError:
+                if not watcher.take_cancel():
+                    raise
+                await _close(parts)
+                self.end_attempt(None)
+                await self._commit_quietly(*self._record("cancelled", 499, None, delivered=False))
+                return None
             except TokenmillError as error:
                 await _close(parts)
                 self.end_attempt(error)
@@ -355,20 +370,26 @@ class _Run:
                 if self._may_fail_over(error, index):
                     continue
                 break
+            finally:
+                watcher.disarm()
             return parts, first
         await self._commit_quietly(*self._record("error", failure.http_status, failure.type))
         await send_error(send, failure, self.request_id)
         return None
 
     async def stream(self, send: Send, receive: Receive) -> None:
-        opened = await self._first_parts(send)
-        if opened is None:
-            return
-        parts, first = opened
-        headers = headers_for(self.request_id, SSE_TYPE, (b"cache-control", b"no-cache"))
-        headers.extend(self._engine_headers())
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        status, failure = await self._relay(first, parts, send, receive)
+        watcher = _DisconnectWatcher(receive)
+        try:
+            opened = await self._first_parts(send, watcher)
+            if opened is None:
+                return
+            parts, first = opened
+            headers = headers_for(self.request_id, SSE_TYPE, (b"cache-control", b"no-cache"))
+            headers.extend(self._engine_headers())
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            status, failure = await self._relay(first, parts, send, watcher)
+        finally:
+            watcher.stop()
         self.end_attempt(failure if status == "error" else None)
         record, transfers = self._record(
             status,
@@ -392,13 +413,13 @@ class _Run:
         first: list[StreamPart] | None,
         parts: AsyncIterator[list[StreamPart]],
         send: Send,
-        receive: Receive,
+        watcher: _DisconnectWatcher,
     ) -> tuple[str, TokenmillError | None]:
         """Send every batch; return (status, error) once the stream ends, fails or is cut."""
-        watcher = _DisconnectWatcher(receive)
         show_usage = self.parsed.include_usage
         usage_shown = False
         try:
+            watcher.arm()
             batch = first
             while batch is not None:
                 shown = [p for p in batch if show_usage or not p.usage_only]
@@ -415,14 +436,11 @@ class _Run:
         except TokenmillError as error:
             return "error", error
         except asyncio.CancelledError:
-            if not watcher.client_gone:
+            if not watcher.take_cancel():
                 raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
             return "cancelled", None
         finally:
-            watcher.stop()
+            watcher.disarm()
             await _close(parts)
 
     def _usage_event(self) -> bytes:
@@ -451,12 +469,13 @@ class _Run:
         return headers + self.rate_headers
 
     def _record(
-        self, status: str, http_status: int, error_type: str | None
+        self, status: str, http_status: int, error_type: str | None, *, delivered: bool = True
     ) -> tuple[UsageRecord, tuple[Transfer, ...]]:
-        """The request's usage record and ledger transfers; settles its hold."""
+        """The request's usage record and ledger transfers; settles its hold. Not
+        ``delivered``: the client got no byte, so nothing is charged."""
         meter = self.call.meter
         counts, estimated = meter.counts()
-        produced = meter.reported is not None or meter.first_token_at_ns is not None
+        produced = delivered and (meter.reported is not None or meter.first_token_at_ns is not None)
         settlement = close_charge(
             self.gateway.money.funds, self.charge, counts if produced else None
         )
@@ -534,22 +553,49 @@ async def _close(parts: AsyncIterator[list[StreamPart]]) -> None:
 
 
 class _DisconnectWatcher:
-    """Cancels the relaying task when the client goes away, so the engine call stops too."""
+    """Cancels the request's task when the client goes away, so the engine call stops too;
+    only while armed (waiting on the engine or relaying), never in the middle of a commit."""
 
     def __init__(self, receive: Receive) -> None:
         self.client_gone = False
+        self._armed = False
+        self._cancelled = False
         self._stopped = False
         self._task = asyncio.current_task()
-        self._future = asyncio.ensure_future(receive())
-        self._future.add_done_callback(self._on_message)
+        self._future = asyncio.ensure_future(_disconnected(receive))
+        self._future.add_done_callback(self._on_disconnect)
 
-    def _on_message(self, future: asyncio.Future[Message]) -> None:
+    def _on_disconnect(self, future: asyncio.Future[None]) -> None:
         if self._stopped or future.cancelled() or future.exception() is not None:
             return
-        if future.result().get("type") == "http.disconnect" and self._task is not None:
-            self.client_gone = True
+        self.client_gone = True
+        if self._armed:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None and not self._cancelled:
+            self._cancelled = True
             self._task.cancel()
+
+    def arm(self) -> None:
+        self._armed = True
+        if self.client_gone:
+            self._cancel()  # gone already: the next wait is cut at once
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def take_cancel(self) -> bool:
+        """Whether a CancelledError came from this watcher; if so it is absorbed (the task
+        goes on to record what the client got)."""
+        if not self._cancelled:
+            return False
+        self._cancelled = False
+        if self._task is not None:
+            self._task.uncancel()
+        return True
 
     def stop(self) -> None:
         self._stopped = True
+        self._armed = False
         self._future.cancel()

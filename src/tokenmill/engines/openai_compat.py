@@ -301,24 +301,35 @@ RETRY_AFTER_S_MAX = 3600  # an upstream asking for longer is heeded for an hour
 
 def retry_after_s(headers: Mapping[str, str]) -> int | None:
     """An upstream's ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), in
-    whole seconds rounded up; None when absent or unreadable."""
-    text = headers.get("retry-after-ms")
-    if text is not None and text.strip().isdigit():
-        return min(RETRY_AFTER_S_MAX, -(-int(text.strip()) // 1000))
+    whole seconds rounded up and at most ``RETRY_AFTER_S_MAX``; None when absent or
+    unreadable."""
+    millis = _whole_number(headers.get("retry-after-ms"))
+    if millis is not None:
+        return min(RETRY_AFTER_S_MAX, -(-millis // 1000))
     text = headers.get("retry-after")
     if text is None:
         return None
-    text = text.strip()
-    if text.isdigit():
-        return min(RETRY_AFTER_S_MAX, int(text))
+    seconds = _whole_number(text)
+    if seconds is not None:
+        return min(RETRY_AFTER_S_MAX, seconds)
     try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(text.strip())
+    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         return None
     wait = math.ceil((when - datetime.now(UTC)).total_seconds())
     return min(RETRY_AFTER_S_MAX, max(0, wait))
+
+
+def _whole_number(text: str | None) -> int | None:
+    """ASCII digits as an int, capped (an absurdly long number is just very long)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 12 else 10**12
 
 
 @contextmanager

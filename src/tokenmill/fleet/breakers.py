@@ -86,7 +86,8 @@ class Breaker:
             or self._ratio_trips()
         ):
             self.state = "open"
-            self.reopens_at_ms = now_ms + self.open_ms
+            # never sooner than an upstream's Retry-After asked for
+            self.reopens_at_ms = max(self.reopens_at_ms, now_ms + self.open_ms)
         assert self.state != "half_open"
 
     def checked(self, now_ms: int, healthy: bool) -> None:
