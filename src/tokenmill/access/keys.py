@@ -14,6 +14,7 @@ KEY_PREFIX = "tm-"
 ADMIN_PREFIX = "tmadmin-"
 KEY_RANDOM_BYTES = 24  # 192 bits
 KEY_DISPLAY_CHARS = 10  # "tm-" and the first 7 random characters, shown in listings
+SCOPE_CACHE_MODELS_MAX = 256  # models whose rate-limit scopes a grant remembers
 
 
 def new_secret(prefix: str) -> str:
@@ -43,14 +44,22 @@ class Grant:
     key_limits: Mapping[str, RateLimit] = field(default_factory=dict, compare=False)
     account_limits: Mapping[str, RateLimit] = field(default_factory=dict, compare=False)
 
+    scopes_by_model: dict[str, list[Scope]] = field(default_factory=dict, compare=False)
+
     def rate_scopes(self, model: str) -> list[Scope]:
-        """The rate-limit scopes a request for ``model`` touches (usually none)."""
+        """The rate-limit scopes a request for ``model`` touches (usually none); made once
+        per model (a grant is replaced, not changed, when its limits change)."""
         if not self.key_limits and not self.account_limits:
             return []
-        return [
-            *scopes_for(f"key:{self.key_id}", self.key_limits, model),
-            *scopes_for(f"account:{self.account_id}", self.account_limits, model),
-        ]
+        found = self.scopes_by_model.get(model)
+        if found is None:
+            found = [
+                *scopes_for(f"key:{self.key_id}", self.key_limits, model),
+                *scopes_for(f"account:{self.account_id}", self.account_limits, model),
+            ]
+            if len(self.scopes_by_model) < SCOPE_CACHE_MODELS_MAX:
+                self.scopes_by_model[model] = found
+        return found
 
 
 def check_grant(grant: Grant, now_ms: int) -> None:

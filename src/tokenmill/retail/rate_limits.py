@@ -94,7 +94,7 @@ def scopes_for(owner: str, limits: Mapping[str, RateLimit], model: str) -> Itera
             yield Scope(f"{owner}:{applies}", limit)
 
 
-@dataclass
+@dataclass(slots=True)
 class Bucket:
     """A token bucket of ``per_minute`` units; ``level`` is in units times ``MINUTE_MS``."""
 
@@ -130,7 +130,7 @@ class Bucket:
         assert self.level <= per_minute * MINUTE_MS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Quota:
     """What the ``x-ratelimit-*`` headers tell: of the tightest scope, per kind."""
 
@@ -164,7 +164,7 @@ class RateLimiter(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     requests: Bucket | None = None
     tokens: Bucket | None = None
@@ -267,11 +267,25 @@ def _refused(message: str, *, wait_ms: int) -> RateLimited:
 
 def _tightest(buckets: Sequence[Bucket | None]) -> Quota | None:
     """The quota with the fewest units left (ties: the soonest full), for the headers."""
-    present = [b for b in buckets if b is not None]
-    if not present:
-        return None
-    bucket = min(present, key=lambda b: (b.remaining(), b.full_in_ms()))
-    return Quota(bucket.per_minute, bucket.remaining(), bucket.full_in_ms())
+    best: Bucket | None = None
+    best_remaining = 0
+    for bucket in buckets:
+        if bucket is None:
+            continue
+        remaining = bucket.remaining()
+        if (
+            best is None
+            or remaining < best_remaining
+            or (remaining == best_remaining and bucket.full_in_ms() < best.full_in_ms())
+        ):
+            best, best_remaining = bucket, remaining
+    return None if best is None else Quota(best.per_minute, best_remaining, best.full_in_ms())
+
+
+_HEADER_NAMES = {
+    kind: tuple(f"x-ratelimit-{field}-{kind}".encode() for field in ("limit", "remaining", "reset"))
+    for kind in ("requests", "tokens")
+}
 
 
 def quota_headers(requests: Quota | None, tokens: Quota | None) -> list[tuple[bytes, bytes]]:
@@ -279,10 +293,11 @@ def quota_headers(requests: Quota | None, tokens: Quota | None) -> list[tuple[by
     headers = []
     for kind, quota in (("requests", requests), ("tokens", tokens)):
         if quota is not None:
+            limit, remaining, reset = _HEADER_NAMES[kind]
             headers += [
-                (b"x-ratelimit-limit-" + kind.encode(), str(quota.limit).encode()),
-                (b"x-ratelimit-remaining-" + kind.encode(), str(quota.remaining).encode()),
-                (b"x-ratelimit-reset-" + kind.encode(), reset_text(quota.reset_ms).encode()),
+                (limit, str(quota.limit).encode()),
+                (remaining, str(quota.remaining).encode()),
+                (reset, reset_text(quota.reset_ms).encode()),
             ]
     return headers
 
