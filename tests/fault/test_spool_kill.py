@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,13 +23,12 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 import yaml
 from sqlalchemy import select
 
 from tests.conftest import gateway_config
+from tests.fault.conftest import PrivatePostgres
 from tests.fault.test_billed_once import TOKENMILL, cli_env
-from tests.fault.test_store_outage import BINARIES, PrivatePostgres
 from tokenmill.billing import service as billing
 from tokenmill.store.database import open_engine
 from tokenmill.store.tables import transfers, usage_records
@@ -42,18 +40,6 @@ INPUT_NANO_PER_TOKEN = 1_000
 OUTPUT_NANO_PER_TOKEN = 2_000
 STREAMS_COUNT = 4
 STREAM_TOKENS = 80  # about 1.5 s a stream at the sim's time scale 3
-
-
-@pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    if not BINARIES or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    server = PrivatePostgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 def slow_priced_config() -> dict[str, Any]:

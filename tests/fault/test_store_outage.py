@@ -10,85 +10,26 @@ gateway stopped with a pending spool replays it when it starts.
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.fault.conftest import PrivatePostgres
 from tokenmill.billing import service as billing
 from tokenmill.billing.audit import run_audit
 from tokenmill.store.database import open_engine
 from tokenmill.store.tables import transfers, usage_records
-from tokenmill.testing import free_port
 
 NANO = 1_000_000_000
 INPUT_NANO_PER_TOKEN = 1_000  # "1.00" per million tokens
 OUTPUT_NANO_PER_TOKEN = 2_000  # "2.00" per million tokens
 STREAMS_COUNT = 6
-BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-class PrivatePostgres:
-    """A PostgreSQL server of the test's own: started, stopped (as by a crash) and started
-    again on the same data."""
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="tokenmill-pg-"))
-        self.data = self.folder / "data"
-        self.port = free_port()
-        self.bin = Path(BINARIES[-1])
-        os.chmod(self.folder, 0o755)  # the server's own user must reach it
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            shutil.chown(self.folder, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [str(self.bin / tool), *args]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(self.folder / "server.log")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def remove(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):  # stopped already
-            self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    if not BINARIES or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    server = PrivatePostgres()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 def outage_config() -> dict[str, Any]:
