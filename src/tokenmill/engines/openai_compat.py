@@ -46,6 +46,10 @@ _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
 _HAS_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
 _SSE_FIELDS = (b"event:", b"id:", b"retry:")
 ERROR_BODY_BYTES_MAX = 64 * 1024
+# An idle pooled connection is dropped before the server drops it: uvicorn (vLLM, SGLang)
+# closes idle keep-alive connections after 5 s, and a request sent on a connection the server
+# is closing at that moment fails before its first byte (aiohttp keeps them 15 s by default).
+KEEPALIVE_S = 3.0
 LINE_BYTES_MAX = 4 * 1024 * 1024
 
 
@@ -80,7 +84,11 @@ class UpstreamSession:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._connections_max, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=self._connections_max,
+                ttl_dns_cache=300,
+                keepalive_timeout=KEEPALIVE_S,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
