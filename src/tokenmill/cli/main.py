@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tokenmill.cli import accounts, billing, invoices, keys, plans, prices, report
+from tokenmill.cli import accounts, billing, invoices, keys, plan, plans, prices, report
 from tokenmill.cli.audit import audit
 from tokenmill.cli.fleet import fleet
 from tokenmill.cli.serve import serve
@@ -28,6 +28,7 @@ app.add_typer(plans.app, name="plans")
 app.add_typer(invoices.app, name="invoices")
 app.add_typer(billing.app, name="billing")
 app.add_typer(report.app, name="report")
+app.add_typer(plan.app, name="plan")
 
 
 def main() -> None:

@@ -215,9 +215,15 @@ def load_models() -> dict[str, ModelSpec]:
     return dict(_models_cached())
 
 
+# Short names people use for a GPU whose catalog id says more.
+GPU_ALIASES = {"h200": "h200-sxm", "a100": "a100-sxm-80gb", "h100": "h100-sxm"}
+
+
 def gpu(gpu_id: str) -> Gpu:
-    """The catalog GPU with this id; raises ``NotFound`` (param ``gpu``) for an unknown id."""
+    """The catalog GPU with this id (or a short alias: ``h200``); raises ``NotFound`` (param
+    ``gpu``) for an unknown id."""
     gpus = _gpus_cached()
+    gpu_id = GPU_ALIASES.get(gpu_id, gpu_id)
     if gpu_id not in gpus:
         known = ", ".join(sorted(gpus))
         raise NotFound(f"unknown GPU '{gpu_id}'; known: {known}", param="gpu")

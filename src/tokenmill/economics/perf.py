@@ -203,3 +203,58 @@ def output_tokens_per_s(setup: Setup, batch: int, kv_tokens_total: int) -> float
     assert math.isfinite(result)
     assert result > 0
     return result
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A replica serving requests of ``prompt_tokens`` in and ``output_tokens`` out, ``batch``
+    at a time, decoding at the middle of the answer."""
+
+    batch: int
+    bound: Bound
+    ttft_ms: float  # prefill of one prompt, then its first decode step
+    itl_ms: float  # one decode step of the whole batch
+    output_tokens_per_s: float  # over the replica's GPUs
+    output_tokens_per_s_per_gpu: float
+    prefill_tokens_per_s: float
+    batch_max: int  # the most requests of this size the KV memory holds
+
+
+def operating_point(
+    setup: Setup, prompt_tokens: int, output_tokens: int, concurrency: int | None
+) -> OperatingPoint:
+    """The replica at ``concurrency`` requests in flight (None: as many as the KV memory
+    holds). Raises InvalidRequest if the model does not fit or one request does not."""
+    _check_count(prompt_tokens, "input", minimum=1)
+    _check_count(output_tokens, "output", minimum=1)
+    if concurrency is not None:
+        _check_count(concurrency, "concurrency", minimum=1)
+    if not fits(setup):
+        raise InvalidRequest(
+            f"{setup.model.id} does not fit in {setup.gpu_count} x {setup.gpu.id}", param="gpus"
+        )
+    largest = batch_max(setup, prompt_tokens + output_tokens)
+    if largest == 0:
+        raise InvalidRequest(
+            f"one request of {prompt_tokens + output_tokens} tokens does not fit in the KV"
+            " memory left after the weights",
+            param="input",
+        )
+    batch = largest if concurrency is None else min(concurrency, largest)
+    kv_tokens_total = batch * (prompt_tokens + output_tokens // 2)
+    step_s = decode_step_time_s(setup, batch, kv_tokens_total)
+    prefill_s = prefill_time_s(setup, prompt_tokens)
+    total = batch / step_s
+    point = OperatingPoint(
+        batch=batch,
+        bound=bound(setup, batch, kv_tokens_total),
+        ttft_ms=(prefill_s + decode_step_time_s(setup, 1, prompt_tokens)) * 1000,
+        itl_ms=step_s * 1000,
+        output_tokens_per_s=total,
+        output_tokens_per_s_per_gpu=total / setup.gpu_count,
+        prefill_tokens_per_s=prompt_tokens / prefill_s,
+        batch_max=largest,
+    )
+    assert point.batch <= point.batch_max
+    assert point.output_tokens_per_s > 0
+    return point
