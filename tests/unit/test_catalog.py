@@ -29,6 +29,25 @@ MODEL_IDS = {
     "qwen2.5-72b",
     "mixtral-8x7b",
     "deepseek-v3",
+    "llama-2-70b",
+    "llama-4-maverick",
+    "qwen3-30b-a3b",
+    "qwen3-235b-a22b",
+    "deepseek-r1",
+    "gpt-oss-20b",
+    "gpt-oss-120b",
+}
+MLA_MODEL_IDS = {"deepseek-v3", "deepseek-r1"}
+SLIDING_WINDOW_MODEL_IDS = {"gpt-oss-20b", "gpt-oss-120b"}
+MOE_MODEL_IDS = {
+    "mixtral-8x7b",
+    "deepseek-v3",
+    "deepseek-r1",
+    "llama-4-maverick",
+    "qwen3-30b-a3b",
+    "qwen3-235b-a22b",
+    "gpt-oss-20b",
+    "gpt-oss-120b",
 }
 
 
@@ -99,9 +118,9 @@ class TestLoadModels:
             datetime.date.fromisoformat(spec.as_of)
 
     def test_kv_bytes_follow_the_formula_for_grouped_query_attention(self) -> None:
-        """KV bytes per token are 2 * layers * kv heads * head_dim * 2 for every non-MLA model."""
+        """KV bytes per token are 2 * layers * kv heads * head_dim * 2 for every plain-GQA model."""
         for spec in catalog.load_models().values():
-            if spec.id == "deepseek-v3":
+            if spec.id in MLA_MODEL_IDS | SLIDING_WINDOW_MODEL_IDS:
                 continue
             expected = 2 * spec.layers * spec.heads_kv * spec.head_dim * 2
             assert spec.kv_bytes_per_token_bf16 == expected, spec.id
@@ -113,13 +132,66 @@ class TestLoadModels:
     def test_dense_models_have_all_parameters_active(self) -> None:
         """Only the mixture-of-experts models have fewer active than total parameters."""
         moe = {m.id for m in catalog.load_models().values() if m.parameters_active < m.parameters}
-        assert moe == {"mixtral-8x7b", "deepseek-v3"}
+        assert moe == MOE_MODEL_IDS
 
     def test_llama_3_3_70b_shares_the_llama_3_1_70b_architecture(self) -> None:
         """Llama 3.3 70B differs from 3.1 70B only in name, source and training."""
         old = dataclasses.replace(catalog.model("llama-3.1-70b"), id="", name="", source="")
         new = dataclasses.replace(catalog.model("llama-3.3-70b"), id="", name="", source="")
         assert old == new
+
+
+class TestAddedModels:
+    ADDED_IDS = (
+        "llama-2-70b",
+        "llama-4-maverick",
+        "qwen3-30b-a3b",
+        "qwen3-235b-a22b",
+        "deepseek-r1",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+    )
+
+    @pytest.mark.parametrize("model_id", ADDED_IDS)
+    def test_each_added_model_loads_under_its_id(self, model_id: str) -> None:
+        """Every added id resolves to a spec carrying that id, a source and a date."""
+        spec = catalog.model(model_id)
+        assert spec.id == model_id
+        assert spec.source.strip()
+        datetime.date.fromisoformat(spec.as_of)
+
+    @pytest.mark.parametrize("model_id", ADDED_IDS)
+    def test_active_parameters_are_fewer_only_for_mixture_of_experts(self, model_id: str) -> None:
+        """An added MoE model has fewer active than total parameters; a dense one has all."""
+        spec = catalog.model(model_id)
+        if model_id in MOE_MODEL_IDS:
+            assert spec.parameters_active < spec.parameters
+        else:
+            assert spec.parameters_active == spec.parameters
+
+    @pytest.mark.parametrize(
+        "model_id", ["llama-2-70b", "llama-4-maverick", "qwen3-30b-a3b", "qwen3-235b-a22b"]
+    )
+    def test_plain_attention_kv_bytes_match_the_entry_fields(self, model_id: str) -> None:
+        """KV bytes per token equal 2 * layers * kv heads * head_dim * 2 from the entry itself."""
+        spec = catalog.model(model_id)
+        expected = 2 * spec.layers * spec.heads_kv * spec.head_dim * 2
+        assert spec.kv_bytes_per_token_bf16 == expected
+
+    @pytest.mark.parametrize("model_id", sorted(SLIDING_WINDOW_MODEL_IDS))
+    def test_gpt_oss_counts_only_the_full_attention_half_of_its_layers(self, model_id: str) -> None:
+        """gpt-oss alternates window and full layers; only the full half is counted."""
+        spec = catalog.model(model_id)
+        assert spec.layers % 2 == 0
+        expected = 2 * (spec.layers // 2) * spec.heads_kv * spec.head_dim * 2
+        assert spec.kv_bytes_per_token_bf16 == expected
+
+    def test_deepseek_r1_shares_the_deepseek_v3_architecture(self) -> None:
+        """DeepSeek-R1 differs from V3 only in name and source, MLA cache figure included."""
+        v3 = dataclasses.replace(catalog.model("deepseek-v3"), id="", name="", source="")
+        r1 = dataclasses.replace(catalog.model("deepseek-r1"), id="", name="", source="")
+        assert v3 == r1
+        assert catalog.model("deepseek-r1").kv_bytes_per_token_bf16 == 61 * 576 * 2
 
 
 class TestLookup:
