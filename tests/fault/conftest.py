@@ -9,9 +9,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
 from tokenmill.testing import free_port
@@ -67,3 +70,46 @@ def postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.remove()
+
+
+class Stream(threading.Thread):
+    """One chat stream of ``sim-chat`` read to its end in a thread: its request id, the usage
+    it was shown, whether it got ``[DONE]``, and any error (for the test thread to report)."""
+
+    def __init__(self, url: str, secret: str, max_tokens: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.secret, self.max_tokens = url, secret, max_tokens
+        self.started = threading.Event()  # the first line arrived (or the stream failed)
+        self.request_id = ""
+        self.usage: dict[str, int] | None = None
+        self.done = False
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        body = {
+            "model": "sim-chat",
+            "stream": True,
+            "max_tokens": self.max_tokens,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "tell me a long story"}],
+        }
+        try:
+            with httpx.stream(
+                "POST",
+                self.url + "/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {self.secret}"},
+                timeout=60,
+            ) as response:
+                assert response.status_code == 200, response.read()
+                self.request_id = response.headers["x-request-id"]
+                for line in response.iter_lines():
+                    self.started.set()
+                    if line == "data: [DONE]":
+                        self.done = True
+                    elif line.startswith("data: ") and '"usage"' in line:
+                        self.usage = orjson.loads(line[6:]).get("usage") or self.usage
+        except BaseException as exc:  # reported by the test thread
+            self.error = exc
+        finally:
+            self.started.set()

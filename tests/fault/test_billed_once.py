@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -66,6 +67,7 @@ class Gateway:
     process: subprocess.Popen[bytes]
     url: str
     admin_token: str
+    demo_key: str = ""  # printed on the database's first start only
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(
@@ -84,12 +86,21 @@ class Gateway:
 
 
 @contextmanager
-def serve(home: Path, database_url: str, port: int, admin_token: str) -> Iterator[Gateway]:
-    """``tokenmill serve`` as a child process on ``database_url``; killed if still running."""
+def serve(
+    home: Path,
+    database_url: str,
+    port: int,
+    admin_token: str,
+    config: dict[str, Any] | None = None,
+) -> Iterator[Gateway]:
+    """``tokenmill serve`` as a child process on ``database_url`` (with ``config``, else the
+    priced one); killed if still running."""
     home.mkdir(parents=True, exist_ok=True)
     config_path = home / "config.yaml"
-    config_path.write_text(yaml.safe_dump(priced_config()))
-    log = open(home / "serve.log", "ab")  # noqa: SIM115 - closed below
+    config_path.write_text(yaml.safe_dump(config or priced_config()))
+    log_path = home / "serve.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [
             TOKENMILL,
@@ -118,10 +129,11 @@ def serve(home: Path, database_url: str, port: int, admin_token: str) -> Iterato
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None, (home / "serve.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "the gateway did not start"
             time.sleep(0.1)
-        yield Gateway(process, url, admin_token)
+        keys = re.findall(r"tm-[A-Za-z0-9_-]{20,}", log_path.read_bytes()[offset:].decode())
+        yield Gateway(process, url, admin_token, keys[0] if keys else "")
     finally:
         if process.poll() is None:
             process.kill()

@@ -10,25 +10,20 @@ per million input and output tokens, 1000 and 2000 nano-units a token.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import yaml
 from sqlalchemy import select
 
 from tests.conftest import gateway_config
-from tests.fault.conftest import PrivatePostgres
-from tests.fault.test_billed_once import TOKENMILL, cli_env
+from tests.fault.conftest import PrivatePostgres, Stream
+from tests.fault.test_billed_once import TOKENMILL, cli_env, serve
 from tokenmill.billing import service as billing
 from tokenmill.store.database import open_engine
 from tokenmill.store.tables import transfers, usage_records
@@ -48,123 +43,12 @@ def slow_priced_config() -> dict[str, Any]:
     return config
 
 
-class Served:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, demo_key: str) -> None:
-        self.process = process
-        self.url = url
-        self.demo_key = demo_key
-
-
-@contextmanager
-def serve(home: Path, database_url: str, port: int, admin_token: str) -> Iterator[Served]:
-    """``tokenmill serve`` as a child process; killed if still running at the end. The demo
-    key is the one printed on the database's first start ("" after that)."""
-    home.mkdir(parents=True, exist_ok=True)
-    config_path = home / "config.yaml"
-    config_path.write_text(yaml.safe_dump(slow_priced_config()))
-    log_path = home / "serve.log"
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    log = open(log_path, "ab")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [
-            TOKENMILL,
-            "serve",
-            "--port",
-            str(port),
-            "--home",
-            str(home),
-            "--config",
-            str(config_path),
-            "--database-url",
-            database_url,
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=cli_env(admin_token),
+def price_nano(stream: Stream) -> int:
+    assert stream.usage is not None
+    return (
+        stream.usage["prompt_tokens"] * INPUT_NANO_PER_TOKEN
+        + stream.usage["completion_tokens"] * OUTPUT_NANO_PER_TOKEN
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.1)
-        printed = log_path.read_bytes()[offset:].decode()
-        keys = re.findall(r"tm-[A-Za-z0-9_-]{20,}", printed)
-        yield Served(process, url, keys[0] if keys else "")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        log.close()
-
-
-def balance_shown(served: Served, admin_token: str, account: str) -> int:
-    answer = httpx.get(
-        f"{served.url}/admin/v1/accounts/{account}/balance",
-        headers={"Authorization": f"Bearer {admin_token}"},
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    balance: int = answer.json()["balance_nano"]
-    return balance
-
-
-class Stream(threading.Thread):
-    """One stream read to its end: its request id, the usage it was shown, [DONE] or not."""
-
-    def __init__(self, url: str, secret: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.secret = url, secret
-        self.started = threading.Event()
-        self.request_id = ""
-        self.usage: dict[str, int] | None = None
-        self.done = False
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        body = {
-            "model": "sim-chat",
-            "stream": True,
-            "max_tokens": STREAM_TOKENS,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "a long story, please"}],
-        }
-        try:
-            with httpx.stream(
-                "POST",
-                self.url + "/v1/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {self.secret}"},
-                timeout=30,
-            ) as response:
-                assert response.status_code == 200, response.read()
-                self.request_id = response.headers["x-request-id"]
-                for line in response.iter_lines():
-                    self.started.set()
-                    if line == "data: [DONE]":
-                        self.done = True
-                    elif line.startswith("data: ") and '"usage"' in line:
-                        self.usage = orjson.loads(line[6:]).get("usage") or self.usage
-        except BaseException as exc:  # reported by the test thread
-            self.error = exc
-        finally:
-            self.started.set()
-
-    @property
-    def price_nano(self) -> int:
-        assert self.usage is not None
-        return (
-            self.usage["prompt_tokens"] * INPUT_NANO_PER_TOKEN
-            + self.usage["completion_tokens"] * OUTPUT_NANO_PER_TOKEN
-        )
 
 
 def booked(database_url: str, request_ids: list[str]) -> dict[str, tuple[list[int], list[Any]]]:
@@ -214,9 +98,9 @@ def test_a_gateway_killed_during_an_outage_has_its_spool_replayed_once_by_the_ne
     port = free_port()
     admin_token = "tmadmin-" + secrets.token_urlsafe(24)
 
-    with serve(home, postgres.url, port, admin_token) as served:
+    with serve(home, postgres.url, port, admin_token, slow_priced_config()) as served:
         assert served.demo_key, (home / "serve.log").read_text()
-        granted = balance_shown(served, admin_token, "demo")  # the demo account's grant
+        granted = served.balance("demo")["balance_nano"]  # the demo account's grant
         engine = open_engine(postgres.url, migrate=False)
         try:
             billing.move_funds(
@@ -225,11 +109,11 @@ def test_a_gateway_killed_during_an_outage_has_its_spool_replayed_once_by_the_ne
         finally:
             engine.dispose()
         deadline = time.monotonic() + 10
-        while balance_shown(served, admin_token, "demo") != granted + FUNDS_NANO:
+        while served.balance("demo")["balance_nano"] != granted + FUNDS_NANO:
             assert time.monotonic() < deadline, "the gateway never saw the top-up"
             time.sleep(0.05)
 
-        streams = [Stream(served.url, served.demo_key) for _ in range(STREAMS_COUNT)]
+        streams = [Stream(served.url, served.demo_key, STREAM_TOKENS) for _ in range(STREAMS_COUNT)]
         for stream in streams:
             stream.start()
         for stream in streams:
@@ -255,20 +139,20 @@ def test_a_gateway_killed_during_an_outage_has_its_spool_replayed_once_by_the_ne
     assert spool.read_bytes() == lines  # the kill lost nothing acknowledged
     postgres.start()
     request_ids = [s.request_id for s in streams]
-    expected = {s.request_id: s.price_nano for s in streams}
+    expected = {s.request_id: price_nano(s) for s in streams}
     assert all(price > 0 for price in expected.values())
 
-    with serve(home, postgres.url, port, admin_token) as served:
+    with serve(home, postgres.url, port, admin_token, slow_priced_config()) as served:
         assert spool.read_bytes() == b""  # replayed before the gateway served
         once = booked(postgres.url, request_ids)
-        shown_once = balance_shown(served, admin_token, "demo")
+        shown_once = served.balance("demo")["balance_nano"]
         served.process.kill()  # a crash after the replay's commit, before the truncate:
         served.process.wait(timeout=10)
     spool.write_bytes(lines)  # the next gateway finds the same lines again
 
-    with serve(home, postgres.url, port, admin_token) as served:
+    with serve(home, postgres.url, port, admin_token, slow_priced_config()) as served:
         assert spool.read_bytes() == b""
-        assert balance_shown(served, admin_token, "demo") == shown_once
+        assert served.balance("demo")["balance_nano"] == shown_once
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=30) == 0
 

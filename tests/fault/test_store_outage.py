@@ -10,17 +10,15 @@ gateway stopped with a pending spool replays it when it starts.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import func, select
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
-from tests.fault.conftest import PrivatePostgres
+from tests.fault.conftest import PrivatePostgres, Stream
 from tokenmill.billing import service as billing
 from tokenmill.billing.audit import run_audit
 from tokenmill.store.database import open_engine
@@ -30,6 +28,7 @@ NANO = 1_000_000_000
 INPUT_NANO_PER_TOKEN = 1_000  # "1.00" per million tokens
 OUTPUT_NANO_PER_TOKEN = 2_000  # "2.00" per million tokens
 STREAMS_COUNT = 6
+STREAM_TOKENS = 120  # about 2.5 s a stream at the sim's time scale 3
 
 
 def outage_config() -> dict[str, Any]:
@@ -71,49 +70,6 @@ def chat(live: LiveGateway, secret: str, max_tokens: int = 4) -> httpx.Response:
     )
 
 
-class Stream(threading.Thread):
-    """One stream read to its end; keeps the request id, the usage shown and the tail."""
-
-    def __init__(self, live: LiveGateway, secret: str) -> None:
-        super().__init__(daemon=True)
-        self.live, self.secret = live, secret
-        self.started = threading.Event()
-        self.request_id = ""
-        self.usage: dict[str, int] | None = None
-        self.done = False
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        body = {
-            "model": "sim-chat",
-            "stream": True,
-            "max_tokens": 120,
-            "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": "tell me a long story"}],
-        }
-        try:
-            with httpx.stream(
-                "POST",
-                self.live.url + "/v1/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {self.secret}"},
-                timeout=60,
-            ) as response:
-                assert response.status_code == 200
-                self.request_id = response.headers["x-request-id"]
-                for line in response.iter_lines():
-                    self.started.set()
-                    if line == "data: [DONE]":
-                        self.done = True
-                    elif line.startswith("data: ") and '"usage"' in line:
-                        usage = orjson.loads(line[6:]).get("usage")
-                        self.usage = usage or self.usage
-        except BaseException as exc:  # reported by the test thread
-            self.error = exc
-        finally:
-            self.started.set()
-
-
 def wait_for(predicate: Any, within_s: float, what: str) -> None:
     deadline = time.monotonic() + within_s
     while not predicate():
@@ -127,7 +83,7 @@ def test_streams_under_way_are_spooled_and_replayed_once_new_requests_get_503(
     spool = tmp_path / "spool" / "usage.jsonl"
     with live_gateway(postgres.url, outage_config(), tmp_path) as live:
         secret, account_id = funded_key(live)
-        streams = [Stream(live, secret) for _ in range(STREAMS_COUNT)]
+        streams = [Stream(live.url, secret, STREAM_TOKENS) for _ in range(STREAMS_COUNT)]
         for stream in streams:
             stream.start()
         for stream in streams:
@@ -188,7 +144,7 @@ def test_a_gateway_started_with_a_pending_spool_replays_it_first(
     starts, before it loads balances, and not again on a second start."""
     with live_gateway(postgres.url, outage_config(), tmp_path) as live:
         secret, _ = funded_key(live)
-        stream = Stream(live, secret)
+        stream = Stream(live.url, secret, STREAM_TOKENS)
         stream.start()
         assert stream.started.wait(10)
         postgres.stop()
