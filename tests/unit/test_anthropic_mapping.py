@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tokenmill.api.fleet_costs import serving_costs
 from tokenmill.api.fleet_router import fleet_candidates
 from tokenmill.api.gateway import build_backends
 from tokenmill.config import AnthropicEngineConfig, parse_config, upstream_cost
@@ -562,7 +563,8 @@ class TestConfig:
 
     def test_a_priced_anthropic_deployment_is_a_vendor_to_routing(self) -> None:
         """With a price it is a vendor at input + output; without one it counts as own."""
-        candidates = fleet_candidates(parse_config(config_with_prices()))["sonnet"]
+        config = parse_config(config_with_prices())
+        candidates = fleet_candidates(config, serving_costs(config))["sonnet"]
         assert candidates == [
             Candidate("own-llama", own=True),
             Candidate("ant-sonnet", own=False, price_nano_per_mtok=18_000_000_000),

@@ -10,10 +10,10 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from tokenmill.config import Config, ModelConfig, SimEngineConfig
+from tokenmill.config import Config, ModelConfig
 from tokenmill.engines.base import Backend
 from tokenmill.errors import (
     RateLimited,
@@ -23,6 +23,7 @@ from tokenmill.errors import (
     UpstreamTimeout,
 )
 from tokenmill.fleet.breakers import Breaker
+from tokenmill.fleet.costs import ServingCost
 from tokenmill.fleet.routing import Candidate, FleetState, Load, choose
 from tokenmill.store.database import now_ms
 
@@ -41,23 +42,27 @@ class ClientGone(Exception):
 DEPLOYMENT_FAILURES = (UpstreamError, UpstreamTimeout, Unavailable, RateLimited)
 
 
-def fleet_candidates(config: Config) -> dict[str, list[Candidate]]:
-    """Each model's deployments as routing sees them: own, or a vendor's with its price."""
+def fleet_candidates(
+    config: Config, costs: Mapping[str, ServingCost]
+) -> dict[str, list[Candidate]]:
+    """Each model's deployments as routing sees them: a vendor's (its cost is the vendor's
+    price list, ``serving_costs``) with that price per million tokens, or the operator's own."""
     found = {}
     for name, model in config.models.items():
         listed = []
         for deployment_name in model.deployments:
-            deployment = config.deployments[deployment_name]
-            engine = config.engines[deployment.engine]
-            cost = None  # a vendor is an engine with a price for the model; others are ours
-            if not isinstance(engine, SimEngineConfig):
-                cost = engine.prices.get(deployment.model)
+            cost = costs.get(deployment_name)
+            vendor = cost is not None and cost.basis == "vendor"
             listed.append(
                 Candidate(
                     deployment_name,
-                    own=cost is None,
-                    price_nano_per_mtok=0 if cost is None else cost.input + cost.output,
-                    concurrency_max=deployment.concurrency_max,
+                    own=not vendor,
+                    price_nano_per_mtok=(
+                        cost.input_nano_per_mtok + cost.output_nano_per_mtok
+                        if cost is not None and vendor
+                        else 0
+                    ),
+                    concurrency_max=config.deployments[deployment_name].concurrency_max,
                 )
             )
         found[name] = listed
@@ -65,7 +70,9 @@ def fleet_candidates(config: Config) -> dict[str, list[Candidate]]:
 
 
 class FleetRouter:
-    def __init__(self, config: Config, backends: dict[str, Backend]) -> None:
+    def __init__(
+        self, config: Config, backends: dict[str, Backend], costs: Mapping[str, ServingCost]
+    ) -> None:
         self.limits = config.limits
         self.models: dict[str, ModelConfig] = dict(config.models)
         self.backends = backends
@@ -76,7 +83,7 @@ class FleetRouter:
                 int(self.limits.breaker_open_s * 1000),
                 self.limits.breaker_failure_ratio_max,
             )
-        self.candidates = fleet_candidates(config)
+        self.candidates = fleet_candidates(config, costs)
         self._candidate = {c.name: c for listed in self.candidates.values() for c in listed}
         self._models_of: dict[str, list[str]] = {name: [] for name in config.deployments}
         for model, listed in self.candidates.items():

@@ -117,7 +117,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.request_ids = RequestIds()
         self.backends, self._upstreams = build_backends(settings.config, settings.environ)
-        self.router = FleetRouter(settings.config, self.backends)
+        self.router = FleetRouter(settings.config, self.backends, self.serving_costs)
         self.db: Engine = open_engine(
             settings.database_url, sqlite_synchronous=settings.config.store.sqlite_synchronous
         )
