@@ -24,7 +24,7 @@ from tokenmill.errors import (
 )
 from tokenmill.fleet.breakers import Breaker
 from tokenmill.fleet.costs import ServingCost
-from tokenmill.fleet.routing import Candidate, FleetState, Load, choose
+from tokenmill.fleet.routing import Candidate, FleetState, choose
 from tokenmill.store.database import now_ms
 
 log = logging.getLogger("tokenmill.fleet")
@@ -200,12 +200,11 @@ class FleetRouter:
         """Start an attempt on ``backend``, unless its breaker opened or it filled up since
         the route was chosen (other requests failed there, or took its places, meanwhile)."""
         breaker = self.fleet.breaker(backend.deployment)
-        if not breaker.allows(now_ms()) or not self.fleet.has_room(
-            self._candidate[backend.deployment]
-        ):
+        now = now_ms()
+        if not breaker.allows(now) or not self.fleet.has_room(self._candidate[backend.deployment]):
             return False
-        breaker.attempt(now_ms())
-        self.fleet.loads.setdefault(backend.deployment, Load()).in_flight += 1
+        breaker.attempt(now)
+        self.fleet.loads[backend.deployment].in_flight += 1  # has_room made the Load
         return True
 
     def attempt_ended(
