@@ -232,7 +232,7 @@ class _SqliteWriter:
         self._connection: sqlite3.Connection | None = None
         self._records_since_checkpoint = 0
         self._commits_since_checkpoint = 0
-        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpointing: asyncio.Future[bool] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -252,13 +252,17 @@ class _SqliteWriter:
             self._records_since_checkpoint >= CHECKPOINT_RECORDS_COUNT
             or self._commits_since_checkpoint >= CHECKPOINT_COMMITS_COUNT
         )
-        running = self._checkpointing is not None and not self._checkpointing.done()
-        if due and not running:
+        last = self._checkpointing
+        running = last is not None and not last.done()
+        # A checkpoint that found the database busy is tried again at the next commit, not
+        # 100 commits later: under a steady stream of commits the WAL would grow meanwhile.
+        failed = last is not None and last.done() and not last.result()
+        if (due or failed) and not running:
             self._records_since_checkpoint = self._commits_since_checkpoint = 0
             loop = asyncio.get_running_loop()
             self._checkpointing = loop.run_in_executor(None, self._checkpoint)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> bool:
         """Copy the WAL into the database and restart it (on a worker thread).
 
         RESTART holds the write lock while it copies, so the WAL starts over instead of
@@ -267,9 +271,11 @@ class _SqliteWriter:
         """
         try:
             with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as connection:
-                connection.execute("PRAGMA wal_checkpoint(RESTART)")
+                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed, retried later: %s", exc)
+            log.warning("WAL checkpoint failed, retried at the next commit: %s", exc)
+            return False
+        return not busy
 
     async def _write(self, batch: _Batch) -> None:
         deadline = time.monotonic() + LOCK_WAIT_S_MAX
