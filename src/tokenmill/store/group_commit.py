@@ -254,13 +254,15 @@ class _SqliteWriter:
         )
         last = self._checkpointing
         running = last is not None and not last.done()
-        # A checkpoint that found the database busy is tried again at the next commit, not
-        # 100 commits later: under a steady stream of commits the WAL would grow meanwhile.
-        failed = last is not None and last.done() and not last.result()
-        if (due or failed) and not running:
-            self._records_since_checkpoint = self._commits_since_checkpoint = 0
-            loop = asyncio.get_running_loop()
-            self._checkpointing = loop.run_in_executor(None, self._checkpoint)
+        if not due or running:
+            return
+        self._records_since_checkpoint = self._commits_since_checkpoint = 0
+        loop = asyncio.get_running_loop()
+        self._checkpointing = loop.run_in_executor(None, self._checkpoint)
+        if last is not None and not last.result():
+            # The last one lost the race with our own commits (busy): this one runs with the
+            # commits paused, so the WAL stays bounded however steady the stream of commits.
+            await self._checkpointing
 
     def _checkpoint(self) -> bool:
         """Copy the WAL into the database and restart it (on a worker thread).
@@ -273,7 +275,7 @@ class _SqliteWriter:
             with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as connection:
                 busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed, retried at the next commit: %s", exc)
+            log.warning("WAL checkpoint failed, retried with commits paused: %s", exc)
             return False
         return not busy
 
