@@ -35,6 +35,7 @@ class Gpu:
     memory_bytes: int
     bandwidth_bytes_per_s: float
     power_w: float
+    interconnect_bytes_per_s: float  # scale-up link per GPU, both directions (NVLink, PCIe)
     source: str
     as_of: str
 
@@ -56,6 +57,33 @@ class ModelSpec:
     context_tokens: int
     source: str
     as_of: str
+    # A mixture of experts: routed experts per MoE layer, how many each token uses, and the
+    # parameters of all routed experts (all layers). 0 for a dense model.
+    experts: int = 0
+    experts_per_token: int = 0
+    expert_parameters: int = 0
+    moe_layers: int = 0  # layers with routed experts (default: every layer of an MoE model)
+    expert_precision: str | None = None  # the checkpoint's expert precision (gpt-oss: fp4)
+    attention_layers: int = 0  # layers attending over the whole context (default: all)
+    attention_dim_qk: int = 0  # per-head width of a score (default head_dim; MLA: 576)
+    attention_dim_v: int = 0  # per-head width of a value (default head_dim; MLA: 512)
+
+    @property
+    def expert_parameters_active(self) -> int:
+        """Routed-expert parameters one token uses."""
+        if self.experts == 0:
+            return 0
+        return self.expert_parameters * self.experts_per_token // self.experts
+
+    @property
+    def dense_parameters(self) -> int:
+        """Parameters every token's pass reads: all but the routed experts."""
+        return self.parameters - self.expert_parameters
+
+    @property
+    def dense_parameters_active(self) -> int:
+        """Parameters every token computes with, beside its experts."""
+        return self.parameters_active - self.expert_parameters_active
 
 
 @dataclass(frozen=True)
@@ -146,33 +174,83 @@ def _gpu_from(entry: _Entry) -> Gpu:
         memory_bytes=entry.count("memory_bytes"),
         bandwidth_bytes_per_s=entry.number("bandwidth_bytes_per_s"),
         power_w=entry.number("power_w"),
+        interconnect_bytes_per_s=entry.number("interconnect_bytes_per_s"),
         source=entry.text("source"),
         as_of=entry.date("as_of"),
     )
 
 
+def _moe_fields(entry: _Entry, layers: int, head_dim: int) -> dict[str, object]:
+    """The optional mixture-of-experts and attention fields, defaults filled in."""
+    fields: dict[str, object] = {}
+    for name, default in (
+        ("attention_layers", layers),
+        ("attention_dim_qk", head_dim),
+        ("attention_dim_v", head_dim),
+    ):
+        fields[name] = entry.count(name) if name in entry.raw else default
+    if "experts" not in entry.raw:
+        for name in ("experts_per_token", "expert_parameters", "moe_layers", "expert_precision"):
+            if name in entry.raw:
+                raise entry.fail(name, "needs 'experts' (a mixture-of-experts model)")
+        return fields
+    fields["experts"] = entry.count("experts")
+    fields["experts_per_token"] = entry.count("experts_per_token")
+    fields["expert_parameters"] = entry.count("expert_parameters")
+    fields["moe_layers"] = entry.count("moe_layers") if "moe_layers" in entry.raw else layers
+    precision = entry.raw.get("expert_precision")
+    if precision not in (None, "bf16", "fp16", "fp8", "fp4"):
+        raise entry.fail("expert_precision", f"must be bf16, fp16, fp8 or fp4, got {precision!r}")
+    fields["expert_precision"] = precision
+    return fields
+
+
 def _model_from(entry: _Entry) -> ModelSpec:
     entry.reject_unknown(_field_names(ModelSpec))
+    layers = entry.count("layers")
+    head_dim = entry.count("head_dim")
     spec = ModelSpec(
         id=entry.entry_id,
         name=entry.text("name"),
         parameters=entry.count("parameters"),
         parameters_active=entry.count("parameters_active"),
-        layers=entry.count("layers"),
+        layers=layers,
         hidden_size=entry.count("hidden_size"),
         heads_query=entry.count("heads_query"),
         heads_kv=entry.count("heads_kv"),
-        head_dim=entry.count("head_dim"),
+        head_dim=head_dim,
         kv_bytes_per_token_bf16=entry.count("kv_bytes_per_token_bf16"),
         context_tokens=entry.count("context_tokens"),
         source=entry.text("source"),
         as_of=entry.date("as_of"),
+        **_moe_fields(entry, layers, head_dim),  # type: ignore[arg-type]
     )
+    _check_model(entry, spec)
+    return spec
+
+
+def _check_model(entry: _Entry, spec: ModelSpec) -> None:
+    """Relations between fields that each look fine alone."""
     if spec.parameters_active > spec.parameters:
         raise entry.fail("parameters_active", "must not exceed 'parameters'")
     if spec.heads_kv > spec.heads_query:
         raise entry.fail("heads_kv", "must not exceed 'heads_query'")
-    return spec
+    if spec.attention_layers > spec.layers:
+        raise entry.fail("attention_layers", "must not exceed 'layers'")
+    if spec.experts == 0:
+        return
+    if spec.experts_per_token > spec.experts:
+        raise entry.fail("experts_per_token", "must not exceed 'experts'")
+    if spec.moe_layers > spec.layers:
+        raise entry.fail("moe_layers", "must not exceed 'layers'")
+    if spec.expert_parameters >= spec.parameters:
+        raise entry.fail("expert_parameters", "must be less than 'parameters'")
+    if not 0 <= spec.dense_parameters_active <= spec.dense_parameters:
+        message = (
+            "does not add up: parameters_active minus the active experts' share must lie"
+            " between 0 and the parameters outside the experts"
+        )
+        raise entry.fail("expert_parameters", message)
 
 
 def parse_gpus(document: object, file_name: str = GPUS_FILE) -> dict[str, Gpu]:

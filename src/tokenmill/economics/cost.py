@@ -373,24 +373,15 @@ def modeled_throughput(
     """(prefill prompt tokens/s, decode output tokens/s) of one replica, from the perf model.
 
     Requests of ``prompt_tokens`` in and ``output_tokens`` out run ``concurrency`` at a time,
-    fewer if the KV cache holds fewer. Decode runs at the middle of the answer: each request
-    holds ``prompt_tokens + output_tokens // 2`` KV tokens. Prefill is compute-bound and
-    linear in tokens, so its rate does not depend on the batch. The figures are for the
-    ``setup.gpu_count`` GPUs of one replica.
+    fewer if the KV cache or the scheduler holds fewer (``perf.operating_point``). Prefill
+    is what a prompt adds to a busy replica's time (``perf.prefill_busy_s``), decode the
+    batch's rate at the middle of the answer. The figures are for the ``setup.gpu_count``
+    GPUs of one replica.
     """
     _check_count(prompt_tokens, "prompt_tokens", minimum=1, maximum=TOKENS_MAX)
     _check_count(output_tokens, "output_tokens", minimum=1, maximum=TOKENS_MAX)
     _check_count(concurrency, "concurrency", minimum=1, maximum=CONCURRENCY_MAX)
-    if not perf.fits(setup):
-        message = f"{setup.model.id} does not fit on {setup.gpu_count} x {setup.gpu.id}"
-        raise InvalidRequest(message, param="gpu_count")
-    batch = min(concurrency, perf.batch_max(setup, prompt_tokens + output_tokens))
-    if batch == 0:
-        message = f"a request of {prompt_tokens + output_tokens} tokens does not fit in KV memory"
-        raise InvalidRequest(message, param="prompt_tokens")
-    prefill_tokens_per_s = prompt_tokens / perf.prefill_time_s(setup, prompt_tokens)
-    kv_tokens_total = batch * (prompt_tokens + output_tokens // 2)
-    output_tokens_per_s = perf.output_tokens_per_s(setup, batch, kv_tokens_total)
-    assert prefill_tokens_per_s > 0
-    assert output_tokens_per_s > 0
-    return prefill_tokens_per_s, output_tokens_per_s
+    point = perf.operating_point(setup, prompt_tokens, output_tokens, concurrency)
+    assert point.prefill_tokens_per_s > 0
+    assert point.decode_tokens_per_s > 0
+    return point.prefill_tokens_per_s, point.decode_tokens_per_s

@@ -155,7 +155,7 @@ def build_setup(name: str, config: DeploymentConfig) -> perf.Setup:
             gpu_count=config.gpu_count,
             model=catalog.model(config.model),
             precision=config.precision,
-            kv_precision=config.kv_precision or "bf16",
+            kv_precision=config.kv_precision,
             efficiency_compute_ratio=config.efficiency_compute_ratio,
             efficiency_memory_ratio=config.efficiency_memory_ratio,
         )
