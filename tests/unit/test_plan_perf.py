@@ -53,20 +53,56 @@ class TestContract:
         )  # fmt: skip
         assert shown.keys() >= KEYS
         assert shown["batch"] == 64
+        assert shown["kv_precision"] == "fp8"  # the default beside fp8 weights
         kv = 64 * (1000 + 500)
         step_s = perf.decode_step_time_s(setup(), 64, kv)
-        assert shown["itl_ms"] == pytest.approx(step_s * 1000, abs=0.001)
-        assert shown["output_tokens_per_s"] == pytest.approx(64 / step_s, abs=0.001)
-        assert shown["output_tokens_per_s_per_gpu"] == pytest.approx(32 / step_s, abs=0.001)
+        busy_s = perf.prefill_busy_s(setup(), 1000)
+        request_s = busy_s + 999 * step_s / 64  # the first token comes with the prefill
+        assert shown["step_ms"] == pytest.approx(step_s * 1000, abs=0.001)
+        assert shown["itl_ms"] == pytest.approx((step_s + 64 * busy_s / 1000) * 1000, abs=0.001)
+        assert shown["output_tokens_per_s"] == pytest.approx(1000 / request_s, abs=0.001)
+        assert shown["output_tokens_per_s_per_gpu"] == pytest.approx(500 / request_s, abs=0.001)
+        assert shown["decode_tokens_per_s"] == pytest.approx(64 / step_s, abs=0.001)
         ttft_s = perf.prefill_time_s(setup(), 1000) + perf.decode_step_time_s(setup(), 1, 1000)
         assert shown["ttft_ms"] == pytest.approx(ttft_s * 1000, abs=0.001)
-        assert shown["bound"] == perf.bound(setup(), 64, kv)
+        assert shown["bound"] == perf.step_bound(setup(), 64, kv)  # 64 < what the KV holds
 
     def test_max_is_the_largest_batch_the_kv_memory_holds(self) -> None:
+        """Long prompts fill the KV cache at a batch whose step is still bandwidth-bound."""
         shown = plan("--gpu", "h100-sxm", "--gpus", "2", "--model", "llama-3.3-70b",
-                     "--precision", "fp8", "--concurrency", "max")  # fmt: skip
-        assert shown["batch"] == shown["batch_max"] == perf.batch_max(setup(), 2000)
+                     "--precision", "fp8", "--input", "8192", "--output", "1024",
+                     "--concurrency", "max")  # fmt: skip
+        assert shown["batch"] == shown["batch_max"] == perf.batch_max(setup(), 8192 + 1024)
+        assert shown["batch"] < shown["batch_limit"]
+        assert shown["bound"] == "memory"  # more KV memory would run a bigger batch
         assert shown["concurrency"] == "max"
+
+    def test_max_stops_at_the_scheduler_limit_where_memory_holds_more(self) -> None:
+        """gpt-oss-20b on an H200 holds thousands of short requests; the scheduler runs 512,
+        or what --batch-requests-max says."""
+        shown = plan("--gpu", "h200", "--model", "gpt-oss-20b", "--precision", "fp8")
+        assert shown["batch_max"] > shown["batch"] == shown["batch_limit"] == 512
+        assert shown["bound"] in ("bandwidth", "compute")
+        wider = plan("--gpu", "h200", "--model", "gpt-oss-20b", "--precision", "fp8",
+                     "--batch-requests-max", "1024")  # fmt: skip
+        assert wider["batch"] == 1024
+
+    def test_dep_spreads_experts_and_runs_one_scheduler_per_gpu(self) -> None:
+        """Under dep each of 4 GPUs holds the dense weights and a quarter of the experts,
+        and runs its own 512 requests."""
+        shown = plan("--gpu", "h100-sxm", "--gpus", "4", "--model", "gpt-oss-120b",
+                     "--precision", "fp8", "--parallel", "dep")  # fmt: skip
+        assert shown["parallel"] == "dep"
+        assert shown["batch_limit"] == 4 * 512
+        replica = perf.Setup(
+            gpu=catalog.gpu("h100-sxm"),
+            gpu_count=4,
+            model=catalog.model("gpt-oss-120b"),
+            precision="fp8",
+            parallel="dep",
+        )
+        point = perf.operating_point(replica, 1000, 1000, None)
+        assert shown["output_tokens_per_s"] == pytest.approx(point.output_tokens_per_s, abs=0.001)
 
     def test_a_concurrency_above_the_kv_limit_runs_at_the_limit(self) -> None:
         shown = plan("--gpu", "h100-sxm", "--gpus", "2", "--model", "llama-3.3-70b",
@@ -83,10 +119,13 @@ class TestContract:
             (("--gpu", "h100-sxm", "--model", "llama-9"), "unknown model"),
             (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--concurrency", "0"), "concurrency"),
             (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--concurrency", "lots"), "max"),
-            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--parallel", "dep"), "tp"),
+            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--parallel", "dep"), "experts"),
+            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--parallel", "pp"), "tp, dep"),
+            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--efficiency-moe", "0"), "(0, 1]"),
+            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--input", "0"), "input"),
             (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--precision", "int3"), "fp8"),
             (("--gpu", "l40s", "--model", "llama-3.1-405b"), "does not fit"),
-            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--gpus", "0"), "--gpus"),
+            (("--gpu", "h100-sxm", "--model", "llama-3.1-8b", "--gpus", "0"), "gpus"),
             (("--gpu", "a100-sxm-80gb", "--model", "llama-3.1-8b", "--precision", "fp8"), "fp8"),
         ],
     )

@@ -381,6 +381,12 @@ def modeled_throughput(
     _check_count(prompt_tokens, "prompt_tokens", minimum=1, maximum=TOKENS_MAX)
     _check_count(output_tokens, "output_tokens", minimum=1, maximum=TOKENS_MAX)
     _check_count(concurrency, "concurrency", minimum=1, maximum=CONCURRENCY_MAX)
+    if not perf.fits(setup):
+        message = f"{setup.model.id} does not fit on {setup.gpu_count} x {setup.gpu.id}"
+        raise InvalidRequest(message, param="gpu_count")
+    if perf.batch_max(setup, prompt_tokens + output_tokens) == 0:
+        message = f"a request of {prompt_tokens + output_tokens} tokens does not fit in KV memory"
+        raise InvalidRequest(message, param="prompt_tokens")
     point = perf.operating_point(setup, prompt_tokens, output_tokens, concurrency)
     assert point.prefill_tokens_per_s > 0
     assert point.decode_tokens_per_s > 0
