@@ -82,7 +82,7 @@ def own_cost(pool: PoolConfig, deployment: DeploymentConfig) -> ServingCost:
             gpu_count=deployment.gpu_count,
             model=catalog.model(deployment.catalog_model or deployment.model),
             precision=deployment.precision,
-            kv_precision=deployment.kv_precision or "bf16",
+            kv_precision=deployment.kv_precision,
             efficiency_compute_ratio=deployment.efficiency_compute_ratio,
             efficiency_memory_ratio=deployment.efficiency_memory_ratio,
         )

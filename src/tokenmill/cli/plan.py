@@ -2,44 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import typer
 
+from tokenmill.cli import plan_cost
+from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
-from tokenmill.economics.queries import PerfQuery, perf_answer
-from tokenmill.errors import InvalidRequest
+from tokenmill.economics.queries import perf_answer
 
 app = typer.Typer(help="Plan: performance, cost and capacity from first principles.")
 
 
-def _concurrency(text: str) -> int | None:
-    if text == "max":
-        return None
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
-        raise InvalidRequest("--concurrency is a whole number from 1, or max", param="concurrency")
-    return int(text)
-
-
 @app.command("perf")
 def perf_command(
-    gpu: Annotated[str, typer.Option(help="Catalog GPU id: h100-sxm, h200, b200, mi300x, ...")],
-    model: Annotated[str, typer.Option(help="Catalog model id: llama-3.3-70b, ...")],
-    gpus: Annotated[int, typer.Option(help="GPUs in the replica.")] = 1,
-    precision: Annotated[str, typer.Option(help="Weights and compute: bf16|fp8|fp4.")] = "bf16",
-    kv_precision: Annotated[
-        str | None,
-        typer.Option("--kv-precision", help="KV cache (default: fp8 beside fp8/fp4 weights)."),
-    ] = None,
-    parallel: Annotated[
-        str, typer.Option(help="tp (tensor parallel) or dep (attention DP + expert parallel).")
-    ] = "tp",
-    input_tokens: Annotated[int, typer.Option("--input", help="Prompt tokens.")] = 1000,
-    output_tokens: Annotated[int, typer.Option("--output", help="Output tokens.")] = 1000,
-    concurrency: Annotated[
-        str,
-        typer.Option(help="Requests in flight, or max (as many as the KV cache holds)."),
-    ] = "max",
+    gpu: opt.Gpu,
+    model: opt.Model,
+    gpus: opt.Gpus = 1,
+    precision: opt.Precision = "bf16",
+    kv_precision: opt.KvPrecision = None,
+    parallel: opt.Parallel = "tp",
+    input_tokens: opt.InputTokens = 1000,
+    output_tokens: opt.OutputTokens = 1000,
+    concurrency: opt.Concurrency = "max",
     efficiency_compute: Annotated[
         float | None, typer.Option(help="Achieved share of peak FLOP/s (default 0.5).")
     ] = None,
@@ -52,34 +38,30 @@ def perf_command(
     batch_requests_max: Annotated[
         int | None, typer.Option(help="Scheduler's cap on requests at once (default 512).")
     ] = None,
+    catalog_file: opt.CatalogFile = None,
     as_json: JsonOption = False,
 ) -> None:
     """Throughput, time to first token, inter-token latency, the batch and its bound."""
-    query = PerfQuery(
-        gpu=gpu,
-        model=model,
-        gpus=gpus,
-        precision=precision,
-        kv_precision=kv_precision,
-        parallel=parallel,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        efficiency_compute_ratio=efficiency_compute,
-        efficiency_memory_ratio=efficiency_memory,
-        efficiency_moe_ratio=efficiency_moe,
-        batch_requests_max=batch_requests_max,
-    )
-    shown = run(lambda: perf_answer(_at(query, _concurrency(concurrency))))
+
+    def answer() -> dict[str, Any]:
+        query = opt.perf_query(
+            (gpu, model, gpus, precision, kv_precision, parallel),
+            (input_tokens, output_tokens, concurrency),
+        )
+        query = dataclasses.replace(
+            query,
+            efficiency_compute_ratio=efficiency_compute,
+            efficiency_memory_ratio=efficiency_memory,
+            efficiency_moe_ratio=efficiency_moe,
+            batch_requests_max=batch_requests_max,
+        )
+        return perf_answer(query, opt.catalogs_of(catalog_file))
+
+    shown = run(answer)
     if as_json:
         print_json(shown)
         return
     _print_perf(shown)
-
-
-def _at(query: PerfQuery, concurrency: int | None) -> PerfQuery:
-    fields = {name: getattr(query, name) for name in query.__dataclass_fields__}
-    fields["concurrency"] = concurrency
-    return PerfQuery(**fields)
 
 
 def _print_perf(shown: dict[str, Any]) -> None:
@@ -89,8 +71,7 @@ def _print_perf(shown: dict[str, Any]) -> None:
         f" {shown['output']} out"
     )
     batch = (
-        f"{shown['batch']} (KV holds {shown['batch_max']}, scheduler runs"
-        f" {shown['batch_limit']})"
+        f"{shown['batch']} (KV holds {shown['batch_max']}, scheduler runs {shown['batch_limit']})"
     )
     print_table(
         title,
@@ -106,3 +87,6 @@ def _print_perf(shown: dict[str, Any]) -> None:
             ("prefill tokens/s", f"{shown['prefill_tokens_per_s']:,.0f}"),
         ],
     )
+
+
+plan_cost.register(app)

@@ -13,13 +13,16 @@ import datetime
 import functools
 import importlib.resources
 import math
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 import yaml
 
 from tokenmill.errors import ConfigurationError, NotFound
 
 GPUS_FILE = "gpus.yaml"
+_PRICE_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 MODELS_FILE = "models.yaml"
 
 
@@ -38,6 +41,10 @@ class Gpu:
     interconnect_bytes_per_s: float  # scale-up link per GPU, both directions (NVLink, PCIe)
     source: str
     as_of: str
+    purchase_usd: Decimal | None = None  # per GPU
+    rent_usd_per_gpu_hour: Decimal | None = None
+    prices_source: str | None = None  # required when a price is given
+    prices_as_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,15 @@ class _Entry:
                 pass
         raise self.fail(field, f"must be an ISO date like '2026-11-25', got {value!r}")
 
+    def price(self, field: str) -> Decimal | None:
+        """An optional price in US dollars, written as decimal text ("2.35"), or null."""
+        value = self.raw.get(field)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _PRICE_TEXT.fullmatch(value.strip()):
+            raise self.fail(field, f'must be a price as decimal text like "2.35", got {value!r}')
+        return Decimal(value.strip())
+
     def reject_unknown(self, known_fields: set[str]) -> None:
         for field in self.raw:
             if field not in known_fields:
@@ -165,7 +181,14 @@ def _field_names(cls: type[Gpu] | type[ModelSpec]) -> set[str]:
 
 def _gpu_from(entry: _Entry) -> Gpu:
     entry.reject_unknown(_field_names(Gpu))
+    purchase = entry.price("purchase_usd")
+    rent = entry.price("rent_usd_per_gpu_hour")
+    priced = purchase is not None or rent is not None
     return Gpu(
+        purchase_usd=purchase,
+        rent_usd_per_gpu_hour=rent,
+        prices_source=entry.text("prices_source") if priced else None,
+        prices_as_of=entry.date("prices_as_of") if priced else None,
         id=entry.entry_id,
         name=entry.text("name"),
         flops_bf16_per_s=entry.number("flops_bf16_per_s"),
@@ -267,7 +290,8 @@ def parse_models(document: object, file_name: str = MODELS_FILE) -> dict[str, Mo
     return models
 
 
-def _read_catalog(file_name: str) -> object:
+def read_packaged(file_name: str) -> object:
+    """A packaged catalog file, parsed (YAML)."""
     resource = importlib.resources.files("tokenmill.economics") / "catalogs" / file_name
     document: object = yaml.safe_load(resource.read_text(encoding="utf-8"))
     return document
@@ -275,12 +299,12 @@ def _read_catalog(file_name: str) -> object:
 
 @functools.cache
 def _gpus_cached() -> dict[str, Gpu]:
-    return parse_gpus(_read_catalog(GPUS_FILE))
+    return parse_gpus(read_packaged(GPUS_FILE))
 
 
 @functools.cache
 def _models_cached() -> dict[str, ModelSpec]:
-    return parse_models(_read_catalog(MODELS_FILE))
+    return parse_models(read_packaged(MODELS_FILE))
 
 
 def load_gpus() -> dict[str, Gpu]:

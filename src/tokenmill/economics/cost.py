@@ -8,6 +8,8 @@ never float. A year is 8,760 hours (365 days) and a month 730 hours (that year /
 Cost per hour, one line each, every line rounded up to a whole nano-unit once:
 
 * capital (owned)  = gpu_count * purchase * (1 - residual_ratio) / (depreciation_years * 8760)
+* network (owned)  = capital * network_storage_ratio (the cluster's network and storage,
+                     bought with the GPUs and written off with them; default 0)
 * rent (rented)    = gpu_count * rent_nano_per_gpu_hour (exact)
 * energy           = gpu_count * power_w_per_gpu * (1 + node_overhead_ratio) * pue
                      * utilization_power_ratio / 1000 * energy_nano_per_kwh
@@ -33,9 +35,8 @@ are read as their shortest decimal (``repr``), so 0.3 means 3/10; that reading k
 more throughput never costs more. ``modeled_throughput`` derives ``P`` and ``D`` from the
 performance model when nothing was measured; ``TokenCosts.basis`` says which it was.
 
-Not modelled yet: cooling and electrical capex (beyond what hosting covers), networking and
-storage capex (about 15% of a cluster's capex), financing cost (interest on the purchase),
-taxes, spare GPUs and failures, and a lower cost for cached prompt tokens.
+Not modelled yet: cooling and electrical capex (beyond what hosting covers), financing cost
+(interest on the purchase), taxes, spare GPUs and failures, and a lower cost for cached prompt tokens.
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ class PoolCost:
     depreciation_years: ExactNumber | None = None
     residual_ratio: ExactNumber | None = None
     rent_nano_per_gpu_hour: int | None = None
+    network_storage_ratio: ExactNumber = 0  # owned: network and storage capex / GPU capex
 
     def __post_init__(self) -> None:
         _check_count(self.gpu_count, "gpu_count", minimum=1, maximum=GPU_COUNT_MAX)
@@ -166,6 +168,7 @@ class PoolCost:
         self._set_exact("node_overhead_ratio", 0, NODE_OVERHEAD_RATIO_MAX, "[]")
         self._set_exact("pue", 1, PUE_MAX, "[]")
         self._set_exact("utilization_power_ratio", 0, 1, "(]")
+        self._set_exact("network_storage_ratio", 0, NODE_OVERHEAD_RATIO_MAX, "[]")
         _check_money(self.energy_nano_per_kwh, "energy_nano_per_kwh")
         _check_money(self.hosting_nano_per_month, "hosting_nano_per_month")
         _check_money(self.operations_nano_per_month, "operations_nano_per_month")
@@ -219,6 +222,7 @@ class CostBreakdown:
     energy_nano: int
     hosting_nano: int
     operations_nano: int
+    network_nano: int = 0  # network and storage capex of owned GPUs
     period_s: int = SECONDS_PER_HOUR
     total_nano: int = field(init=False)
 
@@ -229,6 +233,7 @@ class CostBreakdown:
             self.energy_nano,
             self.hosting_nano,
             self.operations_nano,
+            self.network_nano,
         )
         assert all(isinstance(line, int) and line >= 0 for line in lines)
         assert self.period_s > 0
@@ -241,6 +246,15 @@ def _capital_nano_per_hour(pool: PoolCost) -> int:
     kept_ratio = 1 - _fraction(pool.residual_ratio)
     hours = _fraction(pool.depreciation_years) * HOURS_PER_YEAR
     return _ceil(pool.gpu_count * pool.purchase_nano_per_gpu * kept_ratio / hours)
+
+
+def _network_nano_per_hour(pool: PoolCost) -> int:
+    if pool.purchase_nano_per_gpu is None:
+        return 0
+    kept_ratio = 1 - _fraction(pool.residual_ratio)
+    hours = _fraction(pool.depreciation_years) * HOURS_PER_YEAR
+    network_ratio = _fraction(pool.network_storage_ratio)
+    return _ceil(pool.gpu_count * pool.purchase_nano_per_gpu * network_ratio * kept_ratio / hours)
 
 
 def _energy_nano_per_hour(pool: PoolCost) -> int:
@@ -267,6 +281,7 @@ def pool_cost_per_hour(pool: PoolCost) -> CostBreakdown:
         energy_nano=_energy_nano_per_hour(pool),
         hosting_nano=div_ceil(pool.hosting_nano_per_month, HOURS_PER_MONTH),
         operations_nano=div_ceil(pool.operations_nano_per_month, HOURS_PER_MONTH),
+        network_nano=_network_nano_per_hour(pool),
     )
     assert breakdown.capital_nano == 0 or breakdown.rent_nano == 0
     return breakdown

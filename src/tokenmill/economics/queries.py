@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from tokenmill.economics import catalog, perf
+from tokenmill.economics import perf, reference
 from tokenmill.errors import InvalidRequest
 
 PRECISIONS = ("bf16", "fp16", "fp8", "fp4")
@@ -50,8 +51,9 @@ def _precision(value: object, param: str) -> str:
     return value
 
 
-def setup_of(query: PerfQuery) -> perf.Setup:
+def setup_of(query: PerfQuery, catalogs: reference.Catalogs | None = None) -> perf.Setup:
     """The replica the query describes; InvalidRequest or NotFound on bad input."""
+    catalogs = catalogs or reference.packaged()
     if query.parallel not in perf.PARALLEL_KINDS:
         message = f"parallel must be one of {', '.join(perf.PARALLEL_KINDS)}"
         raise InvalidRequest(f"{message}, got {query.parallel!r}", param="parallel")
@@ -66,9 +68,9 @@ def setup_of(query: PerfQuery) -> perf.Setup:
         if getattr(query, name) is not None
     }
     return perf.Setup(
-        gpu=catalog.gpu(query.gpu),
+        gpu=catalogs.gpu(query.gpu),
         gpu_count=_count(query.gpus, "gpus", GPU_COUNT_MAX),
-        model=catalog.model(query.model),
+        model=catalogs.model(query.model),
         precision=_precision(query.precision, "precision"),
         kv_precision=None
         if query.kv_precision is None
@@ -83,9 +85,9 @@ def _rounded(value: float) -> float:
     return round(value, 3)
 
 
-def perf_answer(query: PerfQuery) -> dict[str, Any]:
+def perf_answer(query: PerfQuery, catalogs: reference.Catalogs | None = None) -> dict[str, Any]:
     """What ``plan perf --json`` prints: the query, resolved, and the operating point."""
-    setup = setup_of(query)
+    setup = setup_of(query, catalogs)
     input_tokens = _count(query.input_tokens, "input", TOKENS_MAX)
     output_tokens = _count(query.output_tokens, "output", TOKENS_MAX)
     concurrency = query.concurrency
@@ -120,19 +122,16 @@ def perf_answer(query: PerfQuery) -> dict[str, Any]:
     }
 
 
-def perf_curve(query: PerfQuery, concurrencies: list[int]) -> list[dict[str, Any]]:
+def perf_curve(
+    query: PerfQuery, concurrencies: list[int], catalogs: reference.Catalogs | None = None
+) -> list[dict[str, Any]]:
     """The operating point at each concurrency (for a throughput-vs-concurrency chart),
     stopping at the first one the KV cache or the scheduler caps."""
     points = []
     for concurrency in concurrencies:
-        answer = perf_answer(_with_concurrency(query, concurrency))
+        answer = perf_answer(dataclasses.replace(query, concurrency=concurrency), catalogs)
         points.append(answer)
         if answer["batch"] < concurrency:
             break
     return points
 
-
-def _with_concurrency(query: PerfQuery, concurrency: int) -> PerfQuery:
-    fields = {name: getattr(query, name) for name in query.__dataclass_fields__}
-    fields["concurrency"] = concurrency
-    return PerfQuery(**fields)
