@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 
@@ -16,6 +15,7 @@ GPU_IDS = {
     "h100-pcie",
     "h200-sxm",
     "b200",
+    "gb200",
     "a100-sxm-80gb",
     "l40s",
     "rtx-4090",
@@ -61,6 +61,7 @@ def _gpu_document() -> dict[str, dict[str, object]]:
             "memory_bytes": 80_000_000_000,
             "bandwidth_bytes_per_s": 3.0e12,
             "power_w": 700,
+            "interconnect_bytes_per_s": 900.0e9,
             "source": "a test",
             "as_of": "2026-11-25",
         }
@@ -68,9 +69,52 @@ def _gpu_document() -> dict[str, dict[str, object]]:
 
 
 def _model_document() -> dict[str, dict[str, object]]:
-    spec = dataclasses.asdict(catalog.model("llama-3.1-8b"))
-    del spec["id"]
-    return {"test-model": spec}
+    """A dense entry with Llama 3.1 8B's figures, optional fields left out."""
+    return {
+        "test-model": {
+            "name": "Llama 3.1 8B",
+            "parameters": 8_030_000_000,
+            "parameters_active": 8_030_000_000,
+            "layers": 32,
+            "hidden_size": 4096,
+            "heads_query": 32,
+            "heads_kv": 8,
+            "head_dim": 128,
+            "kv_bytes_per_token_bf16": 131072,
+            "context_tokens": 131072,
+            "source": catalog.model("llama-3.1-8b").source,
+            "as_of": "2026-11-25",
+        }
+    }
+
+
+def _moe_document() -> dict[str, dict[str, object]]:
+    """A mixture-of-experts entry with Mixtral 8x7B's figures."""
+    return {
+        "test-moe": {
+            "name": "Mixtral 8x7B",
+            "parameters": 46_702_792_704,
+            "parameters_active": 12_879_925_248,
+            "layers": 32,
+            "hidden_size": 4096,
+            "heads_query": 32,
+            "heads_kv": 8,
+            "head_dim": 128,
+            "kv_bytes_per_token_bf16": 131072,
+            "context_tokens": 32768,
+            "experts": 8,
+            "experts_per_token": 2,
+            "expert_parameters": 45_097_156_608,
+            "source": "a test",
+            "as_of": "2026-11-25",
+        }
+    }
+
+
+def _parse_error(document: dict[str, dict[str, object]]) -> ConfigurationError:
+    with pytest.raises(ConfigurationError) as caught:
+        catalog.parse_models(document)
+    return caught.value
 
 
 class TestLoadGpus:
@@ -78,14 +122,15 @@ class TestLoadGpus:
         """The packaged catalog has exactly the GPUs the product documents."""
         assert set(catalog.load_gpus()) == GPU_IDS
 
-    def test_every_gpu_names_a_source_and_an_as_of_date(self) -> None:
-        """Each GPU entry can be traced to a source and a date."""
-        for gpu in catalog.load_gpus().values():
-            assert gpu.source.strip()
-            datetime.date.fromisoformat(gpu.as_of)
+    @pytest.mark.parametrize("gpu_id", sorted(GPU_IDS))
+    def test_every_gpu_names_a_source_and_an_as_of_date(self, gpu_id: str) -> None:
+        """Each GPU entry can be traced to a source and an ISO date."""
+        gpu = catalog.gpu(gpu_id)
+        assert gpu.source.strip()
+        assert datetime.date.fromisoformat(gpu.as_of).isoformat() == gpu.as_of
 
     def test_h100_sxm_figures_match_the_research_notes(self) -> None:
-        """The H100 SXM entry carries the economics.md section 1 figures."""
+        """The H100 SXM entry carries the economics.md section 1 figures and NVLink 4."""
         h100 = catalog.gpu("h100-sxm")
         assert h100.flops_bf16_per_s == 989e12
         assert h100.flops_fp8_per_s == 1979e12
@@ -93,12 +138,32 @@ class TestLoadGpus:
         assert h100.memory_bytes == 80_000_000_000
         assert h100.bandwidth_bytes_per_s == 3.35e12
         assert h100.power_w == 700
+        assert h100.interconnect_bytes_per_s == 900e9
 
-    def test_only_the_b200_has_an_fp4_figure(self) -> None:
-        """FP4 tensor throughput is listed for Blackwell only; A100 has no FP8."""
+    def test_gb200_figures_match_the_research_notes(self) -> None:
+        """One GB200 GPU: 2.5 / 5 / 10 PFLOP/s dense, 186 GB at 8 TB/s, NVLink 5, 1200 W."""
+        gb200 = catalog.gpu("gb200")
+        assert gb200.flops_bf16_per_s == 2500e12
+        assert gb200.flops_fp8_per_s == 5000e12
+        assert gb200.flops_fp4_per_s == 10000e12
+        assert gb200.memory_bytes == 186_000_000_000
+        assert gb200.bandwidth_bytes_per_s == 8e12
+        assert gb200.power_w == 1200
+        assert gb200.interconnect_bytes_per_s == 1800e9
+
+    def test_only_blackwell_has_an_fp4_figure(self) -> None:
+        """FP4 tensor throughput is listed for the B200 and GB200 only; A100 has no FP8."""
         with_fp4 = {g.id for g in catalog.load_gpus().values() if g.flops_fp4_per_s is not None}
-        assert with_fp4 == {"b200"}
+        assert with_fp4 == {"b200", "gb200"}
         assert catalog.gpu("a100-sxm-80gb").flops_fp8_per_s is None
+
+    def test_nvlink_parts_link_faster_than_pcie_parts(self) -> None:
+        """Every SXM or Blackwell GPU has a faster scale-up link than any PCIe-only card."""
+        nvlink = ("h100-sxm", "h200-sxm", "b200", "gb200", "a100-sxm-80gb")
+        pcie = ("h100-pcie", "l40s", "rtx-4090")
+        slowest_nvlink = min(catalog.gpu(g).interconnect_bytes_per_s for g in nvlink)
+        fastest_pcie = max(catalog.gpu(g).interconnect_bytes_per_s for g in pcie)
+        assert slowest_nvlink > fastest_pcie
 
     def test_the_returned_dict_is_a_fresh_copy(self) -> None:
         """Mutating the returned dict does not change the catalog."""
@@ -111,11 +176,12 @@ class TestLoadModels:
         """The packaged catalog has exactly the models the product documents."""
         assert set(catalog.load_models()) == MODEL_IDS
 
-    def test_every_model_names_a_source_and_an_as_of_date(self) -> None:
-        """Each model entry can be traced to a source and a date."""
-        for spec in catalog.load_models().values():
-            assert spec.source.strip()
-            datetime.date.fromisoformat(spec.as_of)
+    @pytest.mark.parametrize("model_id", sorted(MODEL_IDS))
+    def test_every_model_names_a_source_and_an_as_of_date(self, model_id: str) -> None:
+        """Each model entry can be traced to a source and an ISO date."""
+        spec = catalog.model(model_id)
+        assert spec.source.strip()
+        assert datetime.date.fromisoformat(spec.as_of).isoformat() == spec.as_of
 
     def test_kv_bytes_follow_the_formula_for_grouped_query_attention(self) -> None:
         """KV bytes per token are 2 * layers * kv heads * head_dim * 2 for every plain-GQA model."""
@@ -139,6 +205,84 @@ class TestLoadModels:
         old = dataclasses.replace(catalog.model("llama-3.1-70b"), id="", name="", source="")
         new = dataclasses.replace(catalog.model("llama-3.3-70b"), id="", name="", source="")
         assert old == new
+
+
+class TestMixtureOfExperts:
+    @pytest.mark.parametrize("model_id", sorted(MOE_MODEL_IDS))
+    def test_every_moe_entry_adds_up(self, model_id: str) -> None:
+        """Active experts plus the active dense part make the active parameters, and the
+        dense part active lies between 0 and the parameters outside the experts."""
+        spec = catalog.model(model_id)
+        assert 1 <= spec.experts_per_token <= spec.experts
+        assert 1 <= spec.moe_layers <= spec.layers
+        assert 1 <= spec.attention_layers <= spec.layers
+        assert 0 < spec.dense_parameters_active <= spec.dense_parameters
+        assert spec.expert_parameters_active + spec.dense_parameters_active == (
+            spec.parameters_active
+        )
+        assert spec.dense_parameters + spec.expert_parameters == spec.parameters
+
+    @pytest.mark.parametrize(
+        ("model_id", "intermediate_size"),
+        [
+            ("mixtral-8x7b", 14336),
+            ("deepseek-v3", 2048),
+            ("deepseek-r1", 2048),
+            ("llama-4-maverick", 8192),
+            ("qwen3-30b-a3b", 768),
+            ("qwen3-235b-a22b", 1536),
+            ("gpt-oss-20b", 2880),
+            ("gpt-oss-120b", 2880),
+        ],
+    )
+    def test_expert_parameters_match_the_expert_shapes(
+        self, model_id: str, intermediate_size: int
+    ) -> None:
+        """MoE layers * experts * 3 matrices of hidden * intermediate, within 0.1%
+        (DeepSeek: 58 * 256 * 3 * 7168 * 2048 = 653.9B against the 653.5B listed)."""
+        spec = catalog.model(model_id)
+        shapes = spec.moe_layers * spec.experts * 3 * spec.hidden_size * intermediate_size
+        assert spec.expert_parameters == pytest.approx(shapes, rel=1e-3)
+
+    def test_mixtral_derived_counts_match_the_hand_computation(self) -> None:
+        """45,097,156,608 * 2 / 8 = 11,274,289,152 active expert parameters, leaving
+        46,702,792,704 - 45,097,156,608 = 1,605,636,096 dense ones, all of them active."""
+        spec = catalog.model("mixtral-8x7b")
+        assert spec.expert_parameters_active == 11_274_289_152
+        assert spec.dense_parameters == 1_605_636_096
+        assert spec.dense_parameters_active == 12_879_925_248 - 11_274_289_152
+        assert spec.moe_layers == 32  # every layer, by default
+
+    def test_deepseek_keeps_its_dense_layers_and_mla_widths(self) -> None:
+        """3 of 61 layers are dense; all 61 attend, with 576-wide scores over 512-wide values."""
+        spec = catalog.model("deepseek-v3")
+        assert spec.moe_layers == 58
+        assert spec.attention_layers == 61
+        assert (spec.attention_dim_qk, spec.attention_dim_v) == (576, 512)
+        assert spec.heads_kv == 1
+        assert spec.expert_parameters_active == 653_500_000_000 * 8 // 256
+
+    @pytest.mark.parametrize(
+        ("model_id", "attention_layers"), [("gpt-oss-20b", 12), ("gpt-oss-120b", 18)]
+    )
+    def test_gpt_oss_ships_fp4_experts_and_half_its_layers_attend_fully(
+        self, model_id: str, attention_layers: int
+    ) -> None:
+        """gpt-oss's experts are MXFP4 and only every other layer attends over the context."""
+        spec = catalog.model(model_id)
+        assert spec.expert_precision == "fp4"
+        assert spec.attention_layers == attention_layers == spec.layers // 2
+
+    @pytest.mark.parametrize("model_id", sorted(MODEL_IDS - MOE_MODEL_IDS))
+    def test_a_dense_model_has_no_experts_and_attends_in_every_layer(self, model_id: str) -> None:
+        """Without 'experts' every expert field is empty and the attention defaults apply."""
+        spec = catalog.model(model_id)
+        assert (spec.experts, spec.experts_per_token, spec.expert_parameters) == (0, 0, 0)
+        assert (spec.moe_layers, spec.expert_precision) == (0, None)
+        assert spec.expert_parameters_active == 0
+        assert spec.dense_parameters == spec.dense_parameters_active == spec.parameters
+        assert spec.attention_layers == spec.layers
+        assert spec.attention_dim_qk == spec.attention_dim_v == spec.head_dim
 
 
 class TestAddedModels:
@@ -217,6 +361,7 @@ class TestParseGpus:
         gpu = catalog.parse_gpus(_gpu_document())["test-gpu"]
         assert gpu.id == "test-gpu"
         assert gpu.power_w == 700.0
+        assert gpu.interconnect_bytes_per_s == 900e9
         assert gpu.flops_fp4_per_s is None
 
     def test_an_unquoted_yaml_date_is_accepted(self) -> None:
@@ -234,8 +379,12 @@ class TestParseGpus:
             ("memory_bytes", 80.5e9),
             ("memory_bytes", True),
             ("bandwidth_bytes_per_s", float("nan")),
+            ("interconnect_bytes_per_s", 0),
+            ("interconnect_bytes_per_s", None),
             ("name", ""),
+            ("source", "  "),
             ("as_of", "last tuesday"),
+            ("as_of", None),
         ],
     )
     def test_a_wrong_typed_field_names_the_entry_and_field(
@@ -249,12 +398,16 @@ class TestParseGpus:
         assert caught.value.param == field
         assert "'test-gpu'" in caught.value.message
 
-    def test_a_missing_field_names_the_entry_and_field(self) -> None:
+    @pytest.mark.parametrize("field", ["interconnect_bytes_per_s", "source", "as_of"])
+    def test_a_missing_field_names_the_entry_and_field(self, field: str) -> None:
         """An entry without a required field is a ConfigurationError naming it."""
         document = _gpu_document()
-        del document["test-gpu"]["source"]
-        with pytest.raises(ConfigurationError, match=r"'test-gpu'.*'source' is missing"):
+        del document["test-gpu"][field]
+        with pytest.raises(
+            ConfigurationError, match=rf"'test-gpu'.*'{field}' is missing"
+        ) as caught:
             catalog.parse_gpus(document)
+        assert caught.value.param == field
 
     def test_an_unknown_field_is_rejected(self) -> None:
         """A misspelt field is an error, not silently ignored."""
@@ -272,30 +425,116 @@ class TestParseGpus:
 
 
 class TestParseModels:
-    def test_a_valid_document_parses(self) -> None:
-        """A complete model entry parses to an equal ModelSpec under its new id."""
+    def test_a_valid_dense_document_parses(self) -> None:
+        """A complete dense entry parses to Llama 3.1 8B's spec under its new id."""
         spec = catalog.parse_models(_model_document())["test-model"]
         assert spec == dataclasses.replace(catalog.model("llama-3.1-8b"), id="test-model")
 
+    def test_a_valid_moe_document_parses(self) -> None:
+        """A complete MoE entry parses to Mixtral's spec, moe_layers defaulting to all 32."""
+        spec = catalog.parse_models(_moe_document())["test-moe"]
+        mixtral = catalog.model("mixtral-8x7b")
+        assert spec == dataclasses.replace(mixtral, id="test-moe", source="a test")
+
     @pytest.mark.parametrize(
         ("field", "bad_value"),
-        [("layers", 0), ("layers", "32"), ("parameters", 8.03e9), ("context_tokens", None)],
+        [
+            ("layers", 0),
+            ("layers", "32"),
+            ("parameters", 8.03e9),
+            ("context_tokens", None),
+            ("source", ""),
+            ("as_of", "2026-13-01"),
+            ("attention_layers", 0),
+            ("attention_dim_qk", -1),
+            ("attention_dim_v", 1.5),
+        ],
     )
     def test_a_wrong_typed_field_names_the_entry_and_field(
         self, field: str, bad_value: object
     ) -> None:
-        """A count that is not a positive int is a ConfigurationError naming the field."""
-        document = copy.deepcopy(_model_document())
+        """A field of the wrong type or range is a ConfigurationError naming the field."""
+        document = _model_document()
         document["test-model"][field] = bad_value
-        with pytest.raises(ConfigurationError) as caught:
-            catalog.parse_models(document)
-        assert caught.value.param == field
-        assert "'test-model'" in caught.value.message
+        error = _parse_error(document)
+        assert error.param == field
+        assert "'test-model'" in error.message
 
     def test_more_active_than_total_parameters_is_rejected(self) -> None:
         """Active parameters cannot exceed the total."""
         document = _model_document()
         document["test-model"]["parameters_active"] = 9_000_000_000
-        with pytest.raises(ConfigurationError) as caught:
-            catalog.parse_models(document)
-        assert caught.value.param == "parameters_active"
+        assert _parse_error(document).param == "parameters_active"
+
+    def test_more_attention_layers_than_layers_are_rejected(self) -> None:
+        """33 attention layers in a 32-layer model name the entry and attention_layers."""
+        document = _model_document()
+        document["test-model"]["attention_layers"] = 33
+        error = _parse_error(document)
+        assert error.param == "attention_layers"
+        assert "'test-model'" in error.message
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("experts_per_token", 2),
+            ("expert_parameters", 1_000_000_000),
+            ("moe_layers", 32),
+            ("expert_precision", "fp4"),
+        ],
+    )
+    def test_an_expert_field_without_experts_is_rejected(self, field: str, value: object) -> None:
+        """Expert fields belong to a mixture of experts: without 'experts' they are an error."""
+        document = _model_document()
+        document["test-model"][field] = value
+        error = _parse_error(document)
+        assert error.param == field
+        assert "'test-model'" in error.message
+        assert "needs 'experts'" in error.message
+
+    @pytest.mark.parametrize(
+        ("field", "bad_value"),
+        [
+            ("experts", 0),
+            ("experts_per_token", 9),  # more than the 8 experts
+            ("experts_per_token", None),
+            ("expert_parameters", 46_702_792_704),  # all the parameters
+            ("moe_layers", 33),  # more than the 32 layers
+            ("expert_precision", "int4"),
+            ("expert_precision", "fp32"),
+            ("expert_precision", 4),
+        ],
+    )
+    def test_a_wrong_moe_field_names_the_entry_and_field(
+        self, field: str, bad_value: object
+    ) -> None:
+        """An MoE field out of range, or at odds with another, is an error naming it."""
+        document = _moe_document()
+        document["test-moe"][field] = bad_value
+        error = _parse_error(document)
+        assert error.param == field
+        assert "'test-moe'" in error.message
+
+    def test_experts_without_experts_per_token_are_rejected(self) -> None:
+        """An MoE entry must say how many experts each token uses."""
+        document = _moe_document()
+        del document["test-moe"]["experts_per_token"]
+        error = _parse_error(document)
+        assert error.param == "experts_per_token"
+        assert "is missing" in error.message
+
+    @pytest.mark.parametrize(
+        "parameters_active",
+        [
+            11_000_000_000,  # below the 11.27B the two active experts alone hold
+            46_702_792_704,  # leaves 35.4B active outside the experts, of 1.6B there
+        ],
+    )
+    def test_moe_counts_that_do_not_add_up_are_rejected(self, parameters_active: int) -> None:
+        """parameters_active minus 45.1B * 2 / 8 must lie in [0, 46.7B - 45.1B]."""
+        document = _moe_document()
+        document["test-moe"]["parameters_active"] = parameters_active
+        error = _parse_error(document)
+        assert error.param == "expert_parameters"
+        assert "'test-moe'" in error.message
+        assert "does not add up" in error.message

@@ -91,11 +91,12 @@ class TestScheduler:
         assert scheduler.steps_count >= 10
 
     def test_the_modeled_time_is_prefill_plus_the_decode_steps(self) -> None:
-        """One request's modeled time is its prefill plus one decode step per token."""
+        """One request's modeled time is its prefill (which yields the first token) plus one
+        decode step per later token."""
         scheduler = SimScheduler(SETUP, time_scale=0, queue_count_max=100)
         _run_jobs(scheduler, [_job(100, 3)])
         expected = perf.prefill_time_s(SETUP, 100) + sum(
-            perf.decode_step_time_s(SETUP, 1, 100 + emitted) for emitted in range(3)
+            perf.decode_step_time_s(SETUP, 1, 100 + emitted) for emitted in (1, 2)
         )
         assert scheduler.modeled_s == pytest.approx(expected)
 

@@ -25,6 +25,7 @@ from tokenmill.api.gateway import Gateway
 from tokenmill.api.limit_routes import rate_limit_routes
 from tokenmill.api.money_routes import money_routes
 from tokenmill.api.openai_routes import server_error, store_unavailable
+from tokenmill.api.plan_routes import plan_routes
 from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
@@ -176,6 +177,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     money_routes(app, gateway)
     rate_limit_routes(app, gateway)
     fleet_routes(app, gateway)
+    plan_routes(app)
     return app
 
 

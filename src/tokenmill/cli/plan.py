@@ -33,7 +33,7 @@ def perf_command(
         float | None, typer.Option(help="Achieved share of peak bandwidth (default 0.7).")
     ] = None,
     efficiency_moe: Annotated[
-        float | None, typer.Option(help="Expert layers' share of their roofline (default 0.3).")
+        float | None, typer.Option(help="Expert layers' share of their roofline (default 0.4).")
     ] = None,
     batch_requests_max: Annotated[
         int | None, typer.Option(help="Scheduler's cap on requests at once (default 512).")

@@ -36,7 +36,8 @@ more throughput never costs more. ``modeled_throughput`` derives ``P`` and ``D``
 performance model when nothing was measured; ``TokenCosts.basis`` says which it was.
 
 Not modelled yet: cooling and electrical capex (beyond what hosting covers), financing cost
-(interest on the purchase), taxes, spare GPUs and failures, and a lower cost for cached prompt tokens.
+(interest on the purchase), taxes, spare GPUs and failures, and a lower cost for cached
+prompt tokens.
 """
 
 from __future__ import annotations

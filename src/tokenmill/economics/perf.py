@@ -72,7 +72,7 @@ class Setup:
     parallel: Parallel = "tp"
     efficiency_compute_ratio: float = 0.5  # e_c: achieved / peak FLOP/s
     efficiency_memory_ratio: float = 0.7  # e_m: achieved / peak memory bandwidth
-    efficiency_moe_ratio: float = 0.3  # e_moe: expert layers' share of their roofline
+    efficiency_moe_ratio: float = 0.4  # e_moe: expert layers' share of their roofline
     moe_token_overhead_s: float = 0.4e-6  # per token per MoE layer: routing, permutation
     efficiency_network_ratio: float = 0.7  # achieved / peak interconnect bandwidth
     collective_latency_s: float = 10e-6  # fixed cost of one all-reduce or all-to-all
@@ -224,9 +224,15 @@ def batch_limit(setup: Setup) -> int:
 
 
 def batch_max(setup: Setup, tokens_per_request: int) -> int:
-    """How many requests of ``tokens_per_request`` KV tokens each fit at once (>= 0)."""
+    """How many requests of ``tokens_per_request`` KV tokens each fit at once (>= 0). Under
+    dep a request's KV lives on one GPU, so each GPU holds whole requests."""
     _check_count(tokens_per_request, "tokens_per_request", minimum=1)
-    result = kv_capacity_tokens(setup) // tokens_per_request
+    capacity = kv_capacity_tokens(setup)
+    if setup.parallel == "dep":
+        per_gpu = capacity // setup.gpu_count
+        result = setup.gpu_count * (per_gpu // tokens_per_request)
+    else:
+        result = capacity // tokens_per_request
     assert result >= 0
     return result
 
@@ -278,6 +284,7 @@ class _Pass:
     network_s: float
     compute_s: float  # the part of the three groups where the compute roof was higher
     memory_s: float  # the part where the bandwidth roof was higher
+    flops_s: float  # the groups' FLOPs at their derated peaks, whichever roof was higher
 
     @property
     def total_s(self) -> float:
@@ -285,9 +292,9 @@ class _Pass:
 
     @property
     def marginal_s(self) -> float:
-        """What the pass adds to a forward pass that reads the weights anyway: its compute,
+        """What the pass adds to a forward pass that reads the weights anyway: its FLOPs,
         routing and traffic (a prefill riding in the decode steps of a busy server)."""
-        return self.compute_s + self.route_s + self.network_s
+        return self.flops_s + self.route_s + self.network_s
 
 
 def _experts_touched_ratio(setup: Setup, tokens: int) -> float:
@@ -308,8 +315,9 @@ def _attention_flops_per_context_token(setup: Setup) -> float:
     return 2 * model.attention_layers * model.heads_query * width
 
 
-def _network_s(setup: Setup, tokens: int) -> float:
-    """The interconnect's share of a pass of ``tokens`` tokens, on each GPU."""
+def _network_s(setup: Setup, tokens: int, *, spread: bool) -> float:
+    """The interconnect's share of a pass of ``tokens`` tokens, on each GPU (``spread``: the
+    tokens of many requests, shared over the GPUs under dep; else one request's, on one)."""
     n = setup.gpu_count
     if n == 1:
         return 0.0
@@ -321,8 +329,9 @@ def _network_s(setup: Setup, tokens: int) -> float:
         per_collective = setup.collective_latency_s + message_bytes / link_bytes_per_s
         return 2 * model.layers * per_collective
     # dep: each MoE layer sends every token to its k experts and back; (n-1)/n of them leave
-    # the GPU. A GPU holds tokens / n of the pass's tokens.
-    sent_bytes = tokens / n * model.experts_per_token * model.hidden_size * _ACTIVATION_BYTES
+    # the GPU. A GPU holds tokens / n of a spread pass's tokens, all of one request's.
+    tokens_here = tokens / n if spread else tokens
+    sent_bytes = tokens_here * model.experts_per_token * model.hidden_size * _ACTIVATION_BYTES
     per_collective = setup.collective_latency_s + sent_bytes * (n - 1) / n / link_bytes_per_s
     return 2 * model.moe_layers * per_collective
 
@@ -363,11 +372,12 @@ def _forward_pass(
     routed_tokens = tokens / n if setup.parallel == "dep" and spread else tokens
     route_s = routed_tokens * model.moe_layers * setup.moe_token_overhead_s
     result = _Pass(
+        flops_s=sum(compute_s / ratio for _, compute_s, ratio in groups),
         dense_s=times[0],
         expert_s=times[1],
         route_s=route_s,
         attention_s=times[2],
-        network_s=_network_s(setup, tokens),
+        network_s=_network_s(setup, tokens, spread=spread),
         compute_s=compute_s,
         memory_s=memory_s,
     )
@@ -391,9 +401,9 @@ def prefill_time_s(setup: Setup, prompt_tokens: int) -> float:
 
 
 def prefill_busy_s(setup: Setup, prompt_tokens: int) -> float:
-    """Seconds of the whole replica one prompt's prefill takes when many are prefilled side
-    by side (under dep every GPU prefills its own requests; under tp it equals
-    ``prefill_time_s``)."""
+    """Seconds of the whole replica one prompt's prefill adds on a busy server: its FLOPs,
+    routing and traffic, spread over the GPUs (the weights are read by the decode steps it
+    rides in anyway)."""
     _check_count(prompt_tokens, "prompt_tokens", minimum=0)
     if prompt_tokens == 0:
         return 0.0

@@ -134,4 +134,3 @@ def perf_curve(
         if answer["batch"] < concurrency:
             break
     return points
-

@@ -96,7 +96,8 @@ class SimScheduler:
     def _admit(self) -> list[_Job]:
         used = sum(job.kv_tokens_reserved for job in self._running)
         admitted: list[_Job] = []
-        while self._waiting:
+        room = perf.batch_limit(self._setup) - len(self._running)
+        while self._waiting and len(admitted) < room:
             job = self._waiting[0]
             if job.cancelled:
                 self._waiting.popleft()
@@ -119,12 +120,10 @@ class SimScheduler:
                 await self._wake.wait()
                 deadline = loop.time()
                 continue
+            decoding = self._running
             admitted = self._admit()
-            self._running.extend(admitted)
-            step_s = sum(perf.prefill_time_s(self._setup, job.prompt_tokens) for job in admitted)
-            if self._running:
-                kv_total = sum(job.prompt_tokens + job.emitted for job in self._running)
-                step_s += perf.decode_step_time_s(self._setup, len(self._running), kv_total)
+            step_s = self._step_s(decoding, admitted)
+            self._running = decoding + admitted
             deadline = max(deadline, loop.time() - 0.05) + step_s * self._time_scale
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             self.steps_count += 1
@@ -134,6 +133,20 @@ class SimScheduler:
             self._running = [
                 job for job in self._running if job.emitted < len(job.tokens) and not job.cancelled
             ]
+
+    def _step_s(self, decoding: list[_Job], admitted: list[_Job]) -> float:
+        """One step: a decode pass for the running requests, with the admitted prompts riding
+        in it at their marginal cost; on an idle replica the first prompt's pass reads the
+        weights itself. Each prompt's prefill yields its first token."""
+        prompts = [job.prompt_tokens for job in admitted]
+        if decoding:
+            kv_total = sum(job.prompt_tokens + job.emitted for job in decoding)
+            step_s = perf.decode_step_time_s(self._setup, len(decoding), kv_total)
+        elif prompts:
+            step_s = perf.prefill_time_s(self._setup, prompts.pop(0))
+        else:
+            return 0.0
+        return step_s + sum(perf.prefill_busy_s(self._setup, tokens) for tokens in prompts)
 
     @staticmethod
     def _emit(job: _Job) -> None:

@@ -1,0 +1,127 @@
+"""``POST /admin/v1/plan/{perf,cost,price}``: the planning questions of ``tokenmill plan``,
+answered with the same figures (``tokenmill.economics.queries`` and ``costing``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from starlette.concurrency import run_in_threadpool
+
+from tokenmill.api.admin_auth import ADMIN
+from tokenmill.economics import reference
+from tokenmill.economics.costing import CostQuery, cost_answer, price_answer
+from tokenmill.economics.queries import PerfQuery, perf_answer
+from tokenmill.errors import InvalidRequest
+
+DECIMAL_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,9})?$"
+Precision = Literal["bf16", "fp16", "fp8", "fp4"]
+DecimalText = str | None
+
+
+class PerfIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpu: str = Field(max_length=100)
+    model: str = Field(max_length=100)
+    gpus: StrictInt = Field(1, ge=1, le=4096)
+    precision: Precision = "bf16"
+    kv_precision: Precision | None = None
+    parallel: Literal["tp", "dep"] = "tp"
+    input: StrictInt = Field(1000, ge=1, le=10_000_000)
+    output: StrictInt = Field(1000, ge=1, le=10_000_000)
+    concurrency: StrictInt | Literal["max"] = "max"
+    efficiency_compute_ratio: StrictFloat | None = Field(None, gt=0, le=1)
+    efficiency_memory_ratio: StrictFloat | None = Field(None, gt=0, le=1)
+    efficiency_moe_ratio: StrictFloat | None = Field(None, gt=0, le=1)
+    batch_requests_max: StrictInt | None = Field(None, ge=1, le=1_000_000)
+
+    def query(self) -> PerfQuery:
+        if isinstance(self.concurrency, int) and not 1 <= self.concurrency <= 1_000_000:
+            message = "concurrency is a whole number from 1, or max"
+            raise InvalidRequest(message, param="concurrency")
+        return PerfQuery(
+            gpu=self.gpu,
+            model=self.model,
+            gpus=self.gpus,
+            precision=self.precision,
+            kv_precision=self.kv_precision,
+            parallel=self.parallel,
+            input_tokens=self.input,
+            output_tokens=self.output,
+            concurrency=None if self.concurrency == "max" else self.concurrency,
+            efficiency_compute_ratio=self.efficiency_compute_ratio,
+            efficiency_memory_ratio=self.efficiency_memory_ratio,
+            efficiency_moe_ratio=self.efficiency_moe_ratio,
+            batch_requests_max=self.batch_requests_max,
+        )
+
+
+def _money(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _text_field(description: str) -> Any:
+    return Field(None, pattern=DECIMAL_PATTERN, description=description)
+
+
+class CostIn(PerfIn):
+    pool_gpus: StrictInt | None = Field(None, ge=1, le=10_000_000)
+    basis: Literal["owned", "rented"] = "owned"
+    purchase_usd_per_gpu: DecimalText = _text_field("US dollars per GPU")
+    depreciation_years: DecimalText = _text_field("years")
+    residual_ratio: DecimalText = _text_field("share of the price left at the end")
+    rent_usd_per_gpu_hour: DecimalText = _text_field("US dollars per GPU-hour")
+    energy_usd_per_kwh: DecimalText = _text_field("US dollars per kWh")
+    pue: DecimalText = _text_field("facility power / IT power")
+    node_overhead_ratio: DecimalText = _text_field("CPU, network, fans over GPU power")
+    utilization_power_ratio: DecimalText = _text_field("average over peak power")
+    hosting_usd_per_month: DecimalText = _text_field("US dollars per month, whole pool")
+    operations_usd_per_month: DecimalText = _text_field("US dollars per month, whole pool")
+    utilization_ratio: DecimalText = _text_field("share of hours serving")
+    itl_ms_max: StrictFloat | StrictInt | None = Field(None, gt=0, le=1_000_000)
+    price_usd_per_mtok: DecimalText = _text_field("US dollars per million output tokens")
+
+    def cost_query(self) -> CostQuery:
+        return CostQuery(
+            perf=self.query(),
+            pool_gpus=self.pool_gpus,
+            basis=self.basis,
+            purchase_usd_per_gpu=_money(self.purchase_usd_per_gpu),
+            depreciation_years=_money(self.depreciation_years),
+            residual_ratio=_money(self.residual_ratio),
+            rent_usd_per_gpu_hour=_money(self.rent_usd_per_gpu_hour),
+            energy_usd_per_kwh=_money(self.energy_usd_per_kwh),
+            pue=_money(self.pue),
+            node_overhead_ratio=_money(self.node_overhead_ratio),
+            utilization_power_ratio=_money(self.utilization_power_ratio),
+            hosting_usd_per_month=_money(self.hosting_usd_per_month),
+            operations_usd_per_month=_money(self.operations_usd_per_month),
+            utilization_ratio=_money(self.utilization_ratio),
+            itl_ms_max=None if self.itl_ms_max is None else float(self.itl_ms_max),
+            price_usd_per_mtok=_money(self.price_usd_per_mtok),
+        )
+
+
+class PriceIn(CostIn):
+    margin_ratio: str = Field("0.4", pattern=DECIMAL_PATTERN, description="target gross margin")
+
+
+def plan_routes(app: FastAPI) -> None:
+    admin = ADMIN[0]
+    catalogs = reference.packaged()
+
+    @app.post("/plan/perf", dependencies=[admin], response_model=dict[str, Any])
+    async def plan_perf(body: PerfIn) -> dict[str, Any]:
+        return await run_in_threadpool(perf_answer, body.query(), catalogs)
+
+    @app.post("/plan/cost", dependencies=[admin], response_model=dict[str, Any])
+    async def plan_cost(body: CostIn) -> dict[str, Any]:
+        return await run_in_threadpool(cost_answer, body.cost_query(), catalogs)
+
+    @app.post("/plan/price", dependencies=[admin], response_model=dict[str, Any])
+    async def plan_price(body: PriceIn) -> dict[str, Any]:
+        margin = Decimal(body.margin_ratio)
+        return await run_in_threadpool(price_answer, body.cost_query(), margin, catalogs)
