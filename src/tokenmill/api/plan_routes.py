@@ -1,4 +1,4 @@
-"""``POST /admin/v1/plan/{perf,cost,price}``: the planning questions of ``tokenmill plan``,
+"""``POST /admin/v1/plan/{perf,cost,price,site}``: the planning questions of ``tokenmill plan``,
 answered with the same figures (``tokenmill.economics.queries`` and ``costing``)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from tokenmill.api.admin_auth import ADMIN
 from tokenmill.economics import reference
 from tokenmill.economics.costing import CostQuery, cost_answer, price_answer
 from tokenmill.economics.queries import PerfQuery, perf_answer
+from tokenmill.economics.site import MiningQuery, SiteQuery, site_answer
 from tokenmill.errors import InvalidRequest
 
 DECIMAL_PATTERN = r"^[0-9]{1,15}(\.[0-9]{1,9})?$"
@@ -105,6 +106,48 @@ class CostIn(PerfIn):
         )
 
 
+class SiteIn(PerfIn):
+    site_mw: str = Field(pattern=DECIMAL_PATTERN, description="the site's power, MW")
+    gpu: str = Field("h100-sxm", max_length=100)
+    model: str = Field("llama-3.3-70b", max_length=100)
+    gpus: StrictInt = Field(2, ge=1, le=4096)
+    precision: Precision = "fp8"
+    pue: DecimalText = _text_field("facility power / IT power")
+    energy_usd_per_kwh: DecimalText = _text_field("US dollars per kWh")
+    utilization_ratio: DecimalText = _text_field("share of hours serving")
+    purchase_usd_per_gpu: DecimalText = _text_field("US dollars per GPU")
+    price_input_usd_per_mtok: DecimalText = _text_field("US dollars per million prompt tokens")
+    price_output_usd_per_mtok: DecimalText = _text_field("US dollars per million output tokens")
+    hashprice_usd_per_ph_day: DecimalText = _text_field("US dollars per PH/s per day")
+    btc_price_usd: DecimalText = _text_field("US dollars per BTC")
+    network_hashrate_eh_s: DecimalText = _text_field("EH/s")
+    fees_btc_per_block: str = Field("0", pattern=DECIMAL_PATTERN)
+    miner_j_per_th: DecimalText = _text_field("J/TH")
+    conversion_usd_per_mw_it: DecimalText = _text_field("US dollars per MW of IT")
+    conversion_months: DecimalText = _text_field("months")
+
+    def site_query(self) -> SiteQuery:
+        return SiteQuery(
+            perf=self.query(),
+            site_mw=Decimal(self.site_mw),
+            mining=MiningQuery(
+                hashprice_usd_per_ph_day=_money(self.hashprice_usd_per_ph_day),
+                btc_price_usd=_money(self.btc_price_usd),
+                network_hashrate_eh_s=_money(self.network_hashrate_eh_s),
+                fees_btc_per_block=Decimal(self.fees_btc_per_block),
+                miner_j_per_th=_money(self.miner_j_per_th),
+            ),
+            pue=_money(self.pue),
+            energy_usd_per_kwh=_money(self.energy_usd_per_kwh),
+            utilization_ratio=_money(self.utilization_ratio),
+            purchase_usd_per_gpu=_money(self.purchase_usd_per_gpu),
+            price_input_usd_per_mtok=_money(self.price_input_usd_per_mtok),
+            price_output_usd_per_mtok=_money(self.price_output_usd_per_mtok),
+            conversion_usd_per_mw_it=_money(self.conversion_usd_per_mw_it),
+            conversion_months=_money(self.conversion_months),
+        )
+
+
 class PriceIn(CostIn):
     margin_ratio: str = Field("0.4", pattern=DECIMAL_PATTERN, description="target gross margin")
 
@@ -125,3 +168,7 @@ def plan_routes(app: FastAPI) -> None:
     async def plan_price(body: PriceIn) -> dict[str, Any]:
         margin = Decimal(body.margin_ratio)
         return await run_in_threadpool(price_answer, body.cost_query(), margin, catalogs)
+
+    @app.post("/plan/site", dependencies=[admin], response_model=dict[str, Any])
+    async def plan_site(body: SiteIn) -> dict[str, Any]:
+        return await run_in_threadpool(site_answer, body.site_query(), catalogs)

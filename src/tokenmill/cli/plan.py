@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenmill.cli import plan_cost
+from tokenmill.cli import plan_cost, plan_site
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
 from tokenmill.economics.queries import perf_answer
@@ -90,3 +90,4 @@ def _print_perf(shown: dict[str, Any]) -> None:
 
 
 plan_cost.register(app)
+plan_site.register(app)

@@ -141,7 +141,7 @@ def _print_cost(shown: dict[str, Any]) -> None:
         f" {shown['output']} out, {shown['concurrency']} at a time"
     )
     hour = shown["cost_usd_per_hour"]
-    print_table(title, ("cost per hour", "USD"), [(name, hour[name]) for name in hour])
+    print_table(title, ("cost per hour", "USD"), [(name, opt.usd(hour[name])) for name in hour])
     mtok = shown["cost_usd_per_mtok"]
     print_table(
         f"per million tokens at {shown['utilization_ratio']} utilization"
@@ -149,9 +149,9 @@ def _print_cost(shown: dict[str, Any]) -> None:
         f" ITL {shown['itl_ms']:,.1f} ms)",
         ("tokens", "USD"),
         [
-            ("input", mtok["input"]),
-            ("output", mtok["output"]),
-            ("output, prompts included", mtok["output_all_in"]),
+            ("input", opt.usd(mtok["input"], 4)),
+            ("output", opt.usd(mtok["output"], 4)),
+            ("output, prompts included", opt.usd(mtok["output_all_in"], 4)),
         ],
     )
     _print_chain(shown["chain_usd_per_mtok"])
@@ -164,7 +164,7 @@ def _print_chain(chain: dict[str, str]) -> None:
         if float(value) == 0 and name != "operator_margin":
             continue
         share = f"{float(value) / total:.0%}" if total else ""
-        rows.append((CHAIN_NAMES[name], value, share))
+        rows.append((CHAIN_NAMES[name], opt.usd(value, 4), share))
     print_table(
         "where a token's dollar goes (per million output tokens, prompts included)",
         ("who", "USD", "of cost"),
@@ -178,7 +178,10 @@ def _print_price(shown: dict[str, Any]) -> None:
     print_table(
         f"{shown['model']} on {shown['gpu']}: price for a {shown['margin_ratio']} gross margin",
         ("per million tokens", "cost USD", "price USD"),
-        [("input", cost["input"], price["input"]), ("output", cost["output"], price["output"])],
+        [
+            ("input", opt.usd(cost["input"], 4), opt.usd(price["input"], 4)),
+            ("output", opt.usd(cost["output"], 4), opt.usd(price["output"], 4)),
+        ],
     )
     rows = [
         (

@@ -88,3 +88,11 @@ def perf_query(
         output_tokens=output_tokens,
         concurrency=concurrency_of(concurrency),
     )
+
+
+def usd(text: str | None, places: int = 2) -> str:
+    """Exact decimal text shown for people: ``1234567.891`` -> ``1,234,567.89``."""
+    if text is None:
+        return ""
+    value = Decimal(text).quantize(Decimal(1).scaleb(-places))
+    return f"{value:,}"
