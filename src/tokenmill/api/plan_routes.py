@@ -1,5 +1,5 @@
-"""``POST /admin/v1/plan/{perf,cost,price,site}``: the planning questions of ``tokenmill plan``,
-answered with the same figures (``tokenmill.economics.queries`` and ``costing``)."""
+"""``POST /admin/v1/plan/{perf,cost,price,capacity,site}``: the planning questions of
+``tokenmill plan``, answered with the same figures (``tokenmill.economics``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tokenmill.api.admin_auth import ADMIN
 from tokenmill.economics import reference
+from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
 from tokenmill.economics.costing import CostQuery, cost_answer, price_answer
 from tokenmill.economics.queries import PerfQuery, perf_answer
 from tokenmill.economics.site import MiningQuery, SiteQuery, site_answer
@@ -148,6 +149,46 @@ class SiteIn(PerfIn):
         )
 
 
+class DemandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(max_length=100)
+    input: StrictInt = Field(1000, ge=1, le=10_000_000)
+    output: StrictInt = Field(500, ge=1, le=10_000_000)
+    ttft_ms_p95: StrictFloat | StrictInt = Field(gt=0, le=10_000_000)
+    itl_ms_p95: StrictFloat | StrictInt = Field(gt=0, le=10_000_000)
+    requests_per_s: DecimalText = _text_field("requests per second")
+    output_tokens_per_day: StrictInt | None = Field(None, ge=1, le=10**18)
+
+    def demand(self) -> Demand:
+        return Demand(
+            model=self.model,
+            input_tokens=self.input,
+            output_tokens=self.output,
+            ttft_ms_max=float(self.ttft_ms_p95),
+            itl_ms_max=float(self.itl_ms_p95),
+            requests_per_s=_money(self.requests_per_s),
+            output_tokens_per_day=self.output_tokens_per_day,
+        )
+
+
+class CapacityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    demand: list[DemandIn] = Field(min_length=1, max_length=100)
+    gpus: list[str] = Field(default_factory=list, max_length=100)
+    basis: Literal["owned", "rented"] = "owned"
+    utilization_max: DecimalText = _text_field("average busy share to plan for")
+
+    def capacity_query(self) -> CapacityQuery:
+        return CapacityQuery(
+            demands=tuple(entry.demand() for entry in self.demand),
+            gpus=tuple(self.gpus),
+            basis=self.basis,
+            utilization_max=_money(self.utilization_max),
+        )
+
+
 class PriceIn(CostIn):
     margin_ratio: str = Field("0.4", pattern=DECIMAL_PATTERN, description="target gross margin")
 
@@ -168,6 +209,10 @@ def plan_routes(app: FastAPI) -> None:
     async def plan_price(body: PriceIn) -> dict[str, Any]:
         margin = Decimal(body.margin_ratio)
         return await run_in_threadpool(price_answer, body.cost_query(), margin, catalogs)
+
+    @app.post("/plan/capacity", dependencies=[admin], response_model=dict[str, Any])
+    async def plan_capacity(body: CapacityIn) -> dict[str, Any]:
+        return await run_in_threadpool(capacity_answer, body.capacity_query(), catalogs)
 
     @app.post("/plan/site", dependencies=[admin], response_model=dict[str, Any])
     async def plan_site(body: SiteIn) -> dict[str, Any]:
