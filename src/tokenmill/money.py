@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 
 from tokenmill.errors import InvalidRequest
 
@@ -68,6 +69,14 @@ def parse_positive_amount(text: str | int, *, param: str = "amount") -> int:
     if amount == 0:
         raise InvalidRequest(f"{param} must be more than zero", param=param)
     return amount
+
+
+def nano_rounded(units: Fraction) -> int:
+    """An exact amount in currency units -> nano-units, rounded half away from zero (for
+    estimates shown to people; charges round with ``div_ceil``)."""
+    nano = units * NANO_PER_UNIT
+    whole = int(abs(nano) + Fraction(1, 2))
+    return whole if nano >= 0 else -whole
 
 
 def format_amount(nano: int) -> str:

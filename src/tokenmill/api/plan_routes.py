@@ -1,4 +1,4 @@
-"""``POST /admin/v1/plan/{perf,cost,price,capacity,site}``: the planning questions of
+"""``POST /admin/v1/plan/{perf,cost,price,capacity,scenario,site}``: the questions of
 ``tokenmill plan``, answered with the same figures (``tokenmill.economics``)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from tokenmill.economics import reference
 from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
 from tokenmill.economics.costing import CostQuery, cost_answer, price_answer
 from tokenmill.economics.queries import PerfQuery, perf_answer
+from tokenmill.economics.scenario import ScenarioQuery, scenario_answer
 from tokenmill.economics.site import MiningQuery, SiteQuery, site_answer
 from tokenmill.errors import InvalidRequest
 
@@ -189,6 +190,43 @@ class CapacityIn(BaseModel):
         )
 
 
+class ScenarioIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("llama-3.3-70b", max_length=100)
+    output_tokens_per_day: StrictInt = Field(ge=1, le=10**18)
+    input: StrictInt = Field(1000, ge=1, le=10_000_000)
+    output: StrictInt = Field(500, ge=1, le=10_000_000)
+    itl_ms_max: StrictFloat | StrictInt = Field(50, gt=0, le=10_000_000)
+    start: str = Field("2026-01-01", max_length=10)
+    years: StrictInt = Field(6, ge=1, le=30)
+    demand_growth_per_year: str = Field("2", pattern=DECIMAL_PATTERN)
+    price_multiplier_per_year: str = Field("0.5", pattern=DECIMAL_PATTERN)
+    price_input_usd_per_mtok: DecimalText = _text_field("US dollars per million prompt tokens")
+    price_output_usd_per_mtok: DecimalText = _text_field("US dollars per million output tokens")
+    lead_months: StrictInt = Field(12, ge=0, le=120)
+    gpus: list[str] = Field(default_factory=list, max_length=100)
+    build: Literal["demand", "profitable"] = "demand"
+
+    def scenario_query(self) -> ScenarioQuery:
+        return ScenarioQuery(
+            model=self.model,
+            output_tokens_per_day=self.output_tokens_per_day,
+            input_tokens=self.input,
+            output_tokens=self.output,
+            itl_ms_max=float(self.itl_ms_max),
+            start=self.start,
+            years=self.years,
+            demand_growth_per_year=Decimal(self.demand_growth_per_year),
+            price_multiplier_per_year=Decimal(self.price_multiplier_per_year),
+            price_input_usd_per_mtok=_money(self.price_input_usd_per_mtok),
+            price_output_usd_per_mtok=_money(self.price_output_usd_per_mtok),
+            lead_months=self.lead_months,
+            gpus=tuple(self.gpus),
+            build=self.build,
+        )
+
+
 class PriceIn(CostIn):
     margin_ratio: str = Field("0.4", pattern=DECIMAL_PATTERN, description="target gross margin")
 
@@ -213,6 +251,10 @@ def plan_routes(app: FastAPI) -> None:
     @app.post("/plan/capacity", dependencies=[admin], response_model=dict[str, Any])
     async def plan_capacity(body: CapacityIn) -> dict[str, Any]:
         return await run_in_threadpool(capacity_answer, body.capacity_query(), catalogs)
+
+    @app.post("/plan/scenario", dependencies=[admin], response_model=dict[str, Any])
+    async def plan_scenario(body: ScenarioIn) -> dict[str, Any]:
+        return await run_in_threadpool(scenario_answer, body.scenario_query(), catalogs)
 
     @app.post("/plan/site", dependencies=[admin], response_model=dict[str, Any])
     async def plan_site(body: SiteIn) -> dict[str, Any]:

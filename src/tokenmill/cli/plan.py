@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenmill.cli import plan_capacity, plan_cost, plan_site
+from tokenmill.cli import plan_capacity, plan_cost, plan_scenario, plan_site
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
 from tokenmill.economics.queries import perf_answer
@@ -92,3 +92,4 @@ def _print_perf(shown: dict[str, Any]) -> None:
 plan_cost.register(app)
 plan_site.register(app)
 plan_capacity.register(app)
+plan_scenario.register(app)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
@@ -47,12 +46,7 @@ def _count(raw: dict[str, Any], field: str, where: str) -> int:
 def demands_of(path: Path) -> tuple[Demand, ...]:
     """The demand file: ``demand:`` a list of {model, input, output, ttft_ms_p95, itl_ms_p95,
     requests_per_s | output_tokens_per_day}."""
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read --demand {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"--demand {path} is not valid YAML: {exc}") from exc
+    document = opt.read_yaml(path, "--demand")
     if not isinstance(document, dict) or not isinstance(document.get("demand"), list):
         raise ConfigurationError(f"{path.name} must map 'demand' to a list")
     demands = []

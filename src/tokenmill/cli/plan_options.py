@@ -62,13 +62,27 @@ def catalogs_of(path: Path | None) -> reference.Catalogs:
     packaged = reference.packaged()
     if path is None:
         return packaged
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read --catalog {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"--catalog {path} is not valid YAML: {exc}") from exc
+    document = read_yaml(path, "--catalog")
     return packaged.extended(document, path.name)
+
+
+def read_yaml(path: Path, option: str) -> object:
+    """A user's YAML file, parsed; every failure is one line naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {option} {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{option} {path} is not UTF-8 text") from exc
+    try:
+        document: object = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = "" if mark is None else f" at line {mark.line + 1}"
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        message = f"{option} {path} is not valid YAML{where}: {problem}"
+        raise ConfigurationError(message) from exc
+    return document
 
 
 def perf_query(

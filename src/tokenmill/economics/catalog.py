@@ -41,6 +41,7 @@ class Gpu:
     interconnect_bytes_per_s: float  # scale-up link per GPU, both directions (NVLink, PCIe)
     source: str
     as_of: str
+    available_from: str | None = None  # first volume shipments (ISO date)
     purchase_usd: Decimal | None = None  # per GPU
     rent_usd_per_gpu_hour: Decimal | None = None
     prices_source: str | None = None  # required when a price is given
@@ -185,6 +186,7 @@ def _gpu_from(entry: _Entry) -> Gpu:
     rent = entry.price("rent_usd_per_gpu_hour")
     priced = purchase is not None or rent is not None
     return Gpu(
+        available_from=entry.date("available_from") if "available_from" in entry.raw else None,
         purchase_usd=purchase,
         rent_usd_per_gpu_hour=rent,
         prices_source=entry.text("prices_source") if priced else None,

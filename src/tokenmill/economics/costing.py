@@ -11,6 +11,7 @@ concurrency asked, or at the largest one that keeps the mean inter-token latency
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -70,6 +71,10 @@ def _usd(nano: int) -> str:
     return format_amount(nano)
 
 
+def _or_zero(value: Decimal | None) -> Decimal:
+    return Decimal(0) if value is None else value
+
+
 def _pick(value: Decimal | None, catalogs: Catalogs, name: str) -> Decimal:
     return catalogs.default(name) if value is None else value
 
@@ -110,19 +115,23 @@ def pool_of(query: CostQuery, setup: perf.Setup, catalogs: Catalogs) -> PoolCost
         "operations_nano_per_month": _nano(operations, "operations_usd_per_month"),
     }
     if query.basis == "rented":
-        rent = query.rent_usd_per_gpu_hour or gpu.rent_usd_per_gpu_hour
+        rent = query.rent_usd_per_gpu_hour
+        if rent is None:
+            rent = gpu.rent_usd_per_gpu_hour
         if rent is None:
             message = f"the catalog has no rent for {gpu.id}; give rent_usd_per_gpu_hour"
             raise InvalidRequest(message, param="rent_usd_per_gpu_hour")
         return PoolCost(
             **common,
-            energy_nano_per_kwh=_nano(query.energy_usd_per_kwh or Decimal(0), "energy_usd_per_kwh"),
+            energy_nano_per_kwh=_nano(_or_zero(query.energy_usd_per_kwh), "energy_usd_per_kwh"),
             hosting_nano_per_month=_nano(
-                query.hosting_usd_per_month or Decimal(0), "hosting_usd_per_month"
+                _or_zero(query.hosting_usd_per_month), "hosting_usd_per_month"
             ),
             rent_nano_per_gpu_hour=_nano(rent, "rent_usd_per_gpu_hour"),
         )
-    purchase = query.purchase_usd_per_gpu or gpu.purchase_usd
+    purchase = query.purchase_usd_per_gpu
+    if purchase is None:
+        purchase = gpu.purchase_usd
     if purchase is None:
         message = f"the catalog has no purchase price for {gpu.id}; give purchase_usd_per_gpu"
         raise InvalidRequest(message, param="purchase_usd_per_gpu")
@@ -137,7 +146,9 @@ def pool_of(query: CostQuery, setup: perf.Setup, catalogs: Catalogs) -> PoolCost
         energy_nano_per_kwh=_nano(
             _pick(query.energy_usd_per_kwh, catalogs, "energy_usd_per_kwh"), "energy_usd_per_kwh"
         ),
-        hosting_nano_per_month=_nano(hosting.quantize(Decimal("0.000000001")), "hosting"),
+        hosting_nano_per_month=_nano(
+            hosting.quantize(Decimal("0.000000001")), "hosting_usd_per_month"
+        ),
         purchase_nano_per_gpu=_nano(purchase, "purchase_usd_per_gpu"),
         depreciation_years=_pick(query.depreciation_years, catalogs, "depreciation_years"),
         residual_ratio=_pick(query.residual_ratio, catalogs, "residual_ratio"),
@@ -150,6 +161,9 @@ def pool_of(query: CostQuery, setup: perf.Setup, catalogs: Catalogs) -> PoolCost
 def _concurrency_for_itl(setup: perf.Setup, query: PerfQuery, itl_ms_max: float) -> int:
     """The largest concurrency whose mean inter-token latency stays within the target (the
     latency grows with the batch, so a binary search finds it)."""
+    if not math.isfinite(itl_ms_max) or itl_ms_max <= 0:
+        message = f"itl_ms_max must be a number of milliseconds > 0, got {itl_ms_max}"
+        raise InvalidRequest(message, param="itl_ms_max")
     low, high = 1, perf.batch_limit(setup)
     if query.concurrency is not None:
         high = min(high, query.concurrency)

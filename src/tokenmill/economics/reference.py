@@ -29,6 +29,22 @@ MARKET_PRICES_FILE = "market_prices.yaml"
 SITE_DEFAULTS_FILE = "site_defaults.yaml"
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,9})?")
 _SECTIONS = ("gpus", "models", "market_prices", "site_defaults")
+# Where a known site default must lie: (least, most, whether the least is excluded).
+_DEFAULT_BOUNDS = {
+    "pue": (Decimal(1), Decimal(5), False),
+    "mining_pue": (Decimal(1), Decimal(5), False),
+    "node_overhead_ratio": (Decimal(0), Decimal(10), False),
+    "utilization_power_ratio": (Decimal(0), Decimal(1), True),
+    "utilization_ratio": (Decimal(0), Decimal(1), True),
+    "residual_ratio": (Decimal(0), Decimal(1), False),
+    "cluster_servers_share": (Decimal(0), Decimal(1), True),
+    "cluster_network_share": (Decimal(0), Decimal(1), False),
+    "cluster_storage_share": (Decimal(0), Decimal(1), False),
+    "build_power_cooling_share": (Decimal(0), Decimal(1), False),
+    "depreciation_years": (Decimal(0), Decimal(100), True),
+    "facility_depreciation_years": (Decimal(0), Decimal(100), True),
+    "miner_j_per_th": (Decimal(0), Decimal(10_000), True),
+}
 
 
 @dataclass(frozen=True)
@@ -133,7 +149,19 @@ def parse_site_defaults(document: object, file_name: str) -> dict[str, SiteDefau
             source=_text(raw, "source", where),
             as_of=_date(raw, "as_of", where),
         )
+        _check_bounds(name, defaults[name].value, where)
     return defaults
+
+
+def _check_bounds(name: str, value: Decimal, where: str) -> None:
+    if name not in _DEFAULT_BOUNDS:
+        return
+    least, most, open_below = _DEFAULT_BOUNDS[name]
+    too_low = value <= least if open_below else value < least
+    if too_low or value > most:
+        below = "(" if open_below else "["
+        message = f"{where}: 'value' must be in {below}{least}, {most}], got {value}"
+        raise ConfigurationError(message, param="value")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from tokenmill.economics import perf
 from tokenmill.economics.queries import PerfQuery, setup_of
 from tokenmill.economics.reference import Catalogs
 from tokenmill.errors import InvalidRequest
-from tokenmill.money import NANO_PER_UNIT, format_amount
+from tokenmill.money import format_amount, nano_rounded
 
 SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
@@ -73,8 +73,7 @@ class SiteQuery:
 
 
 def _usd(value: Fraction) -> str:
-    nano = value * NANO_PER_UNIT
-    return format_amount(int(nano + Fraction(1, 2)) if nano >= 0 else -int(-nano + Fraction(1, 2)))
+    return format_amount(nano_rounded(value))
 
 
 def _positive(
@@ -174,7 +173,9 @@ def site_answer(query: SiteQuery, catalogs: Catalogs) -> dict[str, Any]:
     price_in, price_out, price_source = _market_price(query, catalogs, setup.model.id)
     revenue = (prompt_per_day * price_in + output_per_day * price_out) / 1_000_000
 
-    purchase = query.purchase_usd_per_gpu or setup.gpu.purchase_usd
+    purchase = query.purchase_usd_per_gpu
+    if purchase is None:
+        purchase = setup.gpu.purchase_usd
     if purchase is None:
         raise InvalidRequest(
             f"the catalog has no purchase price for {setup.gpu.id}", param="purchase_usd_per_gpu"
