@@ -16,7 +16,9 @@ Per day, with money exact (``Fraction`` inside, nano-unit ``int`` out, rounded h
 * mining costs    = energy of the whole site at the mining PUE (ASICs are taken as paid off)
 * break-even      = the price per million output tokens (prompts carried by them) at which
                     the AI margin equals the mining margin the site gives up
-* payback         = months to convert + capital / (AI margin - mining margin) per month
+* payback         = months to convert + capital / (AI cash margin - mining margin) per
+                    month, the cash margin being revenue less energy and operations (the
+                    write-offs are the capital paying itself back)
 """
 
 from __future__ import annotations
@@ -89,25 +91,27 @@ def _positive(
 def _market_price(
     query: SiteQuery, catalogs: Catalogs, model_id: str
 ) -> tuple[Fraction, Fraction, str]:
-    """(input, output) USD per million tokens, and where they came from."""
-    if query.price_input_usd_per_mtok is not None and query.price_output_usd_per_mtok is not None:
-        return (
-            _positive(
-                query.price_input_usd_per_mtok,
-                Decimal(0),
-                "price_input_usd_per_mtok",
-                allow_zero=True,
-            ),
-            _positive(query.price_output_usd_per_mtok, Decimal(0), "price_output_usd_per_mtok"),
-            "given",
-        )
+    """(input, output) USD per million tokens, and where they came from: each side given,
+    or the market's lowest output price's entry."""
+    given_in = query.price_input_usd_per_mtok
+    given_out = query.price_output_usd_per_mtok
+    if given_out is not None:
+        _positive(given_out, Decimal(0), "price_output_usd_per_mtok")
+    if given_in is not None:
+        _positive(given_in, Decimal(0), "price_input_usd_per_mtok", allow_zero=True)
+    if given_in is not None and given_out is not None:
+        return Fraction(given_in), Fraction(given_out), "given"
     prices = catalogs.prices_of(model_id)
     if not prices:
         message = f"the catalog has no market price for {model_id}; give both token prices"
         raise InvalidRequest(message, param="price_output_usd_per_mtok")
     cheapest = min(prices, key=lambda price: (price.output_usd_per_mtok, price.date))
     source = f"{cheapest.provider} {cheapest.model}, {cheapest.date}"
-    return Fraction(cheapest.input_usd_per_mtok), Fraction(cheapest.output_usd_per_mtok), source
+    if given_in is not None or given_out is not None:
+        source = f"given, the rest from {source}"
+    price_in = cheapest.input_usd_per_mtok if given_in is None else given_in
+    price_out = cheapest.output_usd_per_mtok if given_out is None else given_out
+    return Fraction(price_in), Fraction(price_out), source
 
 
 def _hashprice(mining: MiningQuery, catalogs: Catalogs) -> tuple[Fraction, str]:
@@ -151,8 +155,11 @@ def site_answer(query: SiteQuery, catalogs: Catalogs) -> dict[str, Any]:
     energy = _positive(
         query.energy_usd_per_kwh, d("energy_usd_per_kwh"), "energy_usd_per_kwh", allow_zero=True
     )
-    if utilization > 1 or power_ratio > 1:
-        raise InvalidRequest("utilization ratios must be at most 1", param="utilization_ratio")
+    if utilization > 1:
+        raise InvalidRequest("utilization_ratio must be at most 1", param="utilization_ratio")
+    if power_ratio > 1:
+        message = "utilization_power_ratio must be at most 1"
+        raise InvalidRequest(message, param="utilization_power_ratio")
 
     it_w = site_mw * 1_000_000 / pue
     gpu_w = Fraction(repr(setup.gpu.power_w)) * (1 + overhead)
@@ -176,6 +183,9 @@ def site_answer(query: SiteQuery, catalogs: Catalogs) -> dict[str, Any]:
     purchase = query.purchase_usd_per_gpu
     if purchase is None:
         purchase = setup.gpu.purchase_usd
+    elif not purchase.is_finite() or purchase < 0:
+        message = f"purchase_usd_per_gpu must be >= 0, got {purchase}"
+        raise InvalidRequest(message, param="purchase_usd_per_gpu")
     if purchase is None:
         raise InvalidRequest(
             f"the catalog has no purchase price for {setup.gpu.id}", param="purchase_usd_per_gpu"
@@ -218,6 +228,8 @@ def site_answer(query: SiteQuery, catalogs: Catalogs) -> dict[str, Any]:
     mining = query.mining
     hashprice, hashprice_source = _hashprice(mining, catalogs)
     mining_pue = _positive(mining.mining_pue, d("mining_pue"), "mining_pue")
+    if mining_pue < 1:
+        raise InvalidRequest("mining_pue must be >= 1", param="mining_pue")
     j_per_th = _positive(mining.miner_j_per_th, d("miner_j_per_th"), "miner_j_per_th")
     hashrate_ph_s = site_mw * 1_000_000 / mining_pue / j_per_th / 1000
     mining_revenue = hashrate_ph_s * hashprice
@@ -229,7 +241,9 @@ def site_answer(query: SiteQuery, catalogs: Catalogs) -> dict[str, Any]:
     months = _positive(
         query.conversion_months, d("conversion_months"), "conversion_months", allow_zero=True
     )
-    gain_per_month = (ai_margin - mining_margin) * DAYS_PER_MONTH
+    # Payback counts cash: the write-offs are the capital being paid back, not a cost on top.
+    ai_cash_margin = revenue - costs["energy"] - costs["operations"]
+    gain_per_month = (ai_cash_margin - mining_margin) * DAYS_PER_MONTH
     capex = gpu_capex + retrofit_capex
     payback = None if gain_per_month <= 0 else months + capex / gain_per_month
     return {
