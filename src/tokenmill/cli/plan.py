@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tokenmill.cli import plan_capacity, plan_cost, plan_scenario, plan_site
+from tokenmill.cli import charts, plan_capacity, plan_cost, plan_scenario, plan_site
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
-from tokenmill.economics.queries import perf_answer
+from tokenmill.economics import reference
+from tokenmill.economics.queries import PerfQuery, perf_answer, perf_curve
 
 app = typer.Typer(help="Plan: performance, cost and capacity from first principles.")
 
@@ -39,9 +41,11 @@ def perf_command(
         int | None, typer.Option(help="Scheduler's cap on requests at once (default 512).")
     ] = None,
     catalog_file: opt.CatalogFile = None,
+    chart: opt.ChartFile = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Throughput, time to first token, inter-token latency, the batch and its bound."""
+    """Throughput, time to first token, inter-token latency, the batch and its bound;
+    ``--chart`` draws throughput and latency against concurrency."""
 
     def answer() -> dict[str, Any]:
         query = opt.perf_query(
@@ -55,13 +59,31 @@ def perf_command(
             efficiency_moe_ratio=efficiency_moe,
             batch_requests_max=batch_requests_max,
         )
-        return perf_answer(query, opt.catalogs_of(catalog_file))
+        catalogs = opt.catalogs_of(catalog_file)
+        if chart is not None:
+            _chart(query, catalogs, chart)
+        return perf_answer(query, catalogs)
 
     shown = run(answer)
     if as_json:
         print_json(shown)
         return
     _print_perf(shown)
+
+
+def _chart(query: PerfQuery, catalogs: reference.Catalogs, path: Path) -> None:
+    """The throughput-latency frontier: output tokens/s per GPU against the inter-token
+    latency, as requests in flight double from 1 to the limit."""
+    concurrencies = [2**power for power in range(15)]
+    points = perf_curve(query, concurrencies, catalogs)
+    series = {
+        f"1 to {points[-1]['batch']} requests in flight": [
+            (point["itl_ms"], point["output_tokens_per_s_per_gpu"]) for point in points
+        ],
+    }
+    title = f"{query.model} on {query.gpus} x {query.gpu} ({query.precision})"
+    chart = charts.Chart(title, "inter-token latency, ms", "output tokens/s per GPU", series=series)
+    charts.write(chart, path)
 
 
 def _print_perf(shown: dict[str, Any]) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from tokenmill.cli import charts
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
-from tokenmill.economics.costing import CostQuery, cost_answer, price_answer
+from tokenmill.economics.costing import CostQuery, cost_answer, cost_by_gpu, price_answer
 from tokenmill.errors import InvalidRequest
 
 Money = Annotated[str | None, typer.Option(help="US dollars, decimal text.")]
@@ -77,13 +79,30 @@ def cost_command(
     ] = None,
     price: Money = None,
     catalog_file: opt.CatalogFile = None,
+    chart: opt.ChartFile = None,
+    chart_by_gpu: Annotated[
+        Path | None,
+        typer.Option(help="Draw the cost per million output tokens on every GPU: .png|.html."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cost per hour of a pool and per million tokens, and where a token's dollar goes."""
+    """Cost per hour of a pool and per million tokens, and where a token's dollar goes
+    (``--chart``); ``--chart-by-gpu`` compares the catalog's GPUs."""
     shared = dict(locals())
     shared["replica"] = (gpu, model, gpus, precision, kv_precision, parallel)
     shared["shape"] = (input_tokens, output_tokens, concurrency)
-    shown = run(lambda: cost_answer(_query(shared), opt.catalogs_of(catalog_file)))
+
+    def answer() -> dict[str, Any]:
+        query = _query(shared)
+        catalogs = opt.catalogs_of(catalog_file)
+        shown = cost_answer(query, catalogs)
+        if chart is not None:
+            _chain_chart(shown, chart)
+        if chart_by_gpu is not None:
+            _by_gpu_chart(query, catalogs, chart_by_gpu)
+        return shown
+
+    shown = run(answer)
     if as_json:
         print_json(shown)
         return
@@ -132,6 +151,31 @@ def price_command(
         print_json(shown)
         return
     _print_price(shown)
+
+
+def _chain_chart(shown: dict[str, Any], path: Path) -> None:
+    bars = [
+        (CHAIN_NAMES[name], float(value))
+        for name, value in shown["chain_usd_per_mtok"].items()
+        if float(value) != 0 or name == "operator_margin"
+    ]
+    title = f"where a token's dollar goes: {shown['model']} on {shown['gpu']}"
+    charts.write(charts.Chart(title, "", "USD per million output tokens", bars=bars), path)
+
+
+def _by_gpu_chart(query: CostQuery, catalogs: Any, path: Path) -> None:
+    rows = cost_by_gpu(query, catalogs)
+    if not rows:
+        raise InvalidRequest("no catalog GPU holds this model", param="chart_by_gpu")
+    bars = [
+        (
+            f"{row['gpus_per_replica']} x {row['gpu']} {row['precision']}",
+            float(row["output_all_in_usd_per_mtok"]),
+        )
+        for row in rows
+    ]
+    title = f"{query.perf.model}: cost per million output tokens ({query.basis})"
+    charts.write(charts.Chart(title, "", "USD per million output tokens", bars=bars), path)
 
 
 def _print_cost(shown: dict[str, Any]) -> None:

@@ -33,6 +33,9 @@ OutputTokens = Annotated[int, typer.Option("--output", help="Output tokens per r
 Concurrency = Annotated[
     str, typer.Option(help="Requests in flight, or max (as many as the KV cache holds).")
 ]
+ChartFile = Annotated[
+    Path | None, typer.Option("--chart", help="Also draw a chart: FILE.png or FILE.html.")
+]
 CatalogFile = Annotated[
     Path | None,
     typer.Option("--catalog", help="Your own catalog YAML (gpus, models, market_prices, ...)."),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from tokenmill.cli import charts
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
 from tokenmill.economics.scenario import ScenarioQuery, scenario_answer
@@ -13,6 +15,19 @@ from tokenmill.economics.scenario import ScenarioQuery, scenario_answer
 
 def register(app: typer.Typer) -> None:
     app.command("scenario")(scenario_command)
+
+
+def _chart(shown: dict[str, Any], path: Path) -> None:
+    def line(key: str) -> list[tuple[float, float]]:
+        return [(float(year["year"]), float(year[key]) / 1e6) for year in shown["years"]]
+
+    series = {
+        "revenue": line("revenue_usd"),
+        "cash flow": line("cash_flow_usd"),
+        "cumulative cash": line("cumulative_cash_usd"),
+    }
+    title = f"{shown['model']}: the buildout year by year"
+    charts.write(charts.Chart(title, "year", "million USD", series=series), path)
 
 
 def scenario_command(
@@ -43,9 +58,11 @@ def scenario_command(
         str, typer.Option(help="demand (meet it whatever it costs) or profitable.")
     ] = "demand",
     catalog_file: opt.CatalogFile = None,
+    chart: opt.ChartFile = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cash flow year by year, payback, and when the fleet stops covering its cost."""
+    """Cash flow year by year, payback, and when the fleet stops covering its cost
+    (``--chart``: revenue, cash flow and cumulative cash by year)."""
 
     def answer() -> dict[str, Any]:
         d = opt.decimal_of
@@ -68,7 +85,10 @@ def scenario_command(
             gpus=tuple(gpu or ()),
             build=build,
         )
-        return scenario_answer(query, opt.catalogs_of(catalog_file))
+        shown = scenario_answer(query, opt.catalogs_of(catalog_file))
+        if chart is not None:
+            _chart(shown, chart)
+        return shown
 
     shown = run(answer)
     if as_json:

@@ -27,7 +27,7 @@ from tokenmill.economics.cost import (
 )
 from tokenmill.economics.queries import PerfQuery, setup_of
 from tokenmill.economics.reference import Catalogs, MarketPrice
-from tokenmill.errors import InvalidRequest
+from tokenmill.errors import InvalidRequest, TokenmillError
 from tokenmill.money import NANO_PER_UNIT, TOKENS_PER_PRICE, div_ceil, format_amount
 
 Basis = Literal["owned", "rented"]
@@ -335,4 +335,46 @@ def price_answer(query: CostQuery, margin_ratio: Decimal, catalogs: Catalogs) ->
         "price_usd_per_mtok": {side: _usd(nano) for side, nano in advice.items()},
         "market": market,
         "cost": cost,
+    }
+
+
+def cost_by_gpu(query: CostQuery, catalogs: Catalogs) -> list[dict[str, Any]]:
+    """The query's all-in cost per million output tokens on every priced catalog GPU, on the
+    cheapest replica of 1, 2, 4 or 8 GPUs at the query's precision (or fp8, or bf16 where
+    the GPU lacks it); cheapest first."""
+    rows = []
+    for gpu in catalogs.gpus.values():
+        best: dict[str, Any] | None = None
+        for precision in dict.fromkeys([query.perf.precision, "fp8", "bf16"]):
+            for size in (1, 2, 4, 8):
+                row = _cost_on(query, catalogs, gpu.id, size, precision)
+                if row is not None and (best is None or _all_in(row) < _all_in(best)):
+                    best = row
+            if best is not None:
+                break
+        if best is not None:
+            rows.append(best)
+    rows.sort(key=_all_in)
+    return rows
+
+
+def _all_in(row: dict[str, Any]) -> Decimal:
+    return Decimal(row["output_all_in_usd_per_mtok"])
+
+
+def _cost_on(
+    query: CostQuery, catalogs: Catalogs, gpu_id: str, size: int, precision: str
+) -> dict[str, Any] | None:
+    perf_query = dataclasses.replace(
+        query.perf, gpu=gpu_id, gpus=size, precision=precision, concurrency=None
+    )
+    try:
+        answer = cost_answer(dataclasses.replace(query, perf=perf_query, pool_gpus=None), catalogs)
+    except TokenmillError:
+        return None  # no price on this basis, no such precision, or the model does not fit
+    return {
+        "gpu": gpu_id,
+        "gpus_per_replica": size,
+        "precision": precision,
+        "output_all_in_usd_per_mtok": answer["cost_usd_per_mtok"]["output_all_in"],
     }
