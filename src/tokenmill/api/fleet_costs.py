@@ -66,6 +66,19 @@ def pool_cost(pool: PoolConfig) -> PoolCost:
     )
 
 
+def deployment_setup(pool: PoolConfig, deployment: DeploymentConfig) -> perf.Setup:
+    """The performance model's replica for a deployment on a pool of own GPUs."""
+    return perf.Setup(
+        gpu=catalog.gpu(pool.gpu),
+        gpu_count=deployment.gpu_count,
+        model=catalog.model(deployment.catalog_model or deployment.model),
+        precision=deployment.precision,
+        kv_precision=deployment.kv_precision,
+        efficiency_compute_ratio=deployment.efficiency_compute_ratio,
+        efficiency_memory_ratio=deployment.efficiency_memory_ratio,
+    )
+
+
 def own_cost(pool: PoolConfig, deployment: DeploymentConfig) -> ServingCost:
     """The deployment's share of its pool's cost per hour (its GPUs over the pool's), spread
     over the tokens it serves at the pool's utilization."""
@@ -77,15 +90,7 @@ def own_cost(pool: PoolConfig, deployment: DeploymentConfig) -> ServingCost:
     if prefill is not None and output is not None:
         costs = token_costs(hour_nano, prefill, output, pool.utilization_ratio, basis="measured")
     else:
-        setup = perf.Setup(
-            gpu=catalog.gpu(pool.gpu),
-            gpu_count=deployment.gpu_count,
-            model=catalog.model(deployment.catalog_model or deployment.model),
-            precision=deployment.precision,
-            kv_precision=deployment.kv_precision,
-            efficiency_compute_ratio=deployment.efficiency_compute_ratio,
-            efficiency_memory_ratio=deployment.efficiency_memory_ratio,
-        )
+        setup = deployment_setup(pool, deployment)
         prefill, output = modeled_throughput(
             setup,
             MODELED_PROMPT_TOKENS,

@@ -6,6 +6,7 @@ import typer
 
 from tokenmill.cli import accounts, billing, invoices, keys, plan, plans, prices, report
 from tokenmill.cli.audit import audit
+from tokenmill.cli.bench import bench
 from tokenmill.cli.fleet import fleet
 from tokenmill.cli.serve import serve
 from tokenmill.cli.usage import usage
@@ -21,6 +22,7 @@ app.command("serve")(serve)
 app.command("usage")(usage)
 app.command("audit")(audit)
 app.command("fleet")(fleet)
+app.command("bench")(bench)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(prices.app, name="prices")

@@ -167,6 +167,10 @@ def options_for(demand: Demand, query: CapacityQuery, catalogs: Catalogs) -> lis
         utilization = catalogs.default("utilization_ratio")
     if not utilization.is_finite() or not 0 < utilization <= 1:
         raise InvalidRequest("utilization_max must be in (0, 1]", param="utilization_max")
+    for name, count in (("input", demand.input_tokens), ("output", demand.output_tokens)):
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10**7:
+            message = f"{demand.model}: {name} tokens must be a whole number from 1, got {count!r}"
+            raise InvalidRequest(message, param=name)
     for name, value in (("ttft_ms_max", demand.ttft_ms_max), ("itl_ms_max", demand.itl_ms_max)):
         if not math.isfinite(value) or value <= 0:
             raise InvalidRequest(f"{name} must be a number > 0", param=name)

@@ -159,15 +159,27 @@ def _cost_per_token(kind: _Kind, depreciation_months: int) -> Fraction:
 
 
 def _prices(query: ScenarioQuery, catalogs: Catalogs) -> tuple[Fraction, Fraction]:
-    if query.price_output_usd_per_mtok is not None:
-        price_in = query.price_input_usd_per_mtok or Decimal(0)
-        return Fraction(price_in), Fraction(query.price_output_usd_per_mtok)
+    """(input, output) USD per million tokens at the start: each side as given, else the
+    market's lowest output price's entry."""
+    given_in, given_out = query.price_input_usd_per_mtok, query.price_output_usd_per_mtok
+    for name, value in (
+        ("price_input_usd_per_mtok", given_in),
+        ("price_output_usd_per_mtok", given_out),
+    ):
+        if value is not None and (not value.is_finite() or value < 0):
+            raise InvalidRequest(f"{name} must be >= 0, got {value}", param=name)
+    if given_in is not None and given_out is not None:
+        return Fraction(given_in), Fraction(given_out)
     prices = catalogs.prices_of(query.model)
     if not prices:
+        if given_out is not None:
+            return Fraction(0), Fraction(given_out)
         message = f"the catalog has no market price for {query.model}; give the token prices"
         raise InvalidRequest(message, param="price_output_usd_per_mtok")
     cheapest = min(prices, key=lambda price: price.output_usd_per_mtok)
-    return Fraction(cheapest.input_usd_per_mtok), Fraction(cheapest.output_usd_per_mtok)
+    price_in = cheapest.input_usd_per_mtok if given_in is None else given_in
+    price_out = cheapest.output_usd_per_mtok if given_out is None else given_out
+    return Fraction(price_in), Fraction(price_out)
 
 
 def _check(query: ScenarioQuery) -> datetime.date:
@@ -183,6 +195,10 @@ def _check(query: ScenarioQuery) -> datetime.date:
         value = getattr(query, name)
         if not value.is_finite() or not 0 < value <= 100:
             raise InvalidRequest(f"{name} must be in (0, 100], got {value}", param=name)
+    utilization = query.utilization_max
+    if utilization is not None and (not utilization.is_finite() or not 0 < utilization <= 1):
+        message = f"utilization_max must be in (0, 1], got {utilization}"
+        raise InvalidRequest(message, param="utilization_max")
     try:
         return datetime.date.fromisoformat(query.start)
     except ValueError as exc:
@@ -200,7 +216,8 @@ def scenario_answer(query: ScenarioQuery, catalogs: Catalogs) -> dict[str, Any]:
     start = _check(query)
     kinds = _kinds(query, catalogs)
     prices = _prices(query, catalogs)
-    utilization = Fraction(query.utilization_max or catalogs.default("utilization_ratio"))
+    chosen = query.utilization_max
+    utilization = Fraction(catalogs.default("utilization_ratio") if chosen is None else chosen)
     depreciation_months = int(catalogs.default("depreciation_years") * 12)
     months = query.years * 12
     cohorts: list[_Cohort] = []
@@ -376,7 +393,8 @@ def _report(
                 ),
             }
         )
-    payback = _payback(cumulative_by_month)
+    spent = any(row["capital"] > 0 for row in rows)
+    payback = _payback(cumulative_by_month) if spent else None
     stops = next(
         (
             index
@@ -424,7 +442,7 @@ def _orders_by_year(start: datetime.date, cohorts: list[_Cohort]) -> list[dict[s
     """GPUs ordered per year and kind, with when the first of them came online."""
     grouped: dict[tuple[int, str], dict[str, Any]] = {}
     for cohort in cohorts:
-        year = start.year + (start.month - 1 + cohort.ordered) // 12
+        year = start.year + cohort.ordered // 12  # the report's years run from the start month
         entry = grouped.setdefault(
             (year, cohort.kind.gpu),
             {
@@ -442,10 +460,9 @@ def _orders_by_year(start: datetime.date, cohorts: list[_Cohort]) -> list[dict[s
 
 
 def _payback(cumulative_by_month: list[Fraction]) -> int | None:
-    """The first month after which cumulative cash stays >= 0 (after having been spent)."""
+    """The first month from which cumulative cash stays >= 0 (0 if it never went below;
+    the caller asks only when capital was spent)."""
     for month in range(len(cumulative_by_month)):
-        if all(value >= 0 for value in cumulative_by_month[month:]) and any(
-            value < 0 for value in cumulative_by_month[:month]
-        ):
+        if all(value >= 0 for value in cumulative_by_month[month:]):
             return month
     return None

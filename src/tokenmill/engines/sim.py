@@ -227,7 +227,10 @@ class SimBackend:
             prompt_tokens = count_prompt_tokens(prompt)
             seed_text = prompt if isinstance(prompt, str) else "\x1e".join(prompt)
         cap = call.output_tokens_max if call.output_tokens_max is not None else 1
-        tokens = sim_text.answer_tokens(sim_text.seed_of(call.public_model, seed_text), cap)
+        # ignore_eos (vLLM's extension, for benchmarks): answer exactly max_tokens tokens.
+        fill = call.body.get("ignore_eos") is True
+        seed = sim_text.seed_of(call.public_model, seed_text)
+        tokens = sim_text.answer_tokens(seed, cap, fill=fill)
         tokens, stopped = sim_text.cut_at_stop(tokens, call.stop)
         finish = "stop" if stopped or len(tokens) < cap else "length"
         call.meter.prompt_tokens_estimate = prompt_tokens

@@ -101,11 +101,14 @@ def seed_of(*parts: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def answer_tokens(seed: int, count_max: int) -> list[str]:
-    """The answer's tokens: a natural length from the seed, at most ``count_max``."""
+def answer_tokens(seed: int, count_max: int, *, fill: bool = False) -> list[str]:
+    """The answer's tokens: a natural length from the seed, at most ``count_max``; with
+    ``fill`` exactly ``count_max`` (vLLM's ``ignore_eos``, for benchmarks)."""
     assert count_max >= 0
     rng = random.Random(seed)
     natural = rng.randint(ANSWER_TOKENS_MIN, ANSWER_TOKENS_MAX)
+    if fill:
+        natural = count_max
     tokens: list[str] = []
     sentence_left = rng.randint(6, 14)
     capitalize = True

@@ -1,0 +1,1 @@
+"""``tokenmill bench``: measure any OpenAI-compatible endpoint under a concurrency sweep."""
