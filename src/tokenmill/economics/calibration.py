@@ -97,7 +97,7 @@ def setup_for(case: Case, factors: Mapping[str, Any]) -> perf.Setup:
         gpu_count=case.gpus,
         model=catalog.model(case.model),
         precision=case.precision,
-        parallel=case.parallel,  # type: ignore[arg-type]
+        parallel=perf.parallel_of(case.parallel),
     )
     return dataclasses.replace(setup, **factors)
 

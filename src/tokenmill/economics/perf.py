@@ -53,6 +53,15 @@ Parallel = Literal["tp", "dep"]
 PARALLEL_KINDS: tuple[Parallel, ...] = ("tp", "dep")
 
 
+def parallel_of(text: str) -> Parallel:
+    """``text`` as a parallel kind; InvalidRequest (param ``parallel``) if it is none."""
+    for kind in PARALLEL_KINDS:
+        if text == kind:
+            return kind
+    message = f"parallel must be one of {', '.join(PARALLEL_KINDS)}, got {text!r}"
+    raise InvalidRequest(message, param="parallel")
+
+
 def default_kv_precision(precision: str) -> str:
     """The KV cache precision engines use with these weights: fp8 beside fp8 or fp4 weights
     (quantized checkpoints ship an fp8 KV scale), else the weights' own precision."""

@@ -54,9 +54,6 @@ def _precision(value: object, param: str) -> str:
 def setup_of(query: PerfQuery, catalogs: reference.Catalogs | None = None) -> perf.Setup:
     """The replica the query describes; InvalidRequest or NotFound on bad input."""
     catalogs = catalogs or reference.packaged()
-    if query.parallel not in perf.PARALLEL_KINDS:
-        message = f"parallel must be one of {', '.join(perf.PARALLEL_KINDS)}"
-        raise InvalidRequest(f"{message}, got {query.parallel!r}", param="parallel")
     factors: dict[str, Any] = {
         name: getattr(query, name)
         for name in (
@@ -75,7 +72,7 @@ def setup_of(query: PerfQuery, catalogs: reference.Catalogs | None = None) -> pe
         kv_precision=None
         if query.kv_precision is None
         else _precision(query.kv_precision, "kv_precision"),
-        parallel=query.parallel,  # type: ignore[arg-type]
+        parallel=perf.parallel_of(query.parallel),
         **factors,
     )
 
