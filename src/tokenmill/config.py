@@ -152,6 +152,9 @@ class DeploymentConfig(_Frozen):
     kv_precision: Literal["bf16", "fp16", "fp8", "fp4"] | None = None
     efficiency_compute_ratio: float = Field(0.5, gt=0, le=1)
     efficiency_memory_ratio: float = Field(0.7, gt=0, le=1)
+    efficiency_moe_ratio: float = Field(0.4, gt=0, le=1)
+    parallel: Literal["tp", "dep"] = "tp"  # dep: attention data parallel, experts spread
+    batch_requests_max: int = Field(512, ge=1, le=1_000_000)  # the scheduler's cap
     embedding_dimensions: int | None = Field(None, ge=1, le=65536)
     concurrency_max: int | None = Field(None, ge=1)  # requests in flight here at most
     pool: str | None = None  # the own hardware it runs on (its gpu_count GPUs of the pool)

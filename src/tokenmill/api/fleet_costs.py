@@ -76,6 +76,9 @@ def deployment_setup(pool: PoolConfig, deployment: DeploymentConfig) -> perf.Set
         kv_precision=deployment.kv_precision,
         efficiency_compute_ratio=deployment.efficiency_compute_ratio,
         efficiency_memory_ratio=deployment.efficiency_memory_ratio,
+        efficiency_moe_ratio=deployment.efficiency_moe_ratio,
+        parallel=deployment.parallel,
+        batch_requests_max=deployment.batch_requests_max,
     )
 
 

@@ -171,6 +171,9 @@ def build_setup(name: str, config: DeploymentConfig) -> perf.Setup:
             kv_precision=config.kv_precision,
             efficiency_compute_ratio=config.efficiency_compute_ratio,
             efficiency_memory_ratio=config.efficiency_memory_ratio,
+            efficiency_moe_ratio=config.efficiency_moe_ratio,
+            parallel=config.parallel,
+            batch_requests_max=config.batch_requests_max,
         )
         fits = perf.fits(setup)
         perf.peak_flops_per_s(setup)
