@@ -14,6 +14,7 @@ from tokenmill.api.admin_auth import ADMIN
 from tokenmill.economics import reference
 from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
 from tokenmill.economics.costing import CostQuery, cost_answer, price_answer
+from tokenmill.economics.mix import Shape
 from tokenmill.economics.queries import PerfQuery, perf_answer
 from tokenmill.economics.scenario import ScenarioQuery, scenario_answer
 from tokenmill.economics.site import MiningQuery, SiteQuery, site_answer
@@ -150,6 +151,14 @@ class SiteIn(PerfIn):
         )
 
 
+class ShapeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    share: StrictFloat | StrictInt = Field(gt=0, le=1_000_000)
+    input: StrictInt = Field(ge=1, le=10_000_000)
+    output: StrictInt = Field(ge=1, le=10_000_000)
+
+
 class DemandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -160,6 +169,7 @@ class DemandIn(BaseModel):
     itl_ms_p95: StrictFloat | StrictInt = Field(gt=0, le=10_000_000)
     requests_per_s: DecimalText = _text_field("requests per second")
     output_tokens_per_day: StrictInt | None = Field(None, ge=1, le=10**18)
+    lengths: list[ShapeIn] | None = Field(None, min_length=1, max_length=100)
 
     def demand(self) -> Demand:
         return Demand(
@@ -170,6 +180,9 @@ class DemandIn(BaseModel):
             itl_ms_max=float(self.itl_ms_p95),
             requests_per_s=_money(self.requests_per_s),
             output_tokens_per_day=self.output_tokens_per_day,
+            lengths=tuple(
+                Shape(float(shape.share), shape.input, shape.output) for shape in self.lengths or ()
+            ),
         )
 
 

@@ -11,9 +11,11 @@ import typer
 from tokenmill.cli import plan_options as opt
 from tokenmill.cli.common import JsonOption, print_json, print_table, run
 from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
+from tokenmill.economics.mix import Shape
 from tokenmill.errors import ConfigurationError, InvalidRequest
 
 DEMAND_FIELDS = {
+    "lengths",
     "model",
     "input",
     "output",
@@ -63,6 +65,9 @@ def demands_of(path: Path) -> tuple[Demand, ...]:
         per_day = raw.get("output_tokens_per_day")
         if per_day is not None:
             per_day = _count(raw, "output_tokens_per_day", where)
+        lengths = _lengths(raw.get("lengths"), where)
+        if lengths:
+            raw = {"input": 1, "output": 1, **raw}  # the mix replaces them
         model = raw.get("model")
         if not isinstance(model, str):
             raise ConfigurationError(f"{where}: 'model' must be a catalog model id", param="model")
@@ -75,9 +80,30 @@ def demands_of(path: Path) -> tuple[Demand, ...]:
                 itl_ms_max=_number(raw, "itl_ms_p95", where),
                 requests_per_s=rps,
                 output_tokens_per_day=per_day,
+                lengths=lengths,
             )
         )
     return tuple(demands)
+
+
+def _lengths(raw: object, where: str) -> tuple[Shape, ...]:
+    """``lengths: [{share, input, output}, ...]``, a mix of request shapes."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigurationError(f"{where}: 'lengths' must be a list of shapes", param="lengths")
+    shapes = []
+    for index, entry in enumerate(raw):
+        at = f"{where} lengths {index}"
+        if not isinstance(entry, dict) or set(entry) != {"share", "input", "output"}:
+            message = f"{at}: a shape is {{share, input, output}}, got {entry!r}"
+            raise ConfigurationError(message, param="lengths")
+        shapes.append(
+            Shape(
+                _number(entry, "share", at), _count(entry, "input", at), _count(entry, "output", at)
+            )
+        )
+    return tuple(shapes)
 
 
 def capacity_command(

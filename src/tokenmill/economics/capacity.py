@@ -27,6 +27,7 @@ from typing import Any
 from tokenmill.economics import perf
 from tokenmill.economics.cost import pool_cost_per_hour
 from tokenmill.economics.costing import Basis, CostQuery, pool_of
+from tokenmill.economics.mix import MixPoint, Shape, mix_point
 from tokenmill.economics.queries import PerfQuery, setup_of
 from tokenmill.economics.reference import Catalogs
 from tokenmill.errors import InvalidRequest, TokenmillError
@@ -48,6 +49,18 @@ class Demand:
     itl_ms_max: float
     requests_per_s: Decimal | None = None
     output_tokens_per_day: int | None = None
+    lengths: tuple[Shape, ...] = ()  # a mix of request shapes, instead of input/output
+
+    def shapes(self) -> tuple[Shape, ...]:
+        return self.lengths or (Shape(1.0, self.input_tokens, self.output_tokens),)
+
+    def output_tokens_mean(self) -> Fraction:
+        shapes = self.shapes()
+        total = sum((Fraction(repr(shape.share)) for shape in shapes), Fraction(0))
+        weighted = sum(
+            (Fraction(repr(shape.share)) * shape.output_tokens for shape in shapes), Fraction(0)
+        )
+        return weighted / total
 
     def output_tokens_per_s(self) -> Fraction:
         if (self.requests_per_s is None) == (self.output_tokens_per_day is None):
@@ -56,7 +69,7 @@ class Demand:
         if self.requests_per_s is not None:
             if not self.requests_per_s.is_finite() or self.requests_per_s <= 0:
                 raise InvalidRequest("requests_per_s must be > 0", param="requests_per_s")
-            return Fraction(self.requests_per_s) * self.output_tokens
+            return Fraction(self.requests_per_s) * self.output_tokens_mean()
         assert self.output_tokens_per_day is not None
         if self.output_tokens_per_day <= 0:
             raise InvalidRequest("output_tokens_per_day must be > 0", param="output_tokens_per_day")
@@ -97,15 +110,16 @@ def _precisions(setup_gpu: Any) -> tuple[str, ...]:
     return ("bf16",)
 
 
-def _concurrency_for(setup: perf.Setup, demand: Demand) -> tuple[int, perf.OperatingPoint] | None:
-    """The largest concurrency meeting both targets, or None if even one request misses."""
+def _concurrency_for(setup: perf.Setup, demand: Demand) -> MixPoint | None:
+    """The point at the largest concurrency meeting both targets, or None if even one
+    request misses them."""
+    shapes = demand.shapes()
 
-    def point(concurrency: int) -> perf.OperatingPoint:
-        return perf.operating_point(setup, demand.input_tokens, demand.output_tokens, concurrency)
+    def point(concurrency: int) -> MixPoint:
+        return mix_point(setup, shapes, concurrency)
 
-    def meets(at: perf.OperatingPoint) -> bool:
-        ttft_ms = perf.prefill_time_s(setup, demand.input_tokens) * 1000 + at.step_ms
-        return at.itl_ms <= demand.itl_ms_max and ttft_ms <= demand.ttft_ms_max
+    def meets(at: MixPoint) -> bool:
+        return at.itl_ms <= demand.itl_ms_max and at.ttft_ms_p95 <= demand.ttft_ms_max
 
     low = 1
     first = point(low)
@@ -118,7 +132,7 @@ def _concurrency_for(setup: perf.Setup, demand: Demand) -> tuple[int, perf.Opera
             low = middle
         else:
             high = middle - 1
-    return low, point(low)
+    return point(low)
 
 
 def _option(
@@ -137,7 +151,7 @@ def _option(
         return None  # the GPU lacks the precision, or a request does not fit
     if found is None:
         return None
-    concurrency, point = found
+    point = found
     served = Fraction(repr(point.output_tokens_per_s))
     replicas = math.ceil(needed_tokens_per_s / served)
     pool_query = CostQuery(perf=perf_query, pool_gpus=replicas * setup.gpu_count, basis=query.basis)
@@ -150,9 +164,9 @@ def _option(
         gpus_per_replica=setup.gpu_count,
         precision=setup.precision,
         parallel=setup.parallel,
-        concurrency=concurrency,
+        concurrency=point.batch,
         itl_ms=point.itl_ms,
-        ttft_ms=perf.prefill_time_s(setup, demand.input_tokens) * 1000 + point.step_ms,
+        ttft_ms=point.ttft_ms_p95,
         replica_output_tokens_per_s=point.output_tokens_per_s,
         replicas=replicas,
         cost_nano_per_hour=hour.total_nano,
