@@ -201,3 +201,26 @@ def gateway(
 @pytest.fixture
 def key(gateway: LiveGateway) -> str:
     return gateway.new_key()[0]
+
+
+@pytest.fixture(scope="session")
+def plan_gateway(
+    tmp_path_factory: pytest.TempPathFactory, fake_upstream: tuple[str, FakeUpstreamState]
+) -> Iterator[LiveGateway]:
+    """One live gateway for the plan endpoints' tests (they keep no state)."""
+    home = tmp_path_factory.mktemp("plan-api")
+    url = f"sqlite:///{home / 'tokenmill.db'}"
+    with live_gateway(url, gateway_config(fake_upstream[0]), home) as live:
+        yield live
+
+
+def post_plan(
+    live: LiveGateway, path: str, body: dict[str, Any], token: str | None = None
+) -> httpx.Response:
+    """``POST /admin/v1/plan/<path>`` as the admin, or with ``token``."""
+    return httpx.post(
+        f"{live.url}/admin/v1/plan/{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {token or live.admin_token}"},
+        timeout=10,
+    )

@@ -3,45 +3,21 @@ HTTP, admin only, and bad input answered in the admin API's error shape."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.conftest import LiveGateway, post_plan
 from tokenmill.economics import reference
 from tokenmill.economics.costing import CostQuery, cost_answer
 from tokenmill.economics.queries import PerfQuery, perf_answer
-from tokenmill.testing import FakeUpstreamState
 
 LLAMA_ON_TWO_H100 = {"gpu": "h100-sxm", "gpus": 2, "model": "llama-3.3-70b", "precision": "fp8"}
 
 
-@pytest.fixture(scope="module")
-def live(
-    tmp_path_factory: pytest.TempPathFactory,
-    fake_upstream: tuple[str, FakeUpstreamState],
-) -> Iterator[LiveGateway]:
-    home: Path = tmp_path_factory.mktemp("plan-api")
-    url = f"sqlite:///{home / 'tokenmill.db'}"
-    with live_gateway(url, gateway_config(fake_upstream[0]), home) as gateway:
-        yield gateway
-
-
-def post(live: LiveGateway, path: str, body: dict[str, Any], token: str | None = None) -> Any:
-    return httpx.post(
-        f"{live.url}/admin/v1/plan/{path}",
-        json=body,
-        headers={"Authorization": f"Bearer {token or live.admin_token}"},
-        timeout=10,
-    )
-
-
-def test_perf_answers_as_the_cli_does(live: LiveGateway) -> None:
-    answer = post(live, "perf", {**LLAMA_ON_TWO_H100, "concurrency": 64})
+def test_perf_answers_as_the_cli_does(plan_gateway: LiveGateway) -> None:
+    answer = post_plan(plan_gateway, "perf", {**LLAMA_ON_TWO_H100, "concurrency": 64})
     assert answer.status_code == 200, answer.text
     query = PerfQuery(
         gpu="h100-sxm", gpus=2, model="llama-3.3-70b", precision="fp8", concurrency=64
@@ -49,9 +25,9 @@ def test_perf_answers_as_the_cli_does(live: LiveGateway) -> None:
     assert answer.json() == perf_answer(query)
 
 
-def test_cost_answers_as_the_cli_does_with_money_as_text(live: LiveGateway) -> None:
+def test_cost_answers_as_the_cli_does_with_money_as_text(plan_gateway: LiveGateway) -> None:
     body = {**LLAMA_ON_TWO_H100, "pool_gpus": 8, "energy_usd_per_kwh": "0.05"}
-    answer = post(live, "cost", body)
+    answer = post_plan(plan_gateway, "cost", body)
     assert answer.status_code == 200, answer.text
     query = CostQuery(
         perf=PerfQuery(gpu="h100-sxm", gpus=2, model="llama-3.3-70b", precision="fp8"),
@@ -63,8 +39,8 @@ def test_cost_answers_as_the_cli_does_with_money_as_text(live: LiveGateway) -> N
     assert answer.json()["assumptions"]["energy_usd_per_kwh"] == "0.05"
 
 
-def test_price_meets_the_margin_and_lists_the_market(live: LiveGateway) -> None:
-    answer = post(live, "price", {**LLAMA_ON_TWO_H100, "margin_ratio": "0.5"})
+def test_price_meets_the_margin_and_lists_the_market(plan_gateway: LiveGateway) -> None:
+    answer = post_plan(plan_gateway, "price", {**LLAMA_ON_TWO_H100, "margin_ratio": "0.5"})
     assert answer.status_code == 200, answer.text
     shown = answer.json()
     for side in ("input", "output"):
@@ -75,8 +51,8 @@ def test_price_meets_the_margin_and_lists_the_market(live: LiveGateway) -> None:
     assert {row["provider"] for row in shown["market"]} >= {"DeepInfra", "Together"}
 
 
-def test_only_the_admin_may_ask(live: LiveGateway) -> None:
-    answer = post(live, "perf", LLAMA_ON_TWO_H100, token="tm-not-the-admin")
+def test_only_the_admin_may_ask(plan_gateway: LiveGateway) -> None:
+    answer = post_plan(plan_gateway, "perf", LLAMA_ON_TWO_H100, token="tm-not-the-admin")
     assert answer.status_code == 401
 
 
@@ -97,9 +73,9 @@ def test_only_the_admin_may_ask(live: LiveGateway) -> None:
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(
-    live: LiveGateway, path: str, body: dict[str, Any], param: str
+    plan_gateway: LiveGateway, path: str, body: dict[str, Any], param: str
 ) -> None:
-    answer = post(live, path, body)
+    answer = post_plan(plan_gateway, path, body)
     assert answer.status_code in (400, 404), answer.text
     error = answer.json()["error"]
     assert param in (error.get("param") or "") + error["message"], error

@@ -4,19 +4,15 @@ admin API's error shape, naming the field."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.conftest import LiveGateway, post_plan
 from tokenmill.economics import reference
 from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
 from tokenmill.economics.scenario import ScenarioQuery, scenario_answer
-from tokenmill.testing import FakeUpstreamState
 
 LLAMA = {
     "model": "llama-3.3-70b",
@@ -37,29 +33,9 @@ SMALL = {
 SCENARIO = {"model": "llama-3.3-70b", "output_tokens_per_day": 100_000_000_000, "years": 2}
 
 
-@pytest.fixture(scope="module")
-def live(
-    tmp_path_factory: pytest.TempPathFactory,
-    fake_upstream: tuple[str, FakeUpstreamState],
-) -> Iterator[LiveGateway]:
-    home: Path = tmp_path_factory.mktemp("plan-capacity-api")
-    url = f"sqlite:///{home / 'tokenmill.db'}"
-    with live_gateway(url, gateway_config(fake_upstream[0]), home) as gateway:
-        yield gateway
-
-
-def post(live: LiveGateway, path: str, body: dict[str, Any], token: str | None = None) -> Any:
-    return httpx.post(
-        f"{live.url}/admin/v1/plan/{path}",
-        json=body,
-        headers={"Authorization": f"Bearer {token or live.admin_token}"},
-        timeout=10,
-    )
-
-
-def test_capacity_answers_as_capacity_answer(live: LiveGateway) -> None:
+def test_capacity_answers_as_capacity_answer(plan_gateway: LiveGateway) -> None:
     body = {"demand": [LLAMA, SMALL], "gpus": ["h100", "b200"], "utilization_max": "0.7"}
-    answer = post(live, "capacity", body)
+    answer = post_plan(plan_gateway, "capacity", body)
     assert answer.status_code == 200, answer.text
     query = CapacityQuery(
         demands=(
@@ -74,8 +50,8 @@ def test_capacity_answers_as_capacity_answer(live: LiveGateway) -> None:
     assert set(answer.json()["gpus"]) <= {"h100-sxm", "b200"}
 
 
-def test_capacity_on_the_rented_basis(live: LiveGateway) -> None:
-    answer = post(live, "capacity", {"demand": [LLAMA], "basis": "rented"})
+def test_capacity_on_the_rented_basis(plan_gateway: LiveGateway) -> None:
+    answer = post_plan(plan_gateway, "capacity", {"demand": [LLAMA], "basis": "rented"})
     assert answer.status_code == 200, answer.text
     query = CapacityQuery(
         demands=(Demand("llama-3.3-70b", 1000, 500, 2000.0, 50.0, requests_per_s=Decimal(50)),),
@@ -85,7 +61,7 @@ def test_capacity_on_the_rented_basis(live: LiveGateway) -> None:
     assert answer.json()["basis"] == "rented"
 
 
-def test_scenario_answers_as_scenario_answer(live: LiveGateway) -> None:
+def test_scenario_answers_as_scenario_answer(plan_gateway: LiveGateway) -> None:
     body = {
         **SCENARIO,
         "price_input_usd_per_mtok": "0.2",
@@ -97,7 +73,7 @@ def test_scenario_answers_as_scenario_answer(live: LiveGateway) -> None:
         "build": "profitable",
         "start": "2026-03-01",
     }
-    answer = post(live, "scenario", body)
+    answer = post_plan(plan_gateway, "scenario", body)
     assert answer.status_code == 200, answer.text
     query = ScenarioQuery(
         model="llama-3.3-70b",
@@ -115,8 +91,8 @@ def test_scenario_answers_as_scenario_answer(live: LiveGateway) -> None:
     assert answer.json() == scenario_answer(query, reference.packaged())
 
 
-def test_scenario_defaults_are_the_clis(live: LiveGateway) -> None:
-    answer = post(live, "scenario", SCENARIO)
+def test_scenario_defaults_are_the_clis(plan_gateway: LiveGateway) -> None:
+    answer = post_plan(plan_gateway, "scenario", SCENARIO)
     assert answer.status_code == 200, answer.text
     query = ScenarioQuery("llama-3.3-70b", 100_000_000_000, years=2)
     assert answer.json() == scenario_answer(query, reference.packaged())
@@ -124,9 +100,9 @@ def test_scenario_defaults_are_the_clis(live: LiveGateway) -> None:
 
 
 @pytest.mark.parametrize("path", ["capacity", "scenario"])
-def test_only_the_admin_may_ask(live: LiveGateway, path: str) -> None:
+def test_only_the_admin_may_ask(plan_gateway: LiveGateway, path: str) -> None:
     body = {"demand": [LLAMA]} if path == "capacity" else SCENARIO
-    answer = post(live, path, body, token="tm-not-the-admin")
+    answer = post_plan(plan_gateway, path, body, token="tm-not-the-admin")
     assert answer.status_code == 401
 
 
@@ -156,17 +132,17 @@ def test_only_the_admin_may_ask(live: LiveGateway, path: str) -> None:
     ],
 )
 def test_a_bad_capacity_body_is_a_400_naming_the_field(
-    live: LiveGateway, body: dict[str, Any], param: str
+    plan_gateway: LiveGateway, body: dict[str, Any], param: str
 ) -> None:
-    answer = post(live, "capacity", body)
+    answer = post_plan(plan_gateway, "capacity", body)
     unknown = "llama-9" in str(body) or "h900" in str(body)
     assert answer.status_code == (404 if unknown else 400), answer.text
     error = answer.json()["error"]
     assert param in (error.get("param") or ""), error
 
 
-def test_targets_nobody_meets_name_the_bodys_own_field(live: LiveGateway) -> None:
-    answer = post(live, "capacity", {"demand": [{**LLAMA, "itl_ms_p95": 0.001}]})
+def test_targets_nobody_meets_name_the_bodys_own_field(plan_gateway: LiveGateway) -> None:
+    answer = post_plan(plan_gateway, "capacity", {"demand": [{**LLAMA, "itl_ms_p95": 0.001}]})
     assert answer.status_code == 400
     assert "itl_ms_p95" in (answer.json()["error"]["param"] or "")
 
@@ -195,9 +171,9 @@ def test_targets_nobody_meets_name_the_bodys_own_field(live: LiveGateway) -> Non
     ],
 )
 def test_a_bad_scenario_body_is_a_400_naming_the_field(
-    live: LiveGateway, changes: dict[str, Any], param: str
+    plan_gateway: LiveGateway, changes: dict[str, Any], param: str
 ) -> None:
-    answer = post(live, "scenario", {**SCENARIO, **changes})
+    answer = post_plan(plan_gateway, "scenario", {**SCENARIO, **changes})
     unknown = "llama-9" in str(changes) or "h900" in str(changes)
     assert answer.status_code == (404 if unknown else 400), answer.text
     error = answer.json()["error"]

@@ -3,53 +3,29 @@ only, money as decimal text, and bad input answered in the admin API's error sha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.conftest import LiveGateway, post_plan
 from tokenmill.economics import reference
 from tokenmill.economics.queries import PerfQuery
 from tokenmill.economics.site import MiningQuery, SiteQuery, site_answer
-from tokenmill.testing import FakeUpstreamState
 
 LLAMA_70B_ON_TWO_H100 = PerfQuery(gpu="h100-sxm", model="llama-3.3-70b", gpus=2, precision="fp8")
 
 
-@pytest.fixture(scope="module")
-def live(
-    tmp_path_factory: pytest.TempPathFactory,
-    fake_upstream: tuple[str, FakeUpstreamState],
-) -> Iterator[LiveGateway]:
-    home: Path = tmp_path_factory.mktemp("plan-site-api")
-    url = f"sqlite:///{home / 'tokenmill.db'}"
-    with live_gateway(url, gateway_config(fake_upstream[0]), home) as gateway:
-        yield gateway
-
-
-def post(live: LiveGateway, body: dict[str, Any], token: str | None = None) -> httpx.Response:
-    return httpx.post(
-        f"{live.url}/admin/v1/plan/site",
-        json=body,
-        headers={"Authorization": f"Bearer {token or live.admin_token}"},
-        timeout=10,
-    )
-
-
-def test_the_defaults_answer_as_site_answer_does(live: LiveGateway) -> None:
+def test_the_defaults_answer_as_site_answer_does(plan_gateway: LiveGateway) -> None:
     """Only the site's power given: 2 x H100 SXM serving Llama 3.3 70B in FP8."""
-    answer = post(live, {"site_mw": "100"})
+    answer = post_plan(plan_gateway, "site", {"site_mw": "100"})
     assert answer.status_code == 200, answer.text
     query = SiteQuery(perf=LLAMA_70B_ON_TWO_H100, site_mw=Decimal(100))
     assert answer.json() == site_answer(query, reference.packaged())
     assert answer.json()["gpus"] == 61_050  # 100 MW / 1.3 / 2,520 W = 30,525 replicas of 2
 
 
-def test_every_figure_given_as_text_reaches_the_answer(live: LiveGateway) -> None:
+def test_every_figure_given_as_text_reaches_the_answer(plan_gateway: LiveGateway) -> None:
     """Every decimal-text field lands in the query answered."""
     body = {
         "site_mw": "13",
@@ -67,7 +43,7 @@ def test_every_figure_given_as_text_reaches_the_answer(live: LiveGateway) -> Non
         "conversion_usd_per_mw_it": "8000000",
         "conversion_months": "12",
     }
-    answer = post(live, body)
+    answer = post_plan(plan_gateway, "site", body)
     assert answer.status_code == 200, answer.text
     query = SiteQuery(
         perf=PerfQuery(gpu="h100-sxm", model="llama-3.3-70b", gpus=4, precision="fp8"),
@@ -95,9 +71,9 @@ def test_every_figure_given_as_text_reaches_the_answer(live: LiveGateway) -> Non
     assert shown["mining_usd_per_day"]["cost_energy"] == "15600.00"
 
 
-def test_only_the_admin_may_ask(live: LiveGateway) -> None:
+def test_only_the_admin_may_ask(plan_gateway: LiveGateway) -> None:
     """A key that is not the admin's gets 401."""
-    answer = post(live, {"site_mw": "100"}, token="tm-not-the-admin")
+    answer = post_plan(plan_gateway, "site", {"site_mw": "100"}, token="tm-not-the-admin")
     assert answer.status_code == 401
 
 
@@ -121,10 +97,10 @@ def test_only_the_admin_may_ask(live: LiveGateway) -> None:
     ],
 )
 def test_bad_input_is_a_400_in_the_admin_error_shape(
-    live: LiveGateway, body: dict[str, Any], param: str
+    plan_gateway: LiveGateway, body: dict[str, Any], param: str
 ) -> None:
     """Floats, bad text and bad figures get 400 naming the param, never 500."""
-    answer = post(live, body)
+    answer = post_plan(plan_gateway, "site", body)
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
