@@ -245,7 +245,8 @@ def capacity_answer(query: CapacityQuery, catalogs: Catalogs) -> dict[str, Any]:
         if not options:
             message = (
                 f"no candidate serves {demand.model} within ttft {demand.ttft_ms_max} ms and"
-                f" itl {demand.itl_ms_max} ms; loosen the targets or add GPUs to the catalog"
+                f" itl {demand.itl_ms_max} ms, or its requests fit in no candidate's memory;"
+                " loosen the targets, shorten the requests or add GPUs to the catalog"
             )
             raise InvalidRequest(message, param="itl_ms_max")
         chosen = options[0]

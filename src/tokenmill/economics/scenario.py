@@ -23,8 +23,8 @@ A month-by-month simulation of one model's business, reported by year:
 * cash flow = revenue - cash costs - capital paid; payback is the month cumulative cash
   turns positive for good.
 
-A cohort's per-GPU figures come from the capacity planner's cheapest replica for the GPU
-(``capacity.options_for``) at the model's request shape and ITL target.
+A cohort's per-GPU figures come from the capacity planner's replica of that GPU with the
+lowest cost per token (``capacity.options_for``) at the model's request shape and targets.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ HOURS_PER_MONTH = 730
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 DAYS_PER_MONTH = Fraction(365, 12)
 YEARS_MAX = 30
+SECONDS_PER_DAY_NOMINAL = 86_400  # a token a second: a demand small enough for any pool
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _kinds(query: ScenarioQuery, catalogs: Catalogs) -> list[_Kind]:
         output_tokens=query.output_tokens,
         ttft_ms_max=query.ttft_ms_max,
         itl_ms_max=query.itl_ms_max,
-        output_tokens_per_day=max(query.output_tokens_per_day, 1),
+        output_tokens_per_day=SECONDS_PER_DAY_NOMINAL,  # per-GPU figures: any amount will do
     )
     candidates = query.gpus or tuple(
         gpu.id
@@ -117,7 +118,15 @@ def _kinds(query: ScenarioQuery, catalogs: Catalogs) -> list[_Kind]:
         options = options_for(demand, CapacityQuery(demands=(demand,), gpus=(gpu.id,)), catalogs)
         if not options:
             continue
-        best = options[0]
+        # The replica that makes a token cheapest (at a nominal demand every option is one
+        # replica, so its cost per hour over its throughput ranks them per token).
+        best = min(
+            options,
+            key=lambda option: (
+                Fraction(option.cost_nano_per_hour)
+                / (option.replicas * Fraction(repr(option.replica_output_tokens_per_s)))
+            ),
+        )
         per_gpu = Fraction(repr(best.replica_output_tokens_per_s)) / best.gpus_per_replica
         cash_per_hour = _cash_cost_per_gpu_hour(gpu.id, best.gpus_per_replica, catalogs)
         network = (
