@@ -138,9 +138,6 @@ def pool_of(query: CostQuery, setup: perf.Setup, catalogs: Catalogs) -> PoolCost
     hosting = query.hosting_usd_per_month
     if hosting is None:
         hosting = catalogs.default("colocation_usd_per_kw_month") * it_kw
-    network_share = catalogs.default("cluster_network_share")
-    storage_share = catalogs.default("cluster_storage_share")
-    servers_share = catalogs.default("cluster_servers_share")
     return PoolCost(
         **common,
         energy_nano_per_kwh=_nano(
@@ -152,9 +149,7 @@ def pool_of(query: CostQuery, setup: perf.Setup, catalogs: Catalogs) -> PoolCost
         purchase_nano_per_gpu=_nano(purchase, "purchase_usd_per_gpu"),
         depreciation_years=_pick(query.depreciation_years, catalogs, "depreciation_years"),
         residual_ratio=_pick(query.residual_ratio, catalogs, "residual_ratio"),
-        network_storage_ratio=((network_share + storage_share) / servers_share).quantize(
-            Decimal("0.0001")
-        ),
+        network_storage_ratio=catalogs.network_storage_ratio().quantize(Decimal("0.0001")),
     )
 
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from tokenmill.economics import catalog
 from tokenmill.economics.catalog import Gpu, ModelSpec
-from tokenmill.errors import ConfigurationError, NotFound
+from tokenmill.errors import ConfigurationError, InvalidRequest, NotFound
 
 MARKET_PRICES_FILE = "market_prices.yaml"
 SITE_DEFAULTS_FILE = "site_defaults.yaml"
@@ -196,6 +196,33 @@ class Catalogs:
         """Market prices of this catalog model, oldest first."""
         linked = [price for price in self.market_prices if price.catalog_model == model_id]
         return sorted(linked, key=lambda price: price.date)
+
+    def network_storage_ratio(self) -> Decimal:
+        """A cluster's network and storage capex over its GPU servers' (0.15 / 0.85)."""
+        network = self.default("cluster_network_share") + self.default("cluster_storage_share")
+        return network / self.default("cluster_servers_share")
+
+    def token_prices(
+        self, model_id: str, given_in: Decimal | None, given_out: Decimal | None
+    ) -> tuple[Decimal, Decimal, str]:
+        """(input, output) USD per million tokens and where they came from: each side as
+        given, the other from the market's lowest output price for the model; with no
+        market price, a given output price alone leaves prompts free."""
+        if given_in is not None and given_out is not None:
+            return given_in, given_out, "given"
+        prices = self.prices_of(model_id)
+        if not prices:
+            if given_out is not None:
+                return Decimal(0), given_out, "given (prompts free: no market price)"
+            message = f"the catalog has no market price for {model_id}; give the token prices"
+            raise InvalidRequest(message, param="price_output_usd_per_mtok")
+        cheapest = min(prices, key=lambda price: (price.output_usd_per_mtok, price.date))
+        source = f"{cheapest.provider} {cheapest.model}, {cheapest.date}"
+        if given_in is not None or given_out is not None:
+            source = f"given, the rest from {source}"
+        price_in = cheapest.input_usd_per_mtok if given_in is None else given_in
+        price_out = cheapest.output_usd_per_mtok if given_out is None else given_out
+        return price_in, price_out, source
 
     def extended(self, document: object, file_name: str) -> Catalogs:
         """These catalogs with a user file's sections added (see the module docstring)."""

@@ -129,10 +129,7 @@ def _kinds(query: ScenarioQuery, catalogs: Catalogs) -> list[_Kind]:
         )
         per_gpu = Fraction(repr(best.replica_output_tokens_per_s)) / best.gpus_per_replica
         cash_per_hour = _cash_cost_per_gpu_hour(gpu.id, best.gpus_per_replica, catalogs)
-        network = (
-            Fraction(catalogs.default("cluster_network_share"))
-            + Fraction(catalogs.default("cluster_storage_share"))
-        ) / Fraction(catalogs.default("cluster_servers_share"))
+        network = Fraction(catalogs.network_storage_ratio())
         kinds.append(
             _Kind(
                 gpu=gpu.id,
@@ -168,8 +165,7 @@ def _cost_per_token(kind: _Kind, depreciation_months: int) -> Fraction:
 
 
 def _prices(query: ScenarioQuery, catalogs: Catalogs) -> tuple[Fraction, Fraction]:
-    """(input, output) USD per million tokens at the start: each side as given, else the
-    market's lowest output price's entry."""
+    """(input, output) USD per million tokens at the start (``Catalogs.token_prices``)."""
     given_in, given_out = query.price_input_usd_per_mtok, query.price_output_usd_per_mtok
     for name, value in (
         ("price_input_usd_per_mtok", given_in),
@@ -177,17 +173,7 @@ def _prices(query: ScenarioQuery, catalogs: Catalogs) -> tuple[Fraction, Fractio
     ):
         if value is not None and (not value.is_finite() or value < 0):
             raise InvalidRequest(f"{name} must be >= 0, got {value}", param=name)
-    if given_in is not None and given_out is not None:
-        return Fraction(given_in), Fraction(given_out)
-    prices = catalogs.prices_of(query.model)
-    if not prices:
-        if given_out is not None:
-            return Fraction(0), Fraction(given_out)
-        message = f"the catalog has no market price for {query.model}; give the token prices"
-        raise InvalidRequest(message, param="price_output_usd_per_mtok")
-    cheapest = min(prices, key=lambda price: price.output_usd_per_mtok)
-    price_in = cheapest.input_usd_per_mtok if given_in is None else given_in
-    price_out = cheapest.output_usd_per_mtok if given_out is None else given_out
+    price_in, price_out, _ = catalogs.token_prices(query.model, given_in, given_out)
     return Fraction(price_in), Fraction(price_out)
 
 

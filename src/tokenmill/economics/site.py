@@ -91,26 +91,14 @@ def _positive(
 def _market_price(
     query: SiteQuery, catalogs: Catalogs, model_id: str
 ) -> tuple[Fraction, Fraction, str]:
-    """(input, output) USD per million tokens, and where they came from: each side given,
-    or the market's lowest output price's entry."""
+    """(input, output) USD per million tokens and their source (``Catalogs.token_prices``)."""
     given_in = query.price_input_usd_per_mtok
     given_out = query.price_output_usd_per_mtok
     if given_out is not None:
         _positive(given_out, Decimal(0), "price_output_usd_per_mtok")
     if given_in is not None:
         _positive(given_in, Decimal(0), "price_input_usd_per_mtok", allow_zero=True)
-    if given_in is not None and given_out is not None:
-        return Fraction(given_in), Fraction(given_out), "given"
-    prices = catalogs.prices_of(model_id)
-    if not prices:
-        message = f"the catalog has no market price for {model_id}; give both token prices"
-        raise InvalidRequest(message, param="price_output_usd_per_mtok")
-    cheapest = min(prices, key=lambda price: (price.output_usd_per_mtok, price.date))
-    source = f"{cheapest.provider} {cheapest.model}, {cheapest.date}"
-    if given_in is not None or given_out is not None:
-        source = f"given, the rest from {source}"
-    price_in = cheapest.input_usd_per_mtok if given_in is None else given_in
-    price_out = cheapest.output_usd_per_mtok if given_out is None else given_out
+    price_in, price_out, source = catalogs.token_prices(model_id, given_in, given_out)
     return Fraction(price_in), Fraction(price_out), source
 
 
@@ -190,9 +178,7 @@ def site_answer(query: SiteQuery, catalogs: Catalogs) -> dict[str, Any]:
         raise InvalidRequest(
             f"the catalog has no purchase price for {setup.gpu.id}", param="purchase_usd_per_gpu"
         )
-    network_ratio = (
-        Fraction(d("cluster_network_share")) + Fraction(d("cluster_storage_share"))
-    ) / Fraction(d("cluster_servers_share"))
+    network_ratio = Fraction(catalogs.network_storage_ratio())
     gpu_capex = gpus * Fraction(purchase) * (1 + network_ratio)
     life_years = _positive(query.depreciation_years, d("depreciation_years"), "depreciation_years")
     retrofit_capex = (
