@@ -673,3 +673,26 @@ class TestSetupValidation:
         """Ratios of exactly 1, overheads of 0, no reserve and one request are all valid."""
         setup = _setup_8b(**_IDEAL, memory_reserve_ratio=0.0, batch_requests_max=1)
         assert perf.batch_limit(setup) == 1
+
+
+class TestLargestMeeting:
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(min_value=0, max_value=600), st.integers(min_value=1, max_value=600))
+    def test_it_finds_the_last_concurrency_that_meets_a_monotone_target(
+        self, threshold: int, high: int
+    ) -> None:
+        """A target met up to ``threshold`` in flight: the answer is min(threshold, high),
+        or None when even one request misses it; asked about log2(high) times."""
+        asked: list[int] = []
+
+        def meets(concurrency: int) -> bool:
+            asked.append(concurrency)
+            return concurrency <= threshold
+
+        found = perf.largest_meeting(meets, high)
+        assert found == (None if threshold == 0 else min(threshold, high))
+        assert len(asked) <= math.ceil(math.log2(high)) + 2
+
+    def test_a_high_below_one_is_refused(self) -> None:
+        with pytest.raises(InvalidRequest):
+            perf.largest_meeting(lambda concurrency: True, 0)

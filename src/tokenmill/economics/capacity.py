@@ -121,18 +121,9 @@ def _concurrency_for(setup: perf.Setup, demand: Demand) -> MixPoint | None:
     def meets(at: MixPoint) -> bool:
         return at.itl_ms <= demand.itl_ms_max and at.ttft_ms_p95 <= demand.ttft_ms_max
 
-    low = 1
-    first = point(low)
-    if not meets(first):
-        return None
-    high = min(perf.batch_limit(setup), first.batch_max)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if meets(point(middle)):
-            low = middle
-        else:
-            high = middle - 1
-    return point(low)
+    most = min(perf.batch_limit(setup), point(1).batch_max)
+    found = perf.largest_meeting(lambda concurrency: meets(point(concurrency)), most)
+    return None if found is None else point(found)
 
 
 def _option(

@@ -159,7 +159,7 @@ def _concurrency_for_itl(setup: perf.Setup, query: PerfQuery, itl_ms_max: float)
     if not math.isfinite(itl_ms_max) or itl_ms_max <= 0:
         message = f"itl_ms_max must be a number of milliseconds > 0, got {itl_ms_max}"
         raise InvalidRequest(message, param="itl_ms_max")
-    low, high = 1, perf.batch_limit(setup)
+    high = perf.batch_limit(setup)
     if query.concurrency is not None:
         high = min(high, query.concurrency)
 
@@ -167,19 +167,14 @@ def _concurrency_for_itl(setup: perf.Setup, query: PerfQuery, itl_ms_max: float)
         point = perf.operating_point(setup, query.input_tokens, query.output_tokens, concurrency)
         return point.itl_ms
 
-    if itl_ms(low) > itl_ms_max:
+    found = perf.largest_meeting(lambda concurrency: itl_ms(concurrency) <= itl_ms_max, high)
+    if found is None:
         message = (
             f"no concurrency meets itl_ms_max {itl_ms_max}: one request alone gets"
-            f" {itl_ms(low):.1f} ms between tokens on this replica"
+            f" {itl_ms(1):.1f} ms between tokens on this replica"
         )
         raise InvalidRequest(message, param="itl_ms_max")
-    while low < high:
-        middle = (low + high + 1) // 2
-        if itl_ms(middle) <= itl_ms_max:
-            low = middle
-        else:
-            high = middle - 1
-    return low
+    return found
 
 
 def _hour_lines(hour: CostBreakdown) -> dict[str, str]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -453,6 +453,24 @@ def output_tokens_per_s(setup: Setup, batch: int, kv_tokens_total: int) -> float
 
 
 # An operating point ------------------------------------------------------------------------
+
+
+def largest_meeting(meets: Callable[[int], bool], high: int) -> int | None:
+    """The largest concurrency in [1, ``high``] for which ``meets`` holds, for a target
+    that more requests in flight only make harder (latency grows with the batch); None
+    when even one request misses it. A binary search: ``meets`` runs about log2(high)
+    times."""
+    _check_count(high, "high", minimum=1)
+    if not meets(1):
+        return None
+    low = 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if meets(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 @dataclass(frozen=True)
