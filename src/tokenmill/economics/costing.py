@@ -22,6 +22,7 @@ from tokenmill.economics.cost import (
     SECONDS_PER_HOUR,
     CostBreakdown,
     PoolCost,
+    TokenCosts,
     pool_cost_per_hour,
     token_costs,
 )
@@ -191,6 +192,11 @@ def _hour_lines(hour: CostBreakdown) -> dict[str, str]:
 
 def cost_answer(query: CostQuery, catalogs: Catalogs) -> dict[str, Any]:
     """What ``plan cost --json`` prints."""
+    return _costed(query, catalogs)[0]
+
+
+def _costed(query: CostQuery, catalogs: Catalogs) -> tuple[dict[str, Any], TokenCosts]:
+    """The answer and the token costs behind it (price advice reads the latter exactly)."""
     setup = setup_of(query.perf, catalogs)
     perf_query = query.perf
     if query.itl_ms_max is not None:
@@ -225,7 +231,7 @@ def cost_answer(query: CostQuery, catalogs: Catalogs) -> dict[str, Any]:
         Fraction(catalogs.default("build_power_cooling_share")),
         price_nano,
     )
-    return {
+    answer = {
         "gpu": setup.gpu.id,
         "model": setup.model.id,
         "gpus_per_replica": setup.gpu_count,
@@ -248,6 +254,7 @@ def cost_answer(query: CostQuery, catalogs: Catalogs) -> dict[str, Any]:
         "chain_usd_per_mtok": {line.name: _usd(line.nano_per_mtok) for line in lines},
         "assumptions": _assumptions(pool, utilization, catalogs),
     }
+    return answer, costs
 
 
 def _assumptions(pool: PoolCost, utilization: Decimal, catalogs: Catalogs) -> dict[str, str]:
@@ -311,10 +318,8 @@ def _market_row(price: MarketPrice, cost: dict[str, int]) -> dict[str, Any]:
 def price_answer(query: CostQuery, margin_ratio: Decimal, catalogs: Catalogs) -> dict[str, Any]:
     """What ``plan price --json`` prints: the cost, the price for the target margin, and the
     market's prices of the same model with the margin each would leave."""
-    cost = cost_answer(query, catalogs)
-    cost_nano = {
-        side: _nano(Decimal(cost["cost_usd_per_mtok"][side]), side) for side in ("input", "output")
-    }
+    cost, costs = _costed(query, catalogs)
+    cost_nano = {"input": costs.input_nano_per_mtok, "output": costs.output_nano_per_mtok}
     advice = {side: price_for_margin(nano, margin_ratio) for side, nano in cost_nano.items()}
     market = [_market_row(price, cost_nano) for price in catalogs.prices_of(cost["model"])]
     return {
