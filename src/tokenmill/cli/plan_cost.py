@@ -28,8 +28,14 @@ CHAIN_NAMES = {
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cost")(cost_command)
-    app.command("price")(price_command)
+    # One command under two names: they share every option, and the name picks the answer.
+    cost_help = (
+        "Cost per hour of a pool and per million tokens, and where a token's dollar goes"
+        " (--chart); --chart-by-gpu compares the catalog's GPUs."
+    )
+    price_help = "The price per million tokens for a target margin, beside the market's prices."
+    app.command("cost", help=cost_help)(cost_or_price)
+    app.command("price", help=price_help)(cost_or_price)
 
 
 def _query(shared: dict[str, Any]) -> CostQuery:
@@ -54,7 +60,8 @@ def _query(shared: dict[str, Any]) -> CostQuery:
     )
 
 
-def cost_command(
+def cost_or_price(
+    context: typer.Context,
     gpu: opt.Gpu,
     model: opt.Model,
     gpus: opt.Gpus = 1,
@@ -77,7 +84,12 @@ def cost_command(
     itl_ms_max: Annotated[
         float | None, typer.Option(help="Latency target: mean ms between tokens at most.")
     ] = None,
-    price: Money = None,
+    price: Annotated[
+        str | None, typer.Option(help="cost: your price per million output tokens (USD).")
+    ] = None,
+    margin: Annotated[
+        str | None, typer.Option(help="price: the target gross margin (default 0.4).")
+    ] = None,
     catalog_file: opt.CatalogFile = None,
     chart: opt.ChartFile = None,
     chart_by_gpu: Annotated[
@@ -86,8 +98,7 @@ def cost_command(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cost per hour of a pool and per million tokens, and where a token's dollar goes
-    (``--chart``); ``--chart-by-gpu`` compares the catalog's GPUs."""
+    advice = context.info_name == "price"
     shared = dict(locals())
     shared["replica"] = (gpu, model, gpus, precision, kv_precision, parallel)
     shared["shape"] = (input_tokens, output_tokens, concurrency)
@@ -95,9 +106,15 @@ def cost_command(
     def answer() -> dict[str, Any]:
         query = _query(shared)
         catalogs = opt.catalogs_of(catalog_file)
-        shown = cost_answer(query, catalogs)
+        if advice:
+            margin_ratio = opt.decimal_of(margin or "0.4", "--margin")
+            assert margin_ratio is not None
+            shown = price_answer(query, margin_ratio, catalogs)
+            cost = shown["cost"]
+        else:
+            shown = cost = cost_answer(query, catalogs)
         if chart is not None:
-            _chain_chart(shown, chart)
+            _chain_chart(cost, chart)
         if chart_by_gpu is not None:
             _by_gpu_chart(query, catalogs, chart_by_gpu)
         return shown
@@ -105,52 +122,10 @@ def cost_command(
     shown = run(answer)
     if as_json:
         print_json(shown)
-        return
-    _print_cost(shown)
-
-
-def price_command(
-    gpu: opt.Gpu,
-    model: opt.Model,
-    margin: Annotated[str, typer.Option(help="Target gross margin, e.g. 0.4.")] = "0.4",
-    gpus: opt.Gpus = 1,
-    precision: opt.Precision = "bf16",
-    kv_precision: opt.KvPrecision = None,
-    parallel: opt.Parallel = "tp",
-    input_tokens: opt.InputTokens = 1000,
-    output_tokens: opt.OutputTokens = 1000,
-    concurrency: opt.Concurrency = "max",
-    pool_gpus: Annotated[int | None, typer.Option(help="GPUs in the pool.")] = None,
-    basis: Annotated[str, typer.Option(help="owned (bought) or rented.")] = "owned",
-    purchase: Money = None,
-    depreciation_years: Ratio = None,
-    rent: Money = None,
-    energy: Money = None,
-    pue: Ratio = None,
-    hosting: Money = None,
-    operations: Money = None,
-    utilization: Ratio = None,
-    itl_ms_max: Annotated[
-        float | None, typer.Option(help="Latency target: mean ms between tokens at most.")
-    ] = None,
-    catalog_file: opt.CatalogFile = None,
-    as_json: JsonOption = False,
-) -> None:
-    """The price per million tokens for a target margin, beside the market's prices."""
-    shared = dict(locals())
-    shared["replica"] = (gpu, model, gpus, precision, kv_precision, parallel)
-    shared["shape"] = (input_tokens, output_tokens, concurrency)
-
-    def answer() -> dict[str, Any]:
-        margin_ratio = opt.decimal_of(margin, "--margin")
-        assert margin_ratio is not None
-        return price_answer(_query(shared), margin_ratio, opt.catalogs_of(catalog_file))
-
-    shown = run(answer)
-    if as_json:
-        print_json(shown)
-        return
-    _print_price(shown)
+    elif advice:
+        _print_price(shown)
+    else:
+        _print_cost(shown)
 
 
 def _chain_chart(shown: dict[str, Any], path: Path) -> None:
