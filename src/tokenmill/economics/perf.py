@@ -437,11 +437,14 @@ def decode_step_time_s(setup: Setup, batch: int, kv_tokens_total: int) -> float:
     return result
 
 
+def _bound_of(step: _Pass) -> StepBound:
+    return "compute" if step.compute_s > step.memory_s else "bandwidth"
+
+
 def step_bound(setup: Setup, batch: int, kv_tokens_total: int) -> StepBound:
     """Which roof limits most of this decode step: ``"bandwidth"`` or ``"compute"``
     (bandwidth on a tie)."""
-    step = _decode_pass(setup, batch, kv_tokens_total)
-    return "compute" if step.compute_s > step.memory_s else "bandwidth"
+    return _bound_of(_decode_pass(setup, batch, kv_tokens_total))
 
 
 def output_tokens_per_s(setup: Setup, batch: int, kv_tokens_total: int) -> float:
@@ -514,12 +517,13 @@ def operating_point(
     wanted = batch_limit(setup) if concurrency is None else min(concurrency, batch_limit(setup))
     batch = min(wanted, largest)
     kv_tokens_total = batch * (prompt_tokens + output_tokens // 2)
-    step_s = decode_step_time_s(setup, batch, kv_tokens_total)
+    step = _decode_pass(setup, batch, kv_tokens_total)
+    step_s = step.total_s + setup.step_overhead_s
     busy_s = prefill_busy_s(setup, prompt_tokens)
     # The first output token comes with the prefill; each later one is a decode step.
     request_s = busy_s + (output_tokens - 1) * step_s / batch
     total = output_tokens / request_s
-    limited_by = step_bound(setup, batch, kv_tokens_total)
+    limited_by = _bound_of(step)
     ttft_s = prefill_time_s(setup, prompt_tokens) + decode_step_time_s(setup, 1, prompt_tokens)
     capped = largest < wanted
     point = OperatingPoint(
