@@ -16,7 +16,10 @@ from tokenmill.errors import InvalidRequest
 
 NANO_PER_UNIT = 1_000_000_000
 TOKENS_PER_PRICE = 1_000_000  # prices are per million tokens
-AMOUNT_NANO_MAX = 10**18  # one billion currency units: far past any real account
+AMOUNT_NANO_MAX = 10**18  # one movement: one billion currency units (fits a 64-bit integer)
+# A ledger account's balance (and any sum of movements) is kept past 64 bits
+# (store/wide_sums.py); a movement that would take a balance past this is refused.
+BALANCE_NANO_MAX = 10**36
 _AMOUNT_TEXT_CHARS_MAX = 40
 # Plain ASCII decimals only: Decimal() alone would also take "1_000", "1e3" or other scripts'
 # digits, none of which an operator means as an amount.

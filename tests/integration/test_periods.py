@@ -735,7 +735,7 @@ class TestAudit:
             connection.execute(
                 update(invoices)
                 .where(invoices.c.number == invoice.number)
-                .values(total_nano=invoices.c.total_nano + 1)
+                .values(total_nano_low=invoices.c.total_nano_low + 1)
             )
 
         report = run_audit(store)
@@ -762,7 +762,7 @@ class TestAudit:
                 .where(invoices.c.number == invoice.number)
                 .values(
                     lines=orjson.dumps(kept).decode(),
-                    total_nano=sum(line["amount_nano"] for line in kept),
+                    total_nano_low=sum(line["amount_nano"] for line in kept),
                 )
             )
         report = run_audit(store)

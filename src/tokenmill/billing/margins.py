@@ -27,6 +27,7 @@ from tokenmill.money import format_amount
 from tokenmill.retail.statements import DAY_MS
 from tokenmill.store.tables import accounts as accounts_table
 from tokenmill.store.tables import usage_records
+from tokenmill.store.wide_sums import joined_sum, wide_sum
 
 GROUPS = ("day", "model", "deployment", "account")
 
@@ -84,9 +85,9 @@ def margin_report(
             func.sum(case((usage_records.c.cost_basis.is_(None), 1), else_=0)),
             func.sum(usage_records.c.prompt_tokens),
             func.sum(usage_records.c.completion_tokens),
-            func.sum(usage_records.c.charge_nano),
-            func.sum(usage_records.c.loss_nano),
-            func.sum(usage_records.c.cost_nano),
+            *wide_sum(usage_records.c.charge_nano),
+            *wide_sum(usage_records.c.loss_nano),
+            *wide_sum(usage_records.c.cost_nano),
         )
         .select_from(
             usage_records.outerjoin(
@@ -109,7 +110,8 @@ def _row(by: Sequence[str], row: tuple[Any, ...]) -> MarginRow:
     group = {}
     for name, value in zip(by, row[: len(by)], strict=True):
         group[name] = _day(int(value)) if name == "day" else str(value)
-    currency, count, uncosted, prompt, completion, charge, loss, cost = values
+    currency, count, uncosted, prompt, completion, *money = values
+    charge, loss, cost = (joined_sum(money[i], money[i + 1]) for i in range(0, 6, 2))
     return MarginRow(
         group,
         str(currency),
@@ -117,9 +119,9 @@ def _row(by: Sequence[str], row: tuple[Any, ...]) -> MarginRow:
         int(uncosted),
         int(prompt),
         int(completion),
-        int(charge) + int(loss),
-        int(loss),
-        int(cost),
+        charge + loss,
+        loss,
+        cost,
     )
 
 

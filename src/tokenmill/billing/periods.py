@@ -33,6 +33,7 @@ from tokenmill.store import plans as plan_rows
 from tokenmill.store.audit import record_action
 from tokenmill.store.database import now_ms, write_transaction
 from tokenmill.store.tables import credit_notes, invoices, transfers, usage_records
+from tokenmill.store.wide_sums import joined_sum, wide_sum
 
 Spendable = Callable[[account_rows.AccountRow], int]
 # A request is charged when it settles, dated then; one that started before a period's end
@@ -189,7 +190,7 @@ def invoice_lines(
             usage_records.c.model,
             func.count(),
             func.sum(usage_records.c.prompt_tokens + usage_records.c.completion_tokens),
-            func.sum(transfers.c.amount_nano),
+            *wide_sum(transfers.c.amount_nano),
         )
         .select_from(
             transfers.join(usage_records, usage_records.c.request_id == transfers.c.reference)
@@ -200,9 +201,14 @@ def invoice_lines(
     )
     lines = [
         InvoiceLine(
-            "usage", f"{model}: {int(tokens):,} tokens", model, int(n), int(tokens), int(amount)
+            "usage",
+            f"{model}: {int(tokens):,} tokens",
+            model,
+            int(n),
+            int(tokens),
+            joined_sum(high, low),
         )
-        for model, n, tokens, amount in connection.execute(usage)
+        for model, n, tokens, high, low in connection.execute(usage)
     ]
     fees = (
         select(transfers.c.reference, transfers.c.amount_nano)

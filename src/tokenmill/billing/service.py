@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tokenmill.access.service import check_ref, find_account
 from tokenmill.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from tokenmill.money import AMOUNT_NANO_MAX, format_amount
+from tokenmill.money import AMOUNT_NANO_MAX, BALANCE_NANO_MAX, format_amount
 from tokenmill.retail.ledger import Transfer, operator_account
 from tokenmill.retail.plan_specs import plan_from_spec, plan_to_spec
 from tokenmill.retail.plans import Plan
@@ -30,6 +30,7 @@ from tokenmill.store import prices as price_rows
 from tokenmill.store.audit import record_action
 from tokenmill.store.database import now_ms, write_transaction
 from tokenmill.store.tables import ledger_balances, transfers
+from tokenmill.store.wide_sums import joined_balance
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -41,6 +42,19 @@ COUNTERPART = {"topup": "cash", "grant": "grants", "refund": "revenue", "adjustm
 class Posted:
     transfer: Transfer
     replayed: bool  # True when the idempotency key was used before for the same movement
+
+
+def one_idempotency_key(in_body: str | None, in_header: str | None) -> str | None:
+    """The key a request gives in its body or its ``Idempotency-Key`` header; both must
+    agree when both are given (an empty one is a key too, and ``check_idempotency_key``
+    refuses it: it never means "no idempotency")."""
+    if in_body is not None and in_header is not None and in_body != in_header:
+        raise InvalidRequest(
+            "the Idempotency-Key header and the body's idempotency_key differ; give one key",
+            param="idempotency_key",
+            code="idempotency_key_mismatch",
+        )
+    return in_body if in_body is not None else in_header
 
 
 def check_idempotency_key(key: str | None) -> str:
@@ -123,6 +137,7 @@ def _post_once(
                     f" {format_amount(-account.credit_limit_nano)}",
                     param="amount",
                 )
+        _check_in_range(connection, transfer, account.id, after)
         ledger_rows.post_transfers(connection, [transfer], transfer.created_at_ms)
         record_action(
             connection,
@@ -137,6 +152,22 @@ def _post_once(
     return Posted(transfer, False)
 
 
+def _check_in_range(connection: Any, transfer: Transfer, account_id: str, after: int) -> None:
+    """Refuse a movement that would take either side's balance out of the range a balance
+    is kept in (``BALANCE_NANO_MAX``): such a movement is never stored."""
+    credited = transfer.credit_account == account_id
+    other = transfer.debit_account if credited else transfer.credit_account
+    other_delta = -transfer.amount_nano if credited else transfer.amount_nano
+    other_after = ledger_rows.cached_balance(connection, other) + other_delta
+    for side, balance in ((account_id, after), (other, other_after)):
+        if abs(balance) > BALANCE_NANO_MAX:
+            raise InvalidRequest(
+                f"the movement would take the balance of {side} past the"
+                f" {format_amount(BALANCE_NANO_MAX)} a ledger account can hold",
+                param="amount",
+            )
+
+
 def _locked_balance(connection: Any, account_id: str, currency: str) -> int:
     """The account's cached balance, its row locked until commit (PostgreSQL).
 
@@ -144,16 +175,17 @@ def _locked_balance(connection: Any, account_id: str, currency: str) -> int:
     locks nothing, and two first debits would both pass the floor check.
     """
     connection.exec_driver_sql(
-        "INSERT INTO ledger_balances (account_id, currency, balance_nano, updated_at_ms)"
-        f" VALUES ({_marks(connection, 4)}) ON CONFLICT (account_id) DO NOTHING",
-        (account_id, currency, 0, now_ms()),
+        "INSERT INTO ledger_balances"
+        " (account_id, currency, balance_nano_high, balance_nano_low, updated_at_ms)"
+        f" VALUES ({_marks(connection, 5)}) ON CONFLICT (account_id) DO NOTHING",
+        (account_id, currency, 0, 0, now_ms()),
     )
-    value = connection.execute(
-        select(ledger_balances.c.balance_nano)
+    row = connection.execute(
+        select(ledger_balances.c.balance_nano_high, ledger_balances.c.balance_nano_low)
         .where(ledger_balances.c.account_id == account_id)
         .with_for_update()
-    ).scalar()
-    return int(value or 0)
+    ).one()
+    return joined_balance(*row)
 
 
 def _marks(connection: Any, count: int) -> str:

@@ -14,6 +14,7 @@ from tokenmill.money import format_amount
 from tokenmill.retail.statements import DAY_MS, MovementLine, Statement, UsageLine
 from tokenmill.store.tables import accounts as accounts_table
 from tokenmill.store.tables import transfers, usage_records
+from tokenmill.store.wide_sums import joined_sum, wide_sum
 
 PERIOD_MS_MAX = 366 * DAY_MS * 5  # five years in one statement at most
 
@@ -40,11 +41,11 @@ def _balance_before(connection: Connection, account_id: str, at_ms: int) -> int:
         (transfers.c.credit_account == account_id, transfers.c.amount_nano),
         else_=-transfers.c.amount_nano,
     )
-    query = select(func.coalesce(func.sum(signed), 0)).where(
+    query = select(*wide_sum(signed)).where(
         (transfers.c.debit_account == account_id) | (transfers.c.credit_account == account_id),
         transfers.c.created_at_ms < at_ms,
     )
-    return int(connection.execute(query).scalar_one())
+    return joined_sum(*connection.execute(query).one())
 
 
 def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: int) -> Statement:
@@ -77,7 +78,7 @@ def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: i
                 func.count(),
                 func.sum(usage_records.c.prompt_tokens),
                 func.sum(usage_records.c.completion_tokens),
-                func.sum(transfers.c.amount_nano),
+                *wide_sum(transfers.c.amount_nano),
             )
             .select_from(
                 transfers.join(usage_records, usage_records.c.request_id == transfers.c.reference)
@@ -87,8 +88,8 @@ def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: i
             .order_by(day, usage_records.c.model)
         )
         usage = [
-            UsageLine(int(d) * DAY_MS, model, int(n), int(p), int(c), -int(amount))
-            for d, model, n, p, c, amount in connection.execute(usage_query)
+            UsageLine(int(d) * DAY_MS, model, int(n), int(p), int(c), -joined_sum(high, low))
+            for d, model, n, p, c, high, low in connection.execute(usage_query)
         ]
     return Statement(
         account.id,
@@ -132,9 +133,9 @@ def revenue_report(
             func.count(),
             func.sum(usage_records.c.prompt_tokens),
             func.sum(usage_records.c.completion_tokens),
-            func.sum(usage_records.c.charge_nano),
-            func.sum(usage_records.c.loss_nano),
-            func.sum(usage_records.c.cost_nano),
+            *wide_sum(usage_records.c.charge_nano),
+            *wide_sum(usage_records.c.loss_nano),
+            *wide_sum(usage_records.c.cost_nano),
         )
         .where(usage_records.c.started_at_ms >= since_ms, usage_records.c.started_at_ms < until_ms)
         .group_by(day, usage_records.c.model, usage_records.c.account_id)
@@ -155,12 +156,16 @@ def revenue_report(
                 int(n),
                 int(p),
                 int(c),
-                int(charge) + int(loss),
-                int(loss),
-                int(cost),
+                *_revenue_loss_cost(money),
             )
-            for d, model, account, n, p, c, charge, loss, cost in connection.execute(query)
+            for d, model, account, n, p, c, *money in connection.execute(query)
         ]
+
+
+def _revenue_loss_cost(parts: list[Any]) -> tuple[int, int, int]:
+    """(charge + loss, loss, cost) from the three wide sums' six parts."""
+    charge, loss, cost = (joined_sum(parts[i], parts[i + 1]) for i in range(0, 6, 2))
+    return charge + loss, loss, cost
 
 
 def revenue_json(row: RevenueRow) -> dict[str, Any]:

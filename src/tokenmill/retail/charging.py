@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tokenmill.errors import InsufficientFunds, PermissionDenied
+from tokenmill.money import AMOUNT_NANO_MAX
 from tokenmill.retail.budgets import over_budget
 from tokenmill.retail.funds import FundsBook, Hold, Settlement, insufficient
 from tokenmill.retail.plans import (
@@ -89,7 +90,9 @@ def open_charge(
         included_available = funds.included.available(pool, allowance)
     bound = prompt_bound_tokens(terms.prompt, terms.allowance, terms.context_tokens)
     subjects = (terms.account_id,) if terms.key_id is None else (terms.account_id, terms.key_id)
-    spendable = account.available_nano
+    # One request is one movement of the ledger, at most AMOUNT_NANO_MAX however rich the
+    # account (its balance may pass 64 bits; a transfer's amount never does).
+    spendable = funds_spendable = min(account.available_nano, AMOUNT_NANO_MAX)
     room = funds.budgets.headroom(subjects, terms.started_at_ms)
     if room is not None and room[0] < spendable:
         spendable = room[0]
@@ -102,7 +105,7 @@ def open_charge(
             cap = cap if affordable is None else max(0, min(cap, affordable))
         if cap < 1:
             needed = tariff_hold(tariff, bound, 1, min(bound + 1, included_available))
-            if room is not None and spendable == room[0] < account.available_nano:
+            if room is not None and spendable == room[0] < funds_spendable:
                 raise over_budget(room[1], needed, room[0], account.currency)
             raise insufficient(account, needed)
     included = min(bound + (cap or 0), included_available)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, insert, select
 
+from tokenmill import json_codec
 from tokenmill.store.tables import audit_log
 
 
@@ -41,8 +41,8 @@ def record_action(
             action=action,
             entity=entity,
             entity_id=entity_id,
-            before=None if before is None else orjson.dumps(before).decode(),
-            after=None if after is None else orjson.dumps(after).decode(),
+            before=None if before is None else json_codec.dumps(before).decode(),
+            after=None if after is None else json_codec.dumps(after).decode(),
         )
     )
 
@@ -61,8 +61,8 @@ def entries(
             row.action,
             row.entity,
             row.entity_id,
-            None if row.before is None else orjson.loads(row.before),
-            None if row.after is None else orjson.loads(row.after),
+            None if row.before is None else json_codec.loads(row.before),
+            None if row.after is None else json_codec.loads(row.after),
         )
         for row in connection.execute(query)
     ]

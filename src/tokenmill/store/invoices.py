@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, func, insert, select
 
+from tokenmill import json_codec
 from tokenmill.retail.invoices import Invoice, line_from_json, line_json
 from tokenmill.store.tables import credit_notes, invoices
+from tokenmill.store.wide_sums import joined_balance, split_balance
 
 
 def next_seq(connection: Connection, table: Any) -> int:
@@ -16,6 +17,7 @@ def next_seq(connection: Connection, table: Any) -> int:
 
 
 def insert_invoice(connection: Connection, invoice: Invoice, seq: int) -> None:
+    high, low = split_balance(invoice.total_nano)
     connection.execute(
         insert(invoices).values(
             number=invoice.number,
@@ -25,8 +27,9 @@ def insert_invoice(connection: Connection, invoice: Invoice, seq: int) -> None:
             currency=invoice.currency,
             since_ms=invoice.since_ms,
             until_ms=invoice.until_ms,
-            total_nano=invoice.total_nano,
-            lines=orjson.dumps([line_json(line) for line in invoice.lines]).decode(),
+            total_nano_high=high,
+            total_nano_low=low,
+            lines=json_codec.dumps([line_json(line) for line in invoice.lines]).decode(),
             issued_at_ms=invoice.issued_at_ms,
         )
     )
@@ -40,8 +43,8 @@ def _invoice(row: Any) -> Invoice:
         row.period,
         row.since_ms,
         row.until_ms,
-        tuple(line_from_json(line) for line in orjson.loads(row.lines)),
-        row.total_nano,
+        tuple(line_from_json(line) for line in json_codec.loads(row.lines)),
+        joined_balance(row.total_nano_high, row.total_nano_low),
         row.issued_at_ms,
     )
 

@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from tokenmill.retail.ledger import Transfer, balance_deltas
 from tokenmill.store.accounts import record_change
 from tokenmill.store.tables import ledger_balances, transfers
+from tokenmill.store.wide_sums import (
+    BALANCE_BASE,
+    joined_balance,
+    joined_sum,
+    split_balance,
+    wide_sum,
+)
 
 TRANSFER_FIELDS = (
     "id",
@@ -34,12 +41,18 @@ def transfer_insert_sql(placeholder: str) -> str:
 
 
 def balance_upsert_sql(placeholder: str) -> str:
-    """Add to a cached balance, creating its row on first use (SQLite and PostgreSQL)."""
+    """Add a delta split by ``split_balance`` to a cached balance, creating its row on first
+    use (SQLite and PostgreSQL); the low parts' carry moves to the high part (no ``%``:
+    psycopg reads it as a placeholder)."""
     p = placeholder
+    low = "(ledger_balances.balance_nano_low + excluded.balance_nano_low)"
     return (
-        "INSERT INTO ledger_balances (account_id, currency, balance_nano, updated_at_ms)"
-        f" VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (account_id) DO UPDATE SET"
-        " balance_nano = ledger_balances.balance_nano + excluded.balance_nano,"
+        "INSERT INTO ledger_balances"
+        " (account_id, currency, balance_nano_high, balance_nano_low, updated_at_ms)"
+        f" VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (account_id) DO UPDATE SET"
+        " balance_nano_high = ledger_balances.balance_nano_high"
+        f" + excluded.balance_nano_high + {low} / {BALANCE_BASE},"
+        f" balance_nano_low = {low} - {low} / {BALANCE_BASE} * {BALANCE_BASE},"
         " updated_at_ms = excluded.updated_at_ms"
     )
 
@@ -48,8 +61,9 @@ def transfer_row(transfer: Transfer) -> tuple[Any, ...]:
     return tuple(getattr(transfer, name) for name in TRANSFER_FIELDS)
 
 
-def balance_rows(batch: Iterable[Transfer], now_ms: int) -> list[tuple[str, str, int, int]]:
-    """(account, currency, delta, now) per account ``batch`` moves, in account order."""
+def balance_rows(batch: Iterable[Transfer], now_ms: int) -> list[tuple[str, str, int, int, int]]:
+    """(account, currency, delta high, delta low, now) per account ``batch`` moves, in
+    account order."""
     batch = list(batch)
     currency_of = {}
     for transfer in batch:
@@ -57,7 +71,7 @@ def balance_rows(batch: Iterable[Transfer], now_ms: int) -> list[tuple[str, str,
         currency_of[transfer.credit_account] = transfer.currency
     deltas = balance_deltas(batch)
     return [
-        (account, currency_of[account], deltas[account], now_ms)
+        (account, currency_of[account], *split_balance(deltas[account]), now_ms)
         for account in sorted(deltas)
         if deltas[account]
     ]
@@ -93,31 +107,29 @@ def _mark(connection: Connection) -> str:
     return "?" if connection.dialect.name == "sqlite" else "%s"
 
 
+_BALANCE_PARTS = (ledger_balances.c.balance_nano_high, ledger_balances.c.balance_nano_low)
+
+
 def cached_balances(connection: Connection) -> dict[str, int]:
-    rows = connection.execute(select(ledger_balances.c.account_id, ledger_balances.c.balance_nano))
-    return {row.account_id: row.balance_nano for row in rows}
+    rows = connection.execute(select(ledger_balances.c.account_id, *_BALANCE_PARTS))
+    return {account: joined_balance(high, low) for account, high, low in rows}
 
 
 def cached_balance(connection: Connection, account_id: str) -> int:
-    value = connection.execute(
-        select(ledger_balances.c.balance_nano).where(ledger_balances.c.account_id == account_id)
-    ).scalar()
-    return int(value or 0)
+    row = connection.execute(
+        select(*_BALANCE_PARTS).where(ledger_balances.c.account_id == account_id)
+    ).first()
+    return joined_balance(*row) if row else 0
 
 
 def recomputed_balances(connection: Connection) -> dict[str, int]:
-    """Every ledger account's balance from its transfers alone (the audit's truth)."""
+    """Every ledger account's balance from its transfers alone (the audit's truth), exact
+    at any size."""
     balances: dict[str, int] = {}
-    credited = select(transfers.c.credit_account, func.sum(transfers.c.amount_nano)).group_by(
-        transfers.c.credit_account
-    )
-    debited = select(transfers.c.debit_account, func.sum(transfers.c.amount_nano)).group_by(
-        transfers.c.debit_account
-    )
-    for account, total in connection.execute(credited):
-        balances[account] = balances.get(account, 0) + int(total)
-    for account, total in connection.execute(debited):
-        balances[account] = balances.get(account, 0) - int(total)
+    amount = wide_sum(transfers.c.amount_nano)
+    for side, sign in ((transfers.c.credit_account, 1), (transfers.c.debit_account, -1)):
+        for account, high, low in connection.execute(select(side, *amount).group_by(side)):
+            balances[account] = balances.get(account, 0) + sign * joined_sum(high, low)
     return balances
 
 

@@ -138,8 +138,14 @@ ledger_balances = Table(
     metadata,
     Column("account_id", String(64), primary_key=True),
     Column("currency", String(8), nullable=False),
-    Column("balance_nano", BigInteger, nullable=False),
+    # balance = high * 10**18 + low, 0 <= low < 10**18: past 64 bits (store/wide_sums.py)
+    Column("balance_nano_high", BigInteger, nullable=False, server_default="0"),
+    Column("balance_nano_low", BigInteger, nullable=False, server_default="0"),
     Column("updated_at_ms", BigInteger, nullable=False),
+    CheckConstraint(
+        "balance_nano_low >= 0 AND balance_nano_low < 1000000000000000000",
+        name="ck_ledger_balances_low_part",
+    ),
 )
 
 prices = Table(
@@ -191,7 +197,9 @@ invoices = Table(
     Column("currency", String(8), nullable=False),
     Column("since_ms", BigInteger, nullable=False),
     Column("until_ms", BigInteger, nullable=False),
-    Column("total_nano", BigInteger, nullable=False),
+    # total = high * 10**18 + low, as a cached balance is kept (store/wide_sums.py)
+    Column("total_nano_high", BigInteger, nullable=False, server_default="0"),
+    Column("total_nano_low", BigInteger, nullable=False),
     Column("lines", Text, nullable=False),
     Column("issued_at_ms", BigInteger, nullable=False),
     UniqueConstraint("account_id", "period", name="uq_invoices_account_period"),

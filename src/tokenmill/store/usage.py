@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from tokenmill.store.tables import usage_records
+from tokenmill.store.wide_sums import joined_sum, wide_sum
 from tokenmill.usage import UsageRecord
 
 _FIELDS = [f.name for f in fields(UsageRecord)]
@@ -66,11 +67,11 @@ def charged_since(connection: Connection, subject: str, since_ms: int) -> dict[s
     """What each account (``subject`` "account") or key ("key") was charged since ``since_ms``."""
     column = usage_records.c.account_id if subject == "account" else usage_records.c.key_id
     query = (
-        select(column, func.sum(usage_records.c.charge_nano))
+        select(column, *wide_sum(usage_records.c.charge_nano))
         .where(usage_records.c.started_at_ms >= since_ms, usage_records.c.charge_nano > 0)
         .group_by(column)
     )
-    return {row[0]: int(row[1]) for row in connection.execute(query)}
+    return {row[0]: joined_sum(row[1], row[2]) for row in connection.execute(query)}
 
 
 def included_used_since(connection: Connection, account_id: str, since_ms: int) -> dict[str, int]:
