@@ -73,7 +73,9 @@ def _funds_routes(app: FastAPI, gateway: Gateway) -> None:
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> TransferOut:
         amount = parse_amount(body.amount, param="amount", allow_negative=True)
-        key = billing.check_idempotency_key(body.idempotency_key or idempotency_key)
+        key = billing.check_idempotency_key(
+            billing.one_idempotency_key(body.idempotency_key, idempotency_key)
+        )
         found = await run_in_threadpool(service.find_account, db, account)
         # A debit takes funds that requests in flight may hold: reserve it like a request
         # would, so no settle can then take the balance below its floor.
