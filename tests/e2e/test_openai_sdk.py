@@ -408,15 +408,14 @@ class TestErrors:
         assert caught.value.param == "n"
         assert records_of(gateway, key_id) == []
 
-    def test_a_model_outside_the_allow_list_raises_permission_denied(
-        self, gateway: LiveGateway
-    ) -> None:
-        """A key limited to sim-embed may not chat with sim-chat: 403 PermissionDeniedError."""
+    def test_a_model_outside_the_allow_list_raises_not_found(self, gateway: LiveGateway) -> None:
+        """A key limited to sim-embed may not chat with sim-chat: the unknown model's 404
+        NotFoundError, which does not tell the key that sim-chat exists."""
         secret, _, _ = gateway.new_key(models=["sim-embed"])
-        with pytest.raises(openai.PermissionDeniedError) as caught:
+        with pytest.raises(openai.NotFoundError) as caught:
             chat_text(sdk(gateway, secret), max_tokens=3)
-        assert caught.value.status_code == 403
-        assert caught.value.code == "model_not_allowed"
+        assert caught.value.status_code == 404
+        assert caught.value.code == "model_not_found"
 
     def test_a_body_over_the_limit_raises_status_413(self, sqlite_url: str, tmp_path: Path) -> None:
         """A request body larger than request_body_bytes_max is an APIStatusError 413."""

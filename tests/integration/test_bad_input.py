@@ -88,15 +88,29 @@ def shared(
         yield Shared(live, fake_upstream[1], _make_keys(live), client)
 
 
+def balance_of(live: LiveGateway, account: str = "acme") -> dict[str, Any]:
+    """The account's balance as the admin API reports it (balance and holds)."""
+    response = httpx.get(
+        f"{live.url}/admin/v1/accounts/{account}/balance",
+        headers={"Authorization": f"Bearer {live.admin_token}"},
+    )
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
 def post_and_check_nothing_changed(
     shared: Shared, method: str, path: str, headers: dict[str, str], content: bytes
 ) -> httpx.Response:
-    """Send one request; assert it left no usage record and sent nothing upstream."""
+    """Send one request; assert it left no usage record, sent nothing upstream and left the
+    balance as it was."""
     records_before = usage_count(shared.live)
     upstream_before = len(shared.upstream.requests)
+    balance_before = balance_of(shared.live)
     response = shared.client.request(method, path, headers=headers, content=content)
     assert usage_count(shared.live) == records_before
     assert len(shared.upstream.requests) == upstream_before
+    assert balance_of(shared.live) == balance_before
     return response
 
 
@@ -197,6 +211,54 @@ BAD_BODIES = [
     pytest.param(CHAT, chat(top_p=[1]), 400, "top_p", id="top-p-a-list"),
     pytest.param(CHAT, chat(seed=1.5), 400, "seed", id="seed-1.5"),
     pytest.param(CHAT, chat(user=5), 400, "user", id="user-a-number"),
+    pytest.param(CHAT, chat(user="u" * 257), 400, "user", id="user-too-long"),
+    pytest.param(CHAT, chat(temperature=2.5), 400, "temperature", id="temperature-2.5"),
+    pytest.param(CHAT, chat(temperature=-1), 400, "temperature", id="temperature-minus-1"),
+    pytest.param(CHAT, chat(top_p=1.5), 400, "top_p", id="top-p-1.5"),
+    pytest.param(
+        CHAT, chat(presence_penalty=-2.5), 400, "presence_penalty", id="presence-penalty-minus-2.5"
+    ),
+    pytest.param(
+        CHAT, chat(frequency_penalty=3), 400, "frequency_penalty", id="frequency-penalty-3"
+    ),
+    pytest.param(CHAT, chat(logit_bias={"50256": 150}), 400, "logit_bias", id="logit-bias-150"),
+    pytest.param(
+        CHAT, chat(logit_bias={"hello": 1}), 400, "logit_bias", id="logit-bias-a-word-key"
+    ),
+    pytest.param(
+        CHAT,
+        chat(logit_bias={str(token): 1 for token in range(301)}),
+        400,
+        "logit_bias",
+        id="logit-bias-301-entries",
+    ),
+    pytest.param(
+        CHAT, chat(logprobs=True, top_logprobs=21), 400, "top_logprobs", id="top-logprobs-21"
+    ),
+    pytest.param(
+        CHAT, chat(top_logprobs=2), 400, "top_logprobs", id="top-logprobs-without-logprobs"
+    ),
+    pytest.param(CHAT, chat(seed=True), 400, "seed", id="seed-true"),
+    pytest.param(CHAT, chat(seed=2**63), 400, "seed", id="seed-over-int64"),
+    pytest.param(CHAT, chat(n=0), 400, "n", id="n-0"),
+    pytest.param(CHAT, chat(n=129), 400, "n", id="n-129"),
+    pytest.param(CHAT, chat(n=True), 400, "n", id="n-true"),
+    pytest.param(
+        CHAT, chat(metadata={"k": "v" * 513}), 400, "metadata", id="metadata-value-too-long"
+    ),
+    pytest.param(CHAT, chat(tools={"type": "function"}), 400, "tools", id="tools-an-object"),
+    pytest.param(
+        CHAT, chat(response_format="json"), 400, "response_format", id="response-format-a-string"
+    ),
+    pytest.param(CHAT, chat(logprobs=1), 400, "logprobs", id="chat-logprobs-1"),
+    pytest.param(COMPLETIONS, completion(logprobs=6), 400, "logprobs", id="logprobs-6"),
+    pytest.param(COMPLETIONS, completion(logprobs=True), 400, "logprobs", id="logprobs-true"),
+    pytest.param(COMPLETIONS, completion(best_of=21), 400, "best_of", id="best-of-21"),
+    pytest.param(COMPLETIONS, completion(suffix=5), 400, "suffix", id="suffix-a-number"),
+    pytest.param(
+        COMPLETIONS, completion(temperature=2.5), 400, "temperature", id="completion-temp-2.5"
+    ),
+    pytest.param(EMBEDDINGS, embedding(user="u" * 257), 400, "user", id="embedding-user-long"),
     pytest.param(COMPLETIONS, completion(prompt=5), 400, "prompt", id="prompt-a-number"),
     pytest.param(COMPLETIONS, {"model": "fake"}, 400, "prompt", id="prompt-missing"),
     pytest.param(COMPLETIONS, completion(prompt=[]), 400, "prompt", id="prompt-empty-list"),
@@ -281,7 +343,7 @@ BAD_AUTH = [
     pytest.param("Bearer {revoked}", 401, "invalid_api_key", id="revoked-key"),
     pytest.param("Bearer {expired}", 401, "expired_api_key", id="expired-key"),
     pytest.param("Bearer {disabled}", 403, "account_disabled", id="disabled-account"),
-    pytest.param("Bearer {restricted}", 403, "model_not_allowed", id="model-not-allowed"),
+    pytest.param("Bearer {restricted}", 404, "model_not_found", id="model-not-allowed"),
 ]
 
 
@@ -297,7 +359,7 @@ class TestBadKeys:
         response = post_and_check_nothing_changed(
             shared, "POST", CHAT, headers, orjson.dumps(chat(max_tokens=2))
         )
-        param = "model" if code == "model_not_allowed" else None
+        param = "model" if code == "model_not_found" else None
         assert assert_openai_error(response, status, param)["code"] == code
 
     def test_a_restricted_key_still_uses_its_allowed_model(self, shared: Shared) -> None:
@@ -310,26 +372,112 @@ class TestBadKeys:
         assert response.status_code == 200, response.text
 
 
+def headers_but_request_ids(response: httpx.Response) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in response.headers.items()
+        if name not in ("x-request-id", "date")
+    }
+
+
 class TestBadRoutes:
     @pytest.mark.parametrize(
-        ("method", "path", "status"),
+        ("method", "path", "allow"),
         [
-            pytest.param("GET", CHAT, 400, id="get-chat"),
-            pytest.param("GET", EMBEDDINGS, 400, id="get-embeddings"),
-            pytest.param("PUT", COMPLETIONS, 400, id="put-completions"),
-            pytest.param("POST", "/v1/chat/completion", 404, id="unknown-path-post"),
-            pytest.param("GET", "/v2/models", 404, id="unknown-path-get"),
+            pytest.param("GET", CHAT, "POST", id="get-chat"),
+            pytest.param("GET", EMBEDDINGS, "POST", id="get-embeddings"),
+            pytest.param("PUT", COMPLETIONS, "POST", id="put-completions"),
+            pytest.param("DELETE", "/v1/models", "GET, HEAD", id="delete-models"),
+            pytest.param("POST", "/v1/models", "GET, HEAD", id="post-models"),
+            pytest.param("DELETE", "/v1/models/sim-chat", "GET, HEAD", id="delete-a-model"),
+            pytest.param("POST", "/healthz", "GET, HEAD", id="post-healthz"),
         ],
     )
-    def test_a_wrong_method_or_path_gets_an_openai_error(
-        self, shared: Shared, method: str, path: str, status: int
+    def test_a_wrong_method_gets_405_with_allow_in_openais_shape(
+        self, shared: Shared, method: str, path: str, allow: str
     ) -> None:
-        """GET on a POST endpoint is a 400; an unknown path a 404; both in OpenAI's shape."""
+        """A method the path does not serve is a 405 naming the methods it does, in Allow."""
         headers = {"Authorization": f"Bearer {shared.keys['good']}"}
         response = post_and_check_nothing_changed(
             shared, method, path, headers, orjson.dumps(chat())
         )
-        assert_openai_error(response, status)
+        assert assert_openai_error(response, 405)["code"] == "method_not_allowed"
+        assert response.headers["allow"] == allow
+        assert method in response.json()["error"]["message"]
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            pytest.param("POST", "/v1/chat/completion", id="unknown-path-post"),
+            pytest.param("GET", "/v2/models", id="unknown-path-get"),
+        ],
+    )
+    def test_an_unknown_path_gets_404_in_openais_shape(
+        self, shared: Shared, method: str, path: str
+    ) -> None:
+        """A path the gateway does not have is a 404, whatever the method."""
+        headers = {"Authorization": f"Bearer {shared.keys['good']}"}
+        response = post_and_check_nothing_changed(
+            shared, method, path, headers, orjson.dumps(chat())
+        )
+        assert_openai_error(response, 404)
+
+
+# (method, path, body maker or None, a model the restricted key may not use). Each unknown
+# twin is "nope" plus the same tail: the same length, so even Content-Length must match.
+HIDDEN_MODEL_ROUTES = [
+    pytest.param("POST", CHAT, chat, "fake", id="chat"),
+    pytest.param("POST", COMPLETIONS, completion, "fake", id="completions"),
+    pytest.param("POST", EMBEDDINGS, embedding, "fake-embed", id="embeddings"),
+    pytest.param("GET", "/v1/models/{model}", None, "fake", id="show-model"),
+]
+
+
+class TestHiddenModels:
+    def _ask(
+        self, shared: Shared, method: str, path: str, body_of: Any, model: str, **fields: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {shared.keys['restricted']}"}
+        content = b"" if body_of is None else orjson.dumps(body_of(model=model, **fields))
+        return post_and_check_nothing_changed(
+            shared, method, path.format(model=model), headers, content
+        )
+
+    def _assert_same_answer(
+        self, hidden: httpx.Response, unknown: httpx.Response, model: str
+    ) -> None:
+        """Status, headers and body alike; the body less the name each request sent."""
+        assert_openai_error(hidden, 404, "model")
+        assert unknown.status_code == hidden.status_code
+        assert headers_but_request_ids(hidden) == headers_but_request_ids(unknown)
+        twin = "nope" + model[4:]
+        assert hidden.content == unknown.content.replace(twin.encode(), model.encode())
+
+    @pytest.mark.parametrize(("method", "path", "body_of", "model"), HIDDEN_MODEL_ROUTES)
+    def test_a_model_the_key_may_not_use_is_answered_as_one_that_does_not_exist(
+        self, shared: Shared, method: str, path: str, body_of: Any, model: str
+    ) -> None:
+        """The same 404, byte for byte but the request id, as for a model that is not there."""
+        hidden = self._ask(shared, method, path, body_of, model)
+        unknown = self._ask(shared, method, path, body_of, "nope" + model[4:])
+        assert hidden.json()["error"]["code"] == "model_not_found"
+        self._assert_same_answer(hidden, unknown, model)
+
+    @pytest.mark.parametrize(
+        ("path", "body_of", "model", "fields"),
+        [
+            pytest.param(CHAT, chat, "fake", {"temperature": 9}, id="bad-temperature"),
+            pytest.param(CHAT, chat, "fake", {"messages": []}, id="no-messages"),
+            pytest.param(EMBEDDINGS, embedding, "fake", {}, id="chat-model-on-embeddings"),
+        ],
+    )
+    def test_a_bad_field_does_not_reveal_a_model_the_key_may_not_use(
+        self, shared: Shared, path: str, body_of: Any, model: str, fields: dict[str, Any]
+    ) -> None:
+        """A hidden model with a bad field still gets the unknown model's 404, not a 400."""
+        hidden = self._ask(shared, "POST", path, body_of, model, **fields)
+        unknown = self._ask(shared, "POST", path, body_of, "nope" + model[4:], **fields)
+        self._assert_same_answer(hidden, unknown, model)
 
 
 class TestOversizedBodies:

@@ -136,7 +136,7 @@ class TestCliKeysAndUsage:
         assert made["models"] == ["sim-chat"]
         on_sqlite.wait_for_key(made["key"], within_s=1.0)
         assert chat_status(on_sqlite, made["key"], "sim-chat") == 200
-        assert chat_status(on_sqlite, made["key"], "sim-embed") == 403
+        assert chat_status(on_sqlite, made["key"], "sim-embed") == 404  # as if it did not exist
 
     def test_usage_lists_the_records_of_the_gateway_filtered_by_model(
         self, on_sqlite: LiveGateway, home: Path

@@ -521,11 +521,12 @@ class TestRefusedRequests:
     def test_a_model_outside_the_allow_list_never_reaches_the_upstream(
         self, gateway: LiveGateway, fake_upstream: Upstream
     ) -> None:
-        """A key limited to sim-chat is refused 403 for fake, before any upstream call."""
+        """A key limited to sim-chat gets the unknown model's 404 for fake, before any upstream
+        call."""
         state = fake_upstream[1]
         secret = gateway.new_key(models=["sim-chat"])[0]
         before = len(state.requests)
         response = post(gateway, secret, chat("fake", max_tokens=2))
-        error = assert_openai_error(response, 403, "model")
-        assert error["code"] == "model_not_allowed"
+        error = assert_openai_error(response, 404, "model")
+        assert error["code"] == "model_not_found"
         assert len(state.requests) == before

@@ -17,8 +17,9 @@ from tokenmill.access.keys import (
     may_use_model,
     new_id,
     new_secret,
+    unknown_model,
 )
-from tokenmill.errors import AuthenticationFailed, PermissionDenied
+from tokenmill.errors import AuthenticationFailed, NotFound, PermissionDenied
 from tokenmill.store.accounts import AccountRow, KeyRow
 
 NOW_MS = 1_800_000_000_000
@@ -215,16 +216,24 @@ class TestAllowList:
         check_model(grant_of(), "sim-chat")
 
     def test_a_key_with_a_list_may_use_only_those_models(self) -> None:
-        """Listed models pass; others raise PermissionDenied naming the model."""
+        """Listed models pass; others raise NotFound naming the model."""
         restricted = grant_of(models=frozenset({"sim-chat"}))
         assert may_use_model(restricted, "sim-chat")
         assert not may_use_model(restricted, "sim-embed")
         check_model(restricted, "sim-chat")
-        with pytest.raises(PermissionDenied) as caught:
+        with pytest.raises(NotFound) as caught:
             check_model(restricted, "sim-embed")
         assert caught.value.param == "model"
-        assert caught.value.code == "model_not_allowed"
+        assert caught.value.code == "model_not_found"
         assert "sim-embed" in caught.value.message
+
+    def test_a_model_outside_the_list_is_refused_exactly_like_an_unknown_one(self) -> None:
+        """The refusal is unknown_model's, byte for byte: it does not say the model exists."""
+        restricted = grant_of(models=frozenset({"sim-chat"}))
+        with pytest.raises(NotFound) as caught:
+            check_model(restricted, "sim-embed")
+        assert caught.value.http_status == 404
+        assert caught.value.to_body() == unknown_model("sim-embed").to_body()
 
     def test_an_empty_list_allows_nothing(self) -> None:
         """An empty allow-list is not 'all models'."""

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.strategies import optional_token_limits
+from tokenmill.access.keys import Grant, unknown_model
 from tokenmill.api.openai_wire import (
+    LOGIT_BIAS_COUNT_MAX,
     decode_json,
     parse_chat,
     parse_completion,
@@ -285,3 +287,223 @@ class TestParseEmbedding:
         with pytest.raises(InvalidRequest) as caught:
             parse_embedding(body, models(), Limits())
         assert caught.value.param == field
+
+
+def completion(**fields: Any) -> dict[str, Any]:
+    return {"model": "chat", "prompt": "hi", **fields}
+
+
+def refusal(parse: Any, body: dict[str, Any]) -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        parse(body, models(), Limits())
+    return caught.value
+
+
+TOKEN_BIASES = {str(token): -100 + token % 201 for token in range(LOGIT_BIAS_COUNT_MAX)}
+
+# (field, value) pairs OpenAI's API reference refuses on /v1/chat/completions.
+BAD_CHAT_FIELDS = [
+    ("temperature", -0.1),
+    ("temperature", 2.01),
+    ("temperature", True),
+    ("temperature", "1"),
+    ("top_p", -0.01),
+    ("top_p", 1.01),
+    ("top_p", False),
+    ("presence_penalty", -2.1),
+    ("presence_penalty", 2.1),
+    ("frequency_penalty", -3),
+    ("frequency_penalty", 2.5),
+    ("frequency_penalty", [0]),
+    ("logit_bias", "50256:-100"),
+    ("logit_bias", [50256]),
+    ("logit_bias", {"abc": 1}),
+    ("logit_bias", {"-1": 1}),
+    ("logit_bias", {"1.5": 1}),
+    ("logit_bias", {"": 1}),
+    ("logit_bias", {"\u0661": 1}),  # an Arabic-Indic digit: a digit, not a token id
+    ("logit_bias", {"99999999999": 1}),
+    ("logit_bias", {"50256": 101}),
+    ("logit_bias", {"50256": -100.5}),
+    ("logit_bias", {"50256": True}),
+    ("logit_bias", {"50256": "1"}),
+    ("logit_bias", {**TOKEN_BIASES, "300": 1}),
+    ("top_logprobs", -1),
+    ("top_logprobs", 21),
+    ("top_logprobs", True),
+    ("top_logprobs", 1.0),
+    ("logprobs", 1),
+    ("logprobs", "true"),
+    ("seed", 1.5),
+    ("seed", True),
+    ("seed", "7"),
+    ("seed", 2**63),
+    ("seed", -(2**63) - 1),
+    ("n", 0),
+    ("n", 129),
+    ("n", True),
+    ("n", 1.0),
+    ("n", 2),
+    ("user", 5),
+    ("user", "u" * 257),
+    ("safety_identifier", "s" * 65),
+    ("metadata", "tag"),
+    ("metadata", {"tag": 1}),
+    ("metadata", {f"k{i}": "v" for i in range(17)}),
+    ("metadata", {"k" * 65: "v"}),
+    ("metadata", {"k": "v" * 513}),
+    ("tools", {"type": "function"}),
+    ("tools", ["lookup"]),
+    ("tools", [{"type": "function"}] * 129),
+    ("functions", [{"name": "f"}] * 129),
+    ("tool_choice", 5),
+    ("tool_choice", True),
+    ("function_call", ["auto"]),
+    ("response_format", "json_object"),
+    ("store", "yes"),
+    ("parallel_tool_calls", 1),
+    ("service_tier", 5),
+    ("reasoning_effort", 3),
+    ("modalities", "text"),
+    ("modalities", [1]),
+    ("prediction", "text"),
+]
+
+# Values at the very edge of each documented range: OpenAI takes them, so must the gateway.
+EDGE_CHAT_FIELDS = [
+    {"temperature": 0, "top_p": 0, "presence_penalty": -2, "frequency_penalty": -2},
+    {"temperature": 2.0, "top_p": 1.0, "presence_penalty": 2, "frequency_penalty": 2.0},
+    {"logit_bias": TOKEN_BIASES},
+    {"logit_bias": {"50256": -100, "0": 100, "1": 0.5}},
+    {"logprobs": True, "top_logprobs": 0},
+    {"logprobs": True, "top_logprobs": 20},
+    {"seed": -(2**63)},
+    {"seed": 2**63 - 1},
+    {"n": 1, "user": "u" * 256, "safety_identifier": "s" * 64},
+    {"metadata": {f"k{i:063}": "v" * 512 for i in range(16)}},
+    {"tools": [{"type": "function"}] * 128, "tool_choice": {"type": "function"}},
+    {"response_format": {"type": "json_schema"}, "store": False, "parallel_tool_calls": True},
+    {"modalities": ["text"], "service_tier": "flex", "reasoning_effort": "low"},
+]
+
+
+class TestOpenAIRanges:
+    @pytest.mark.parametrize(("field", "value"), BAD_CHAT_FIELDS)
+    def test_a_chat_field_out_of_openais_range_is_refused_naming_it(
+        self, field: str, value: Any
+    ) -> None:
+        """Each value OpenAI documents as invalid is an InvalidRequest on that field."""
+        assert refusal(parse_chat, chat(**{field: value})).param == field
+
+    @pytest.mark.parametrize("fields", EDGE_CHAT_FIELDS)
+    def test_a_chat_at_the_edges_of_every_range_is_accepted(self, fields: dict[str, Any]) -> None:
+        """The inclusive ends of each range are valid, as in OpenAI's reference."""
+        assert parse_chat(chat(**fields), models(), Limits()).model == "chat"
+
+    def test_a_number_out_of_range_says_the_range_and_the_value(self) -> None:
+        """The message gives the range and what was sent; the code says which end."""
+        error = refusal(parse_chat, chat(temperature=3))
+        assert error.message == "'temperature' must be between 0 and 2; it is 3."
+        assert error.code == "decimal_above_max_value"
+        assert refusal(parse_chat, chat(top_p=-1)).code == "decimal_below_min_value"
+        assert refusal(parse_chat, chat(n=0)).code == "integer_below_min_value"
+        assert refusal(parse_chat, chat(seed=2**63)).code == "integer_above_max_value"
+
+    def test_a_boolean_is_never_taken_for_a_number(self) -> None:
+        """true is not 1: a boolean in a numeric field is a type error, not a value."""
+        for field in ("temperature", "top_p", "seed", "n", "top_logprobs", "max_tokens"):
+            error = refusal(parse_chat, chat(**{field: True}))
+            assert (error.param, error.code) == (field, "invalid_type")
+
+    @pytest.mark.parametrize("logprobs", [None, False])
+    def test_top_logprobs_needs_logprobs_true(self, logprobs: bool | None) -> None:
+        """top_logprobs without logprobs true is refused on top_logprobs."""
+        body = chat(top_logprobs=2) if logprobs is None else chat(top_logprobs=2, logprobs=False)
+        error = refusal(parse_chat, body)
+        assert error.param == "top_logprobs"
+        assert "logprobs" in error.message
+
+    def test_a_response_format_needs_a_string_type(self) -> None:
+        """response_format must be an object whose type is a string; the param points at it."""
+        assert refusal(parse_chat, chat(response_format={})).param == "response_format.type"
+        body = chat(response_format={"type": 5})
+        assert refusal(parse_chat, body).param == "response_format.type"
+
+    def test_a_stream_option_of_the_wrong_type_is_refused_naming_it(self) -> None:
+        """include_obfuscation, like include_usage, must be a boolean."""
+        body = chat(stream=True, stream_options={"include_obfuscation": "yes"})
+        assert refusal(parse_chat, body).param == "stream_options.include_obfuscation"
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("logprobs", -1),
+            ("logprobs", 6),
+            ("logprobs", True),
+            ("best_of", -1),
+            ("best_of", 21),
+            ("best_of", True),
+            ("best_of", 2),
+            ("echo", "yes"),
+            ("echo", True),
+            ("suffix", 5),
+            ("temperature", 2.5),
+            ("n", 0),
+            ("seed", 0.5),
+            ("logit_bias", {"x": 1}),
+            ("user", ["u"]),
+        ],
+    )
+    def test_a_completion_field_out_of_openais_range_is_refused_naming_it(
+        self, field: str, value: Any
+    ) -> None:
+        """/v1/completions checks its own fields (logprobs 0-5, best_of, echo, suffix) too."""
+        assert refusal(parse_completion, completion(**{field: value})).param == field
+
+    def test_a_completion_at_the_edges_of_its_ranges_is_accepted(self) -> None:
+        """logprobs 0 and 5, best_of 1, echo false and a suffix are valid."""
+        for fields in ({"logprobs": 0}, {"logprobs": 5, "best_of": 1, "echo": False}):
+            body = completion(suffix="!", temperature=2, **fields)
+            assert parse_completion(body, models(), Limits()).model == "chat"
+
+    def test_an_embedding_user_over_its_length_is_refused(self) -> None:
+        """user is bounded on /v1/embeddings as on the other endpoints."""
+        body = {"model": "embed", "input": "hi", "user": "u" * 257}
+        assert refusal(parse_embedding, body).param == "user"
+
+
+def grant_for(*allowed: str) -> Grant:
+    return Grant("key_1", "acct_1", frozenset(allowed), None, account_active=True)
+
+
+class TestAllowList:
+    @pytest.mark.parametrize(
+        ("parse", "body"),
+        [
+            pytest.param(parse_chat, chat(), id="chat"),
+            pytest.param(parse_completion, completion(), id="completions"),
+            pytest.param(parse_embedding, {"model": "embed", "input": "hi"}, id="embeddings"),
+        ],
+    )
+    def test_a_model_the_key_may_not_use_is_refused_like_an_unknown_one(
+        self, parse: Any, body: dict[str, Any]
+    ) -> None:
+        """The same NotFound, byte for byte, as for a model that does not exist."""
+        with pytest.raises(NotFound) as hidden:
+            parse(body, models(), Limits(), grant=grant_for("other"))
+        with pytest.raises(NotFound) as unknown:
+            parse({**body, "model": "nope"}, {}, Limits())
+        expected = unknown.value.to_body()
+        expected["error"]["message"] = expected["error"]["message"].replace("nope", body["model"])
+        assert hidden.value.to_body() == expected
+        assert hidden.value.to_body() == unknown_model(body["model"]).to_body()
+
+    def test_the_allow_list_is_checked_before_any_other_field(self) -> None:
+        """A bad field on a hidden model still gets the 404, so the field cannot reveal it."""
+        for body in (chat(temperature=9), chat(model="embed"), chat(messages=[])):
+            with pytest.raises(NotFound):
+                parse_chat(body, models(), Limits(), grant=grant_for("other"))
+
+    def test_a_model_on_the_allow_list_is_parsed(self) -> None:
+        """The control case: the listed model passes."""
+        assert parse_chat(chat(), models(), Limits(), grant=grant_for("chat")).model == "chat"

@@ -2,7 +2,10 @@
 
 The hot path avoids pydantic: a few direct type checks over the parsed JSON are enough and
 much cheaper. Unknown fields are kept (the ``openai`` engine passes them through); the
-fields the gateway acts on are checked and renamed into a ``ParsedRequest``.
+fields the gateway acts on are checked and renamed into a ``ParsedRequest``. Every field
+OpenAI documents is checked against OpenAI's documented type and range (a boolean is never
+a number), so what OpenAI refuses with a 400 naming the field is refused here the same way,
+before an engine is called or a balance is held.
 """
 
 from __future__ import annotations
@@ -12,12 +15,69 @@ from typing import Any
 
 import orjson
 
+from tokenmill.access.keys import Grant, may_use_model, unknown_model
 from tokenmill.config import Limits, ModelConfig
 from tokenmill.engines.base import Endpoint
-from tokenmill.errors import InvalidRequest, NotFound
+from tokenmill.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 INT_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# OpenAI's documented bounds (its API reference): part of the wire contract, not settings.
+SAMPLING_RANGES = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+}
+N_MAX = 128
+TOP_LOGPROBS_MAX = 20  # chat
+LOGPROBS_MAX = 5  # completions
+BEST_OF_MAX = 20
+LOGIT_BIAS_COUNT_MAX = 300
+LOGIT_BIAS_MAX = 100
+TOOLS_COUNT_MAX = 128
+MODALITIES_COUNT_MAX = 8
+METADATA_COUNT_MAX = 16
+METADATA_KEY_CHARS_MAX = 64
+METADATA_VALUE_CHARS_MAX = 512
+SAFETY_IDENTIFIER_CHARS_MAX = 64
+USER_CHARS_MAX = 256  # OpenAI documents no bound; ours keeps what is logged and sent on small
+
+# Chat fields checked for their type only; their values are the engine's business.
+CHAT_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("logprobs", (bool,), "a boolean"),
+    ("store", (bool,), "a boolean"),
+    ("parallel_tool_calls", (bool,), "a boolean"),
+    ("tool_choice", (str, dict), "a string or an object"),
+    ("function_call", (str, dict), "a string or an object"),
+    ("response_format", (dict,), "an object"),
+    ("prediction", (dict,), "an object"),
+    ("audio", (dict,), "an object"),
+    ("web_search_options", (dict,), "an object"),
+    ("reasoning_effort", (str,), "a string"),
+    ("verbosity", (str,), "a string"),
+    ("prompt_cache_key", (str,), "a string"),
+)
+
+
+class MethodNotAllowed(InvalidRequest):
+    """An OpenAI path asked with a method it does not serve: 405, with an ``Allow`` header."""
+
+    http_status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
+        assert allowed
+        super().__init__(
+            f"Invalid method for URL ({method[:16]} {path[:200]}); use {' or '.join(allowed)}."
+        )
+        self.allowed = allowed
+
+    @property
+    def allow_header(self) -> tuple[bytes, bytes]:
+        return (b"allow", ", ".join(self.allowed).encode())
 
 
 @dataclass(frozen=True)
@@ -53,25 +113,72 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _invalid_type(name: str, what: str) -> InvalidRequest:
+    return InvalidRequest(f"'{name}' must be {what}.", param=name, code="invalid_type")
+
+
 def _check_type(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> None:
     value = body.get(name)
     if value is None:
         return
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise InvalidRequest(f"'{name}' must be {what}.", param=name)
+        raise _invalid_type(name, what)
 
 
-def _model(body: dict[str, Any], models: dict[str, ModelConfig]) -> tuple[str, ModelConfig]:
+def _check_number(body: dict[str, Any], name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not _is_number(value):
+        raise _invalid_type(name, "a number")
+    if not low <= value <= high:
+        raise InvalidRequest(
+            f"'{name}' must be between {low} and {high}; it is {value}.",
+            param=name,
+            code="decimal_below_min_value" if value < low else "decimal_above_max_value",
+        )
+
+
+def _check_integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not _is_int(value):
+        raise _invalid_type(name, "an integer")
+    if not low <= value <= high:
+        raise InvalidRequest(
+            f"'{name}' must be an integer from {low} to {high}; it is {value}.",
+            param=name,
+            code="integer_below_min_value" if value < low else "integer_above_max_value",
+        )
+
+
+def _check_string(body: dict[str, Any], name: str, chars_max: int) -> None:
+    _check_type(body, name, (str,), "a string")
+    value = body.get(name)
+    if value is not None and len(value) > chars_max:
+        raise InvalidRequest(
+            f"'{name}' must be at most {chars_max} characters; it has {len(value)}.",
+            param=name,
+            code="string_above_max_length",
+        )
+
+
+def _model(
+    body: dict[str, Any], models: dict[str, ModelConfig], grant: Grant | None
+) -> tuple[str, ModelConfig]:
+    """The model asked for; one the key may not use is as unknown as one that does not exist,
+    and is refused first, before any other field can answer differently for it."""
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InvalidRequest("'model' is required and must be a string.", param="model")
     model = models.get(name)
-    if model is None:
-        raise NotFound(
-            f"The model '{name[:200]}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+    if model is None or (grant is not None and not may_use_model(grant, name)):
+        raise unknown_model(name)
     return name, model
 
 
@@ -87,13 +194,11 @@ def _stream(body: dict[str, Any]) -> tuple[bool, bool]:
         raise InvalidRequest(
             "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
         )
-    include = options.get("include_usage", False)
-    if not isinstance(include, bool):
-        raise InvalidRequest(
-            "'stream_options.include_usage' must be a boolean.",
-            param="stream_options.include_usage",
-        )
-    return stream, include
+    for name in ("include_usage", "include_obfuscation"):
+        if not isinstance(options.get(name, False), bool):
+            param = f"stream_options.{name}"
+            raise _invalid_type(param, "a boolean")
+    return stream, options.get("include_usage", False)
 
 
 def _output_cap(body: dict[str, Any], model: ModelConfig, limits: Limits) -> int:
@@ -104,7 +209,11 @@ def _output_cap(body: dict[str, Any], model: ModelConfig, limits: Limits) -> int
         if value is None:
             continue
         if not _is_int(value) or value < 1:
-            raise InvalidRequest(f"'{name}' must be an integer of at least 1.", param=name)
+            raise InvalidRequest(
+                f"'{name}' must be an integer of at least 1.",
+                param=name,
+                code="integer_below_min_value" if _is_int(value) else "invalid_type",
+            )
         if value > model.context_tokens:
             raise InvalidRequest(
                 f"'{name}' is {value}, more than the model's context of"
@@ -135,14 +244,129 @@ def _stop(body: dict[str, Any], limits: Limits) -> tuple[str, ...]:
 
 
 def _common(body: dict[str, Any]) -> None:
-    n = body.get("n")
-    if n is not None and (not _is_int(n) or n != 1):
-        raise InvalidRequest("Only n=1 is supported.", param="n")
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
-        _check_type(body, name, (int, float), "a number")
-    _check_type(body, "seed", (int,), "an integer")
-    _check_type(body, "user", (str,), "a string")
+    """The sampling fields chat and completions share, in OpenAI's ranges."""
+    for name, (low, high) in SAMPLING_RANGES.items():
+        _check_number(body, name, low, high)
+    _check_integer(body, "n", 1, N_MAX)
+    if body.get("n") not in (None, 1):
+        raise InvalidRequest("Only n=1 is supported.", param="n", code="unsupported_value")
+    _check_integer(body, "seed", INT64_MIN, INT64_MAX)
+    _check_logit_bias(body.get("logit_bias"))
+    _check_string(body, "user", USER_CHARS_MAX)
     _check_type(body, "service_tier", (str,), "a string")
+
+
+def _check_logit_bias(bias: Any) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, dict):
+        raise _invalid_type("logit_bias", "an object mapping token ids to biases")
+    if len(bias) > LOGIT_BIAS_COUNT_MAX:
+        raise InvalidRequest(
+            f"'logit_bias' may have at most {LOGIT_BIAS_COUNT_MAX} entries; it has {len(bias)}.",
+            param="logit_bias",
+            code="invalid_value",
+        )
+    for token, bias_value in bias.items():
+        if not _is_token_id(token):
+            raise InvalidRequest(
+                "'logit_bias' keys must be token ids (integers as strings);"
+                f" '{str(token)[:20]}' is not.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        if not _is_number(bias_value) or not -LOGIT_BIAS_MAX <= bias_value <= LOGIT_BIAS_MAX:
+            raise InvalidRequest(
+                f"'logit_bias' values must be numbers from -{LOGIT_BIAS_MAX} to"
+                f" {LOGIT_BIAS_MAX}; the one of token {token} is not.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+
+
+def _is_token_id(token: Any) -> bool:
+    return (
+        isinstance(token, str)
+        and 0 < len(token) <= 10
+        and token.isascii()
+        and token.isdigit()
+        and int(token) <= INT_MAX
+    )
+
+
+def _check_array(body: dict[str, Any], name: str, count_max: int, kind: type, what: str) -> None:
+    items = body.get(name)
+    if items is None:
+        return
+    if (
+        not isinstance(items, list)
+        or len(items) > count_max
+        or not all(isinstance(item, kind) for item in items)
+    ):
+        raise InvalidRequest(
+            f"'{name}' must be an array of at most {count_max} {what}.",
+            param=name,
+            code="invalid_value",
+        )
+
+
+def _check_metadata(metadata: Any) -> None:
+    if metadata is None:
+        return
+    valid = (
+        isinstance(metadata, dict)
+        and len(metadata) <= METADATA_COUNT_MAX
+        and all(
+            isinstance(key, str)
+            and isinstance(value, str)
+            and len(key) <= METADATA_KEY_CHARS_MAX
+            and len(value) <= METADATA_VALUE_CHARS_MAX
+            for key, value in metadata.items()
+        )
+    )
+    if not valid:
+        raise InvalidRequest(
+            f"'metadata' must be an object of at most {METADATA_COUNT_MAX} entries, each a"
+            f" string of at most {METADATA_VALUE_CHARS_MAX} characters under a key of at most"
+            f" {METADATA_KEY_CHARS_MAX}.",
+            param="metadata",
+            code="invalid_value",
+        )
+
+
+def _chat_options(body: dict[str, Any]) -> None:
+    """Chat's own fields: log probabilities, metadata, tools, and those checked for type."""
+    for name, kinds, what in CHAT_FIELD_TYPES:
+        _check_type(body, name, kinds, what)
+    _check_integer(body, "top_logprobs", 0, TOP_LOGPROBS_MAX)
+    if body.get("top_logprobs") is not None and body.get("logprobs") is not True:
+        raise InvalidRequest(
+            "'top_logprobs' requires 'logprobs' to be true.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    _check_string(body, "safety_identifier", SAFETY_IDENTIFIER_CHARS_MAX)
+    _check_metadata(body.get("metadata"))
+    _check_array(body, "modalities", MODALITIES_COUNT_MAX, str, "strings")
+    _check_array(body, "tools", TOOLS_COUNT_MAX, dict, "tool objects")
+    _check_array(body, "functions", TOOLS_COUNT_MAX, dict, "function objects")
+    response_format = body.get("response_format")
+    if response_format is not None and not isinstance(response_format.get("type"), str):
+        raise _invalid_type("response_format.type", "a string")
+
+
+def _completion_options(body: dict[str, Any]) -> None:
+    """The fields only /v1/completions has; those the gateway cannot serve are refused."""
+    _check_integer(body, "logprobs", 0, LOGPROBS_MAX)
+    _check_integer(body, "best_of", 0, BEST_OF_MAX)
+    if body.get("best_of") not in (None, 1):
+        raise InvalidRequest(
+            "Only best_of=1 is supported.", param="best_of", code="unsupported_value"
+        )
+    _check_type(body, "echo", (bool,), "a boolean")
+    if body.get("echo"):
+        raise InvalidRequest("'echo' is not supported.", param="echo", code="unsupported_value")
+    _check_type(body, "suffix", (str,), "a string")
 
 
 def _check_kind(name: str, model: ModelConfig, want: str) -> None:
@@ -154,9 +378,13 @@ def _check_kind(name: str, model: ModelConfig, want: str) -> None:
 
 
 def parse_chat(
-    body: dict[str, Any], models: dict[str, ModelConfig], limits: Limits
+    body: dict[str, Any],
+    models: dict[str, ModelConfig],
+    limits: Limits,
+    *,
+    grant: Grant | None = None,
 ) -> ParsedRequest:
-    name, model = _model(body, models)
+    name, model = _model(body, models, grant)
     _check_kind(name, model, "chat")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -171,9 +399,7 @@ def parse_chat(
         images_count += images
         image_bytes += size
     _common(body)
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be an array.", param="tools")
+    _chat_options(body)
     stream, include_usage = _stream(body)
     cap = _output_cap(body, model, limits)
     return ParsedRequest(
@@ -185,7 +411,7 @@ def parse_chat(
         cap,
         _stop(body, limits),
         messages_count=len(messages),
-        tools_count=len(tools or ()),
+        tools_count=len(body.get("tools") or ()),
         images_count=images_count,
         image_bytes=image_bytes,
         batch=body.get("service_tier") == "flex",
@@ -232,9 +458,13 @@ def _check_message(index: int, message: Any) -> tuple[int, int]:
 
 
 def parse_completion(
-    body: dict[str, Any], models: dict[str, ModelConfig], limits: Limits
+    body: dict[str, Any],
+    models: dict[str, ModelConfig],
+    limits: Limits,
+    *,
+    grant: Grant | None = None,
 ) -> ParsedRequest:
-    name, model = _model(body, models)
+    name, model = _model(body, models, grant)
     _check_kind(name, model, "chat")
     prompt = body.get("prompt")
     valid = isinstance(prompt, str) or (
@@ -247,11 +477,7 @@ def parse_completion(
     if isinstance(prompt, list) and len(prompt) != 1:
         raise InvalidRequest("Only one prompt per request is supported.", param="prompt")
     _common(body)
-    _check_type(body, "echo", (bool,), "a boolean")
-    if body.get("echo"):
-        raise InvalidRequest("'echo' is not supported.", param="echo")
-    if body.get("best_of") not in (None, 1):
-        raise InvalidRequest("Only best_of=1 is supported.", param="best_of")
+    _completion_options(body)
     stream, include_usage = _stream(body)
     cap = _output_cap(body, model, limits)
     return ParsedRequest(
@@ -267,9 +493,13 @@ def parse_completion(
 
 
 def parse_embedding(
-    body: dict[str, Any], models: dict[str, ModelConfig], limits: Limits
+    body: dict[str, Any],
+    models: dict[str, ModelConfig],
+    limits: Limits,
+    *,
+    grant: Grant | None = None,
 ) -> ParsedRequest:
-    name, model = _model(body, models)
+    name, model = _model(body, models, grant)
     _check_kind(name, model, "embedding")
     inputs = body.get("input")
     items = [inputs] if isinstance(inputs, str) else inputs
@@ -293,7 +523,7 @@ def parse_embedding(
     dimensions = body.get("dimensions")
     if dimensions is not None and (not _is_int(dimensions) or not 1 <= dimensions <= 65536):
         raise InvalidRequest("'dimensions' must be an integer from 1 to 65536.", param="dimensions")
-    _check_type(body, "user", (str,), "a string")
+    _check_string(body, "user", USER_CHARS_MAX)
     return ParsedRequest("embeddings", name, body, False, False, None, ())
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tokenmill.access.keys import Grant, check_grant, check_model, hash_secret
+from tokenmill.access.keys import Grant, check_grant, hash_secret
 from tokenmill.api.error_json import (
     SSE_DONE,
     SSE_TYPE,
@@ -35,7 +35,7 @@ from tokenmill.api.error_json import (
     sse_event,
 )
 from tokenmill.api.fleet_router import ClientGone, monotonic_ms
-from tokenmill.api.openai_wire import PARSERS, ParsedRequest, decode_json
+from tokenmill.api.openai_wire import PARSERS, MethodNotAllowed, ParsedRequest, decode_json
 from tokenmill.engines.base import Backend, Endpoint, EngineCall, StreamPart
 from tokenmill.errors import (
     AuthenticationFailed,
@@ -123,11 +123,11 @@ class OpenAIEndpoint:
         started_at_ms = time.time_ns() // 1_000_000
         try:
             if scope["method"] != "POST":
-                raise InvalidRequest(f"Use POST for {scope['path']}.")
+                refused = MethodNotAllowed(scope["method"], scope["path"], ("POST",))
+                raise _Refused(refused, [refused.allow_header])
             grant = authenticate(gateway, scope)
             raw = await read_body(scope, receive, gateway.limits.request_body_bytes_max)
-            parsed = self.parse(decode_json(raw), gateway.models, gateway.limits)
-            check_model(grant, parsed.model)
+            parsed = self.parse(decode_json(raw), gateway.models, gateway.limits, grant=grant)
             if gateway.writer.store_down:
                 raise STORE_DOWN
             deadline_ms = monotonic_ms() + int(gateway.limits.failover_deadline_s * 1000)
@@ -222,9 +222,9 @@ class OpenAIEndpoint:
 
 
 class _Refused(Exception):
-    """A rate limit refused the request: the error and the ``x-ratelimit-*`` headers."""
+    """A refusal that carries headers: a rate limit's ``x-ratelimit-*``, a 405's ``Allow``."""
 
-    def __init__(self, error: RateLimited, headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, error: TokenmillError, headers: list[tuple[bytes, bytes]]) -> None:
         super().__init__(error.message)
         self.error = error
         self.headers = headers
