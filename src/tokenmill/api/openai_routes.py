@@ -1,34 +1,70 @@
-"""The read-only OpenAI routes (models), health and metrics: small, so Starlette serves them."""
+"""The read-only OpenAI routes (models), health and metrics: small, so Starlette serves them.
+
+Each route takes every method and answers one it does not serve itself, with a 405 in
+OpenAI's shape and an ``Allow`` header (Starlette's own 405 would lose the header).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from tokenmill.access.keys import Grant, may_use_model
+from tokenmill import json_codec
+from tokenmill.access.keys import Grant, may_use_model, unknown_model
 from tokenmill.api.gateway import Gateway
+from tokenmill.api.openai_wire import MethodNotAllowed
 from tokenmill.api.request_path import authenticate
-from tokenmill.errors import NotFound, TokenmillError, Unavailable
+from tokenmill.errors import TokenmillError, Unavailable
 
 log = logging.getLogger("tokenmill.api")
 
 
 def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(json_codec.dumps(body), status_code=status, media_type="application/json")
 
 
 def error_response(error: TokenmillError) -> Response:
     response = json_response(error.to_body(), error.http_status)
     if error.retry_after_s is not None:
         response.headers["retry-after"] = str(error.retry_after_s)
+    if isinstance(error, MethodNotAllowed):
+        response.headers["allow"] = error.allow_header[1].decode()
     return response
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+READ_METHODS = ("GET", "HEAD")
+
+
+class ReadOnly:
+    """The ASGI app of a GET (and HEAD) route: any other method gets OpenAI's 405 with
+    ``Allow``. An app, not a function, so that Starlette routes every method to it."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if request.method in READ_METHODS:
+            response = await self.endpoint(request)
+        else:
+            failure = MethodNotAllowed(request.method, request.url.path, READ_METHODS)
+            response = error_response(failure)
+        await response(scope, receive, send)
+
+
+def read_only(path: str, endpoint: Endpoint) -> Route:
+    route = Route(path, ReadOnly(endpoint))
+    assert route.methods is None  # every method reaches ReadOnly
+    return route
 
 
 class ServerError(TokenmillError):
@@ -93,11 +129,7 @@ def routes(gateway: Gateway) -> list[Route]:
         try:
             grant = _grant(request)
             if name not in gateway.models or not may_use_model(grant, name):
-                raise NotFound(
-                    f"The model '{name[:200]}' does not exist or you do not have access to it.",
-                    param="model",
-                    code="model_not_found",
-                )
+                raise unknown_model(name)
         except TokenmillError as error:
             return error_response(error)
         return json_response(_model_object(gateway, name, started_s))
@@ -109,8 +141,9 @@ def routes(gateway: Gateway) -> list[Route]:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return [
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", show_model, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        read_only("/v1/models", list_models),
+        read_only("/v1/models/{model:path}", show_model),
+        read_only("/healthz", healthz),
+        read_only("/health", healthz),  # the path some load balancers and tools probe
+        read_only("/metrics", metrics),
     ]
