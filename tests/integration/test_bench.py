@@ -157,12 +157,15 @@ def test_bad_options_are_one_line(live: LiveGateway, args: tuple[str, ...], word
 
 
 def test_a_wrong_key_is_counted_as_errors_not_a_crash(live: LiveGateway, tmp_path: Path) -> None:
+    """Every request refused: the levels still print, and the exit status is 1."""
     result = CliRunner().invoke(
         app,
         ["bench", f"{live.url}/v1", "--model", "llama-70b", "--api-key", "tm-wrong",
          "--concurrency", "2", "--requests", "2", "--json"],
     )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.startswith("error: all 2 requests failed")
+    assert "Traceback" not in result.stderr
     level = orjson.loads(result.stdout)["levels"][0]
     assert level["errors"] == 2
     assert level["first_error"].startswith("HTTP 401")

@@ -26,11 +26,24 @@ def snapshot(engine: Engine) -> Connection:
     return connection
 
 
+def iso_of(at_ms: int) -> str:
+    """An instant for an error message, whatever its range."""
+    try:
+        return datetime.fromtimestamp(at_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{at_ms} ms"
+
+
 def check_period(since_ms: int | None, until_ms: int | None) -> tuple[int, int]:
     if since_ms is None or until_ms is None:
         raise InvalidRequest("a period needs since and until", param="since")
-    if not 0 <= since_ms < until_ms:
-        raise InvalidRequest("since must be before until", param="until")
+    if since_ms < 0:
+        raise InvalidRequest("since must be at or after 1970-01-01T00:00:00Z", param="since")
+    if since_ms >= until_ms:
+        raise InvalidRequest(
+            f"since ({iso_of(since_ms)}) must be before until ({iso_of(until_ms)})",
+            param="until",
+        )
     if until_ms - since_ms > PERIOD_MS_MAX:
         raise InvalidRequest("a period is at most five years", param="until")
     return since_ms, until_ms

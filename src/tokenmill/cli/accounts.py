@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 import typer
@@ -15,11 +15,15 @@ from tokenmill.billing import service as billing
 from tokenmill.billing.statements import build_statement
 from tokenmill.cli.common import (
     DatabaseOption,
+    FormatOption,
     HomeOption,
     JsonOption,
+    RowsFormatOption,
     iso,
-    parse_time,
+    output_format,
+    parse_period,
     print_json,
+    print_records,
     print_table,
     run,
     store,
@@ -79,9 +83,10 @@ def transfer_json(transfer: Transfer) -> dict[str, Any]:
     }
 
 
-def _show(rows: list[AccountRow], as_json: bool, title: str) -> None:
-    if as_json:
-        print_json([account_json(row) for row in rows])
+def _show(rows: list[AccountRow], shown_as: str, title: str) -> None:
+    """Accounts as a table, or one JSON object (CSV line) per account."""
+    if shown_as != "table":
+        print_records(shown_as, [account_json(row) for row in rows])
         return
     print_table(
         title,
@@ -90,20 +95,26 @@ def _show(rows: list[AccountRow], as_json: bool, title: str) -> None:
     )
 
 
+def _show_one(row: AccountRow, shown_as: str, title: str) -> None:
+    if shown_as == "json":
+        print_json(account_json(row))
+    else:
+        _show([row], shown_as, title)
+
+
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="A unique account name.")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an account."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(lambda: service.create_account(engine, name, actor=cli_actor()))
-    if as_json:
-        print_json(account_json(row))
-    else:
-        _show([row], False, "account created")
+    _show_one(row, shown_as, "account created")
 
 
 @app.command("list")
@@ -111,12 +122,14 @@ def list_(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List accounts, oldest first."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         rows = run(lambda: service.list_accounts(engine, limit))
-    _show(rows, as_json, "accounts")
+    _show(rows, shown_as, "accounts")
 
 
 @app.command("show")
@@ -126,6 +139,7 @@ def show(
     database_url: DatabaseOption = None,
     url: GatewayUrlOption = None,
     admin_token: AdminTokenOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show one account with its balance, held and available funds.
@@ -133,11 +147,12 @@ def show(
     With a running gateway reachable (and an admin token) the funds come from it, so holds
     of requests in flight show; otherwise from the store.
     """
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(lambda: service.find_account(engine, account))
         funds = funds_json(engine, row, url, admin_token)
     shown = {**account_json(row), **funds}
-    if as_json:
+    if shown_as == "json":
         print_json(shown)
         return
     print_table(
@@ -194,8 +209,8 @@ def _move(
                 print_json(shown)
             else:
                 typer.echo(
-                    f"adjustment of {shown['amount']} {shown['currency']} applied through the"
-                    f" running gateway (transfer {shown['id']})"
+                    f"adjustment of {format_amount(amount_nano)} {shown['currency']} applied"
+                    f" through the running gateway (transfer {shown['id']})"
                 )
             return
         posted = run(
@@ -209,15 +224,19 @@ def _move(
                 reference=reference,
             )
         )
-        balance = billing.balance_of(engine, service.find_account(engine, account).id)
+        account_id = service.find_account(engine, account).id
+        balance = billing.balance_of(engine, account_id)
     shown = {**transfer_json(posted.transfer), "replayed": posted.replayed}
     shown["balance"] = format_amount(balance)
     if as_json:
         print_json(shown)
         return
     done = "already applied (same idempotency key)" if posted.replayed else "applied"
+    # An adjustment goes either way: its sign says which.
+    sign = "-" if posted.transfer.debit_account == account_id else "+"
     typer.echo(
-        f"{posted.transfer.kind} of {shown['amount']} {posted.transfer.currency} {done};"
+        f"{posted.transfer.kind} of {sign if kind == 'adjustment' else ''}{shown['amount']}"
+        f" {posted.transfer.currency} {done};"
         f" balance {shown['balance']} {posted.transfer.currency} (transfer {posted.transfer.id})"
     )
 
@@ -235,9 +254,11 @@ def topup(
     reference: ReferenceOption = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add funds to an account (spendable in a running gateway within a second)."""
+    as_json = output_format(output, as_json) == "json"
     if kind not in ("topup", "grant", "refund"):
         raise typer.BadParameter("must be topup, grant or refund", param_hint="--kind")
     _move(account, amount, kind, idempotency_key, reference, home, database_url, as_json)
@@ -253,6 +274,7 @@ def adjust(
     database_url: DatabaseOption = None,
     url: GatewayUrlOption = None,
     admin_token: AdminTokenOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Correct a balance up or down (never below its floor), with a reason as reference.
@@ -260,6 +282,7 @@ def adjust(
     While a gateway serves the database, a debit goes through its admin API (requests in
     flight hold funds only it knows of): give --url and --admin-token (or the environment).
     """
+    as_json = output_format(output, as_json) == "json"
     _move(
         account,
         amount,
@@ -285,9 +308,11 @@ def terms(
     ] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Set an account's currency or credit limit (prepaid or postpaid)."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(
             lambda: billing.set_terms(
@@ -302,7 +327,7 @@ def terms(
                 actor=cli_actor(),
             )
         )
-    print_json(account_json(row)) if as_json else _show([row], False, "account terms")
+    _show_one(row, shown_as, "account terms")
 
 
 @app.command("budget")
@@ -312,9 +337,11 @@ def budget(
     monthly: Annotated[str | None, typer.Option(help="Spend per UTC month.")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cap what an account may spend per day and per month (omitted: no cap)."""
+    as_json = output_format(output, as_json) == "json"
     set_budget_command("account", account, daily, monthly, home, database_url, as_json)
 
 
@@ -324,9 +351,11 @@ def subscribe(
     plan: Annotated[str, typer.Argument(help="Plan name, or 'none' for pay as you go.")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Put an account on a plan from now on (its included tokens count from this month)."""
+    as_json = output_format(output, as_json) == "json"
     with store(home, database_url) as engine:
         row = run(
             lambda: billing.subscribe(
@@ -345,14 +374,16 @@ def transfers(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the ledger transfers of an account, oldest first."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(lambda: service.find_account(engine, account))
         found = billing.transfers_of(engine, row.id, limit=limit)
-    if as_json:
-        print_json([transfer_json(t) for t in found])
+    if shown_as != "table":
+        print_records(shown_as, [transfer_json(t) for t in found])
         return
     print_table(
         f"transfers of {row.name}",
@@ -376,14 +407,16 @@ def disable(
     account: Annotated[str, typer.Argument(help="Account id or name.")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Disable an account: its keys stop working (within a second in a running gateway)."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(
             lambda: service.set_account_status(engine, account, "disabled", actor=cli_actor())
         )
-    print_json(account_json(row)) if as_json else _show([row], False, "account disabled")
+    _show_one(row, shown_as, "account disabled")
 
 
 @app.command("enable")
@@ -391,12 +424,14 @@ def enable(
     account: Annotated[str, typer.Argument(help="Account id or name.")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Enable a disabled account again."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(lambda: service.set_account_status(engine, account, "active", actor=cli_actor()))
-    print_json(account_json(row)) if as_json else _show([row], False, "account enabled")
+    _show_one(row, shown_as, "account enabled")
 
 
 @app.command("statement")
@@ -406,29 +441,22 @@ def statement(
         str | None, typer.Option(help="ISO 8601 start (default: this UTC month's first day).")
     ] = None,
     until: Annotated[str | None, typer.Option(help="ISO 8601 end, exclusive.")] = None,
-    statement_format: Annotated[
-        str, typer.Option("--format", help="json, csv or html (a printable page).")
-    ] = "json",
+    output: Annotated[
+        Literal["json", "csv", "html"] | None,
+        typer.Option("--format", help="json (default), csv or html (a printable page)."),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """A statement for a period: opening balance, top-ups and other movements, usage by day
     and model, closing balance."""
-    if statement_format not in ("json", "csv", "html"):
-        raise typer.BadParameter("must be json, csv or html", param_hint="--format")
-    month_start, month_end = month_of(now_ms())
-    since_ms = parse_time(since, "--since")
-    until_ms = parse_time(until, "--until")
+    statement_format = output_format(output, as_json, default="json")
+    since_ms, until_ms = parse_period(since, until, month_of(now_ms()))
+    assert since_ms is not None and until_ms is not None
     with store(home, database_url) as engine:
-        found = run(
-            lambda: build_statement(
-                engine,
-                account,
-                month_start if since_ms is None else since_ms,
-                month_end if until_ms is None else until_ms,
-            )
-        )
+        found = run(lambda: build_statement(engine, account, since_ms, until_ms))
     if statement_format == "json":
         text = orjson.dumps(statement_json(found), option=orjson.OPT_INDENT_2).decode() + "\n"
     else:
@@ -450,9 +478,11 @@ def limits(
     clear: ClearOption = False,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show the account's rate limits (all its keys together), or set them for one model."""
+    shown_as = output_format(output, as_json)
     rate_limits_command(
-        "account", account, model, (rpm, tpm, concurrent), clear, (home, database_url), as_json
+        "account", account, model, (rpm, tpm, concurrent), clear, (home, database_url), shown_as
     )

@@ -5,15 +5,28 @@ from __future__ import annotations
 import typer
 
 from tokenmill.billing.audit import run_audit
-from tokenmill.cli.common import DatabaseOption, HomeOption, JsonOption, print_json, run, store
+from tokenmill.cli.common import (
+    DatabaseOption,
+    FormatOption,
+    HomeOption,
+    JsonOption,
+    output_format,
+    print_json,
+    run,
+    store,
+)
 
 
 def audit(
-    home: HomeOption = None, database_url: DatabaseOption = None, as_json: JsonOption = False
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    output: FormatOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Recompute every balance from the transfers and check the ledger's invariants
     (balances sum to zero, cached = recomputed, no balance below its floor, each charged
     request has exactly its transfer). Exits 1 if any is broken."""
+    as_json = output_format(output, as_json) == "json"
     with store(home, database_url) as engine:
         report = run(lambda: run_audit(engine))
     if as_json:

@@ -18,7 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokenmill.api.fleet_costs import deployment_setup
 from tokenmill.benchmark.runner import Plan, run
 from tokenmill.cli import plan_options as opt
-from tokenmill.cli.common import JsonOption, print_json, print_table
+from tokenmill.cli.common import (
+    JsonOption,
+    RowsFormatOption,
+    output_format,
+    print_json,
+    print_records,
+    print_table,
+)
 from tokenmill.cli.common import run as run_or_exit
 from tokenmill.config import Config, load_config
 from tokenmill.economics import fit
@@ -112,9 +119,12 @@ def bench(
     config_path: Annotated[
         Path | None, typer.Option("--config", help="Configuration with the pool (--calibrate).")
     ] = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Throughput, TTFT and ITL percentiles of TARGET at each concurrency."""
+    """Throughput, TTFT and ITL percentiles of TARGET at each concurrency (``--format csv``:
+    a line per level). Exits 1 when not one request succeeded."""
+    shown_as = output_format(output, as_json)
 
     def plan() -> Plan:
         if requests is not None and not 1 <= requests <= 1_000_000:
@@ -137,6 +147,40 @@ def bench(
 
     sweep = run_or_exit(plan)
     config = run_or_exit(lambda: load_config(config_path)) if calibrate_pool else None
+    if config is not None and calibrate_pool is not None:
+        # A pool or model that cannot be calibrated is known before the sweep, not after it.
+        run_or_exit(lambda: _deployment_for(config, calibrate_pool, model))
+    levels = _measure(sweep)
+    results: dict[str, Any] = {
+        "target": target,
+        "model": model,
+        "input": input_tokens,
+        "output": output_tokens,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "levels": levels,
+    }
+    failed = _all_failed(levels)
+    if calibrate_pool is not None and failed is None:
+        assert config is not None
+        results["calibration"] = run_or_exit(
+            lambda: calibrate(config, calibrate_pool, model, levels)
+        )
+    if out is not None:
+        _save(out, results)
+    if shown_as == "json":
+        print_json(results)
+    elif shown_as == "csv":
+        print_records("csv", levels)
+    else:
+        _print(results)
+    if failed is not None:
+        # The figures of a sweep that measured nothing are not a result: say why, exit 1.
+        typer.echo(f"error: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+def _measure(sweep: Plan) -> list[dict[str, Any]]:
+    """Run the sweep, with a progress bar on a terminal's stderr."""
     total = sum(sweep.requests_at(level) for level in sweep.concurrencies)
     progress = Progress(
         TextColumn("bench"),
@@ -148,30 +192,30 @@ def bench(
     )
     with progress:
         task = progress.add_task("requests", total=total)
-        levels = asyncio.run(run(sweep, lambda: progress.advance(task)))
-    results: dict[str, Any] = {
-        "target": target,
-        "model": model,
-        "input": input_tokens,
-        "output": output_tokens,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "levels": levels,
-    }
-    if calibrate_pool is not None:
-        assert config is not None
-        results["calibration"] = run_or_exit(
-            lambda: calibrate(config, calibrate_pool, model, levels)
-        )
-    if out is not None:
-        try:
-            out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-        except OSError as exc:
-            typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
-            raise typer.Exit(1) from exc
-    if as_json:
-        print_json(results)
-        return
-    _print(results)
+        return asyncio.run(run(sweep, lambda: progress.advance(task)))
+
+
+def _save(out: Path, results: dict[str, Any]) -> None:
+    try:
+        out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _all_failed(levels: list[dict[str, Any]]) -> str | None:
+    """Why not one request of the sweep succeeded, or None when some did."""
+    total = sum(level["requests"] for level in levels)
+    assert total > 0
+    if sum(level["errors"] for level in levels) < total:
+        return None
+    first = next((level["first_error"] for level in levels if level["first_error"]), "")
+    hint = ""
+    if first.startswith(("HTTP 401", "HTTP 403")):
+        hint = " (is --api-key, or $OPENAI_API_KEY, a key TARGET accepts?)"
+    elif first.startswith("ClientConnector"):
+        hint = " (is TARGET the right address, and is it serving?)"
+    return f"all {total} requests failed; the first: {first}{hint}"
 
 
 def _ms(spread: dict[str, float] | None, key: str) -> str:
@@ -208,7 +252,7 @@ def _print(results: dict[str, Any]) -> None:
         rows,
     )
     failed = next((level for level in results["levels"] if level["first_error"]), None)
-    if failed is not None:
+    if failed is not None and not _all_failed(results["levels"]):
         typer.echo(f"first error: {failed['first_error']}", err=True)
     calibration = results.get("calibration")
     if calibration is not None:

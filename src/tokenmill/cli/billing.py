@@ -9,7 +9,16 @@ import httpx
 import typer
 
 from tokenmill.billing import periods
-from tokenmill.cli.common import DatabaseOption, HomeOption, JsonOption, print_json, run, store
+from tokenmill.cli.common import (
+    DatabaseOption,
+    FormatOption,
+    HomeOption,
+    JsonOption,
+    output_format,
+    print_json,
+    run,
+    store,
+)
 from tokenmill.cli.money import ASK_TIMEOUT_S, AdminTokenOption, GatewayUrlOption, cli_actor
 from tokenmill.cli.money import gateway_url as find_gateway_url
 from tokenmill.money import format_amount
@@ -29,6 +38,7 @@ def close_period(
     database_url: DatabaseOption = None,
     url: GatewayUrlOption = None,
     admin_token: AdminTokenOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Book the plan fees of a finished month and issue its invoices (postpaid accounts).
@@ -36,6 +46,7 @@ def close_period(
     Idempotent: run it again and nothing is booked or issued twice. While a gateway serves
     the database the fees go through it (requests in flight hold funds only it knows of).
     """
+    as_json = output_format(output, as_json) == "json"
     chosen = previous_period(now_ms()) if period is None else period
     run(lambda: period_bounds(chosen))
     with store(home, database_url) as engine:

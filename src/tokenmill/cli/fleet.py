@@ -11,8 +11,10 @@ import typer
 
 from tokenmill.cli.common import (
     DatabaseOption,
+    FormatOption,
     HomeOption,
     JsonOption,
+    output_format,
     print_json,
     print_table,
     store,
@@ -25,10 +27,12 @@ def fleet(
     database_url: DatabaseOption = None,
     url: GatewayUrlOption = None,
     admin_token: AdminTokenOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show each deployment (own or a vendor's, its cost, requests in flight and capacity, its
     circuit breaker) and each model's routing."""
+    as_json = output_format(output, as_json) == "json"
     with store(home, database_url) as engine:
         found = gateway_url(engine, url)
     token = admin_token or os.environ.get("TOKENMILL_ADMIN_TOKEN")

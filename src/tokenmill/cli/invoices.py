@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -11,9 +11,13 @@ from tokenmill.access import service
 from tokenmill.billing import periods
 from tokenmill.cli.common import (
     DatabaseOption,
+    FormatOption,
     HomeOption,
     JsonOption,
+    RowsFormatOption,
+    output_format,
     print_json,
+    print_records,
     print_table,
     run,
     store,
@@ -30,13 +34,15 @@ def list_(
     account: Annotated[str | None, typer.Option(help="Only this account (id or name).")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Issued invoices, oldest first."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         found = run(lambda: periods.invoices_of(engine, account))
-    if as_json:
-        print_json([invoice_json(invoice, credited) for invoice, credited in found])
+    if shown_as != "table":
+        print_records(shown_as, [invoice_json(invoice, credited) for invoice, credited in found])
         return
     print_table(
         "invoices",
@@ -58,13 +64,16 @@ def list_(
 @app.command("show")
 def show(
     number: Annotated[str, typer.Argument(help="Invoice number, e.g. INV-000001.")],
-    invoice_format: Annotated[str, typer.Option("--format", help="json or html.")] = "json",
+    output: Annotated[
+        Literal["json", "html"] | None,
+        typer.Option("--format", help="json (default) or html.", show_default=False),
+    ] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """One invoice, as JSON or a printable HTML page."""
-    if invoice_format not in ("json", "html"):
-        raise typer.BadParameter("must be json or html", param_hint="--format")
+    invoice_format = output_format(output, as_json, default="json")
     with store(home, database_url) as engine:
         invoice, credited = run(lambda: periods.find_invoice(engine, number))
         account = run(lambda: service.find_account(engine, invoice.account_id))
@@ -81,9 +90,11 @@ def credit(
     reason: Annotated[str, typer.Option(help="Why (kept with the credit note).")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Issue a credit note against an invoice (never an edit): the amount is refunded."""
+    as_json = output_format(output, as_json) == "json"
     amount_nano = run(lambda: parse_amount(amount, param="amount"))
     with store(home, database_url) as engine:
         note, refund = run(

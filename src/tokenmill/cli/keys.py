@@ -9,11 +9,15 @@ import typer
 from tokenmill.access import service
 from tokenmill.cli.common import (
     DatabaseOption,
+    FormatOption,
     HomeOption,
     JsonOption,
+    RowsFormatOption,
     iso,
+    output_format,
     parse_time,
     print_json,
+    print_records,
     print_table,
     run,
     store,
@@ -80,9 +84,11 @@ def create(
     ] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a key; it is printed this once (under "key" with --json)."""
+    shown_as = output_format(output, as_json)
     expires_at_ms = parse_time(expires, "--expires")
     with store(home, database_url) as engine:
         made = run(
@@ -95,7 +101,7 @@ def create(
                 actor=cli_actor(),
             )
         )
-    if as_json:
+    if shown_as == "json":
         print_json({**key_json(made.row), "key": made.secret})
         return
     print_table("key created", COLUMNS, _rows([made.row]))
@@ -108,13 +114,15 @@ def list_(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List keys (never the keys themselves: only their first characters)."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         rows = run(lambda: service.list_keys(engine, account, limit))
-    if as_json:
-        print_json([key_json(row) for row in rows])
+    if shown_as != "table":
+        print_records(shown_as, [key_json(row) for row in rows])
     else:
         print_table("keys", COLUMNS, _rows(rows))
 
@@ -124,12 +132,14 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (key_...).")],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a key: a running gateway refuses it within a second."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         row = run(lambda: service.revoke_key(engine, key_id, actor=cli_actor()))
-    if as_json:
+    if shown_as == "json":
         print_json(key_json(row))
     else:
         print_table("key revoked", COLUMNS, _rows([row]))
@@ -142,9 +152,11 @@ def budget(
     monthly: Annotated[str | None, typer.Option(help="Spend per UTC month.")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cap what one key may spend per day and per month (omitted: no cap)."""
+    as_json = output_format(output, as_json) == "json"
     set_budget_command("key", key_id, daily, monthly, home, database_url, as_json)
 
 
@@ -158,9 +170,11 @@ def limits(
     clear: ClearOption = False,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show the key's rate limits, or set them for one model (or * for all models together)."""
+    shown_as = output_format(output, as_json)
     rate_limits_command(
-        "key", key_id, model, (rpm, tpm, concurrent), clear, (home, database_url), as_json
+        "key", key_id, model, (rpm, tpm, concurrent), clear, (home, database_url), shown_as
     )

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from tokenmill.access import service
-from tokenmill.cli.common import print_json, print_table, run, store
+from tokenmill.cli.common import print_json, print_records, print_table, run, store
 from tokenmill.cli.money import cli_actor
 from tokenmill.config import load_config
 from tokenmill.errors import TokenmillError
-from tokenmill.retail.rate_limits import ALL_MODELS, RateLimit, limits_to_spec
+from tokenmill.retail.rate_limits import ALL_MODELS, FIELDS, RateLimit, limits_to_spec
 
 ModelOption = Annotated[
     str, typer.Option("--model", help="A model id the gateway serves, or * for all models.")
@@ -38,9 +38,10 @@ def rate_limits_command(
     limit: tuple[int | None, int | None, int | None],
     clear: bool,
     database: tuple[str | None, str | None],
-    as_json: bool,
+    shown_as: str,
 ) -> None:
-    """Show the limits (no option given) or set those of ``model`` (omitted kinds: none)."""
+    """Show the limits (no option given) or set those of ``model`` (omitted kinds: none), in
+    ``shown_as``: table, json or csv (a line per model)."""
     home, database_url = database
     if clear and any(value is not None for value in limit):
         typer.echo("error: give --clear or limits, not both", err=True)
@@ -59,8 +60,12 @@ def rate_limits_command(
         else:
             entity_id, limits = run(lambda: service.rate_limits_of(engine, entity, ref))
     spec = limits_to_spec(limits)
-    if as_json:
+    if shown_as == "json":
         print_json({"id": entity_id, "rate_limits": spec})
+        return
+    if shown_as == "csv":
+        records = [{"id": entity_id, "model": name, **entry} for name, entry in spec.items()]
+        print_records("csv", records, ("id", "model", *FIELDS))
         return
     rows = [
         (

@@ -10,7 +10,14 @@ import typer
 
 from tokenmill.cli import charts, plan_capacity, plan_cost, plan_scenario, plan_site
 from tokenmill.cli import plan_options as opt
-from tokenmill.cli.common import JsonOption, print_json, print_table, run
+from tokenmill.cli.common import (
+    FormatOption,
+    JsonOption,
+    output_format,
+    print_json,
+    print_table,
+    run,
+)
 from tokenmill.economics import reference
 from tokenmill.economics.queries import PerfQuery, perf_answer, perf_curve
 
@@ -42,10 +49,13 @@ def perf_command(
     ] = None,
     catalog_file: opt.CatalogFile = None,
     chart: opt.ChartFile = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Throughput, time to first token, inter-token latency, the batch and its bound;
     ``--chart`` draws throughput and latency against concurrency."""
+
+    as_json = output_format(output, as_json) == "json"
 
     def answer() -> dict[str, Any]:
         query = opt.perf_query(

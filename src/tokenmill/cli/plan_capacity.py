@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from tokenmill.cli import plan_options as opt
-from tokenmill.cli.common import JsonOption, print_json, print_table, run
+from tokenmill.cli.common import (
+    FormatOption,
+    JsonOption,
+    output_format,
+    print_json,
+    print_table,
+    run,
+)
 from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
 from tokenmill.economics.mix import Shape
 from tokenmill.errors import ConfigurationError, InvalidRequest
@@ -129,10 +136,13 @@ def capacity_command(
         str | None, typer.Option(help="Average busy share to plan for (default 0.6).")
     ] = None,
     catalog_file: opt.CatalogFile = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """How many GPUs of which kind serve the demand within its latency targets, cheapest
     first, and what they cost per hour."""
+
+    as_json = output_format(output, as_json) == "json"
 
     def answer() -> dict[str, Any]:
         if basis not in ("owned", "rented"):

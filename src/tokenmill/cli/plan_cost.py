@@ -9,7 +9,14 @@ import typer
 
 from tokenmill.cli import charts
 from tokenmill.cli import plan_options as opt
-from tokenmill.cli.common import JsonOption, print_json, print_table, run
+from tokenmill.cli.common import (
+    FormatOption,
+    JsonOption,
+    output_format,
+    print_json,
+    print_table,
+    run,
+)
 from tokenmill.economics.costing import CostQuery, cost_answer, cost_by_gpu, price_answer
 from tokenmill.errors import InvalidRequest
 
@@ -96,8 +103,10 @@ def cost_or_price(
         Path | None,
         typer.Option(help="Draw the cost per million output tokens on every GPU: .png|.html."),
     ] = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
+    as_json = output_format(output, as_json) == "json"
     advice = context.info_name == "price"
     shared = dict(locals())
     shared["replica"] = (gpu, model, gpus, precision, kv_precision, parallel)

@@ -9,7 +9,15 @@ import typer
 
 from tokenmill.cli import charts
 from tokenmill.cli import plan_options as opt
-from tokenmill.cli.common import JsonOption, print_json, print_table, run
+from tokenmill.cli.common import (
+    JsonOption,
+    RowsFormatOption,
+    output_format,
+    print_json,
+    print_records,
+    print_table,
+    run,
+)
 from tokenmill.economics.scenario import ScenarioQuery, scenario_answer
 
 
@@ -59,10 +67,13 @@ def scenario_command(
     ] = "demand",
     catalog_file: opt.CatalogFile = None,
     chart: opt.ChartFile = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Cash flow year by year, payback, and when the fleet stops covering its cost
-    (``--chart``: revenue, cash flow and cumulative cash by year)."""
+    (``--chart``: revenue, cash flow and cumulative cash by year; ``--format csv``: a line
+    per year)."""
+    shown_as = output_format(output, as_json)
 
     def answer() -> dict[str, Any]:
         d = opt.decimal_of
@@ -91,8 +102,11 @@ def scenario_command(
         return shown
 
     shown = run(answer)
-    if as_json:
+    if shown_as == "json":
         print_json(shown)
+        return
+    if shown_as == "csv":
+        print_records("csv", shown["years"])
         return
     rows = [
         (

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 import typer
 
 from tokenmill.cli import plan_options as opt
-from tokenmill.cli.common import JsonOption, print_json, print_table, run
+from tokenmill.cli.common import (
+    FormatOption,
+    JsonOption,
+    output_format,
+    print_json,
+    print_table,
+    run,
+)
 from tokenmill.economics.site import MiningQuery, SiteQuery, site_answer
 
 Text = Annotated[str | None, typer.Option(help="Decimal text.")]
@@ -44,10 +51,13 @@ def site_command(
     ] = None,
     conversion_months: Text = None,
     catalog_file: opt.CatalogFile = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """GPUs the site powers, tokens per day, revenue and margin beside bitcoin mining, the
     retrofit, and the token price at which converting pays."""
+
+    as_json = output_format(output, as_json) == "json"
 
     def answer() -> dict[str, Any]:
         d = opt.decimal_of

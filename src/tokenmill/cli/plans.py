@@ -11,9 +11,13 @@ import yaml
 from tokenmill.billing import service as billing
 from tokenmill.cli.common import (
     DatabaseOption,
+    FormatOption,
     HomeOption,
     JsonOption,
+    RowsFormatOption,
+    output_format,
     print_json,
+    print_records,
     print_table,
     run,
     store,
@@ -29,13 +33,20 @@ app = typer.Typer(
 
 @app.command("list")
 def list_(
-    home: HomeOption = None, database_url: DatabaseOption = None, as_json: JsonOption = False
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Every plan, as written."""
+    """Every plan, as written (JSON: an object of plans by name; CSV: a line per plan)."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         plans = run(lambda: billing.list_plans(engine))
-    if as_json:
+    if shown_as == "json":
         print_json(plans)
+        return
+    if shown_as == "csv":
+        print_records("csv", [{"name": name, **spec} for name, spec in plans.items()], ["name"])
         return
     print_table(
         "plans",
@@ -61,9 +72,11 @@ def set_(
     ],
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create or replace a plan; subscribers get the new terms from now on."""
+    as_json = output_format(output, as_json) == "json"
 
     def read() -> object:
         try:

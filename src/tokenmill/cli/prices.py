@@ -9,10 +9,14 @@ import typer
 from tokenmill.billing import service as billing
 from tokenmill.cli.common import (
     DatabaseOption,
+    FormatOption,
     HomeOption,
     JsonOption,
+    RowsFormatOption,
+    output_format,
     parse_time,
     print_json,
+    print_records,
     print_table,
     run,
     store,
@@ -32,13 +36,17 @@ AmountOption = Annotated[str, typer.Option(help="Currency units per million toke
 
 @app.command("list")
 def list_(
-    home: HomeOption = None, database_url: DatabaseOption = None, as_json: JsonOption = False
+    home: HomeOption = None,
+    database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Every price, by model, currency and the instant it takes effect."""
+    shown_as = output_format(output, as_json)
     with store(home, database_url) as engine:
         prices = run(lambda: billing.list_prices(engine))
-    if as_json:
-        print_json([billing.price_json(p) for p in prices])
+    if shown_as != "table":
+        print_records(shown_as, [billing.price_json(p) for p in prices])
         return
     print_table(
         "prices per million tokens",
@@ -73,10 +81,12 @@ def set_(
     ] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    print_format: FormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add a price; requests that start from its instant on pay it (older usage keeps its
     price). A running gateway applies it within a second."""
+    as_json = output_format(print_format, as_json) == "json"
     effective = parse_time(effective_from, "--effective-from")
 
     def price() -> Price:

@@ -4,7 +4,7 @@ and gross margin by any of day, model, deployment and account."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -15,8 +15,11 @@ from tokenmill.cli.common import (
     DatabaseOption,
     HomeOption,
     JsonOption,
-    parse_time,
+    RowsFormatOption,
+    output_format,
+    parse_period,
     print_json,
+    print_records,
     print_table,
     run,
     store,
@@ -26,6 +29,21 @@ from tokenmill.retail.statements import month_of
 from tokenmill.store.database import now_ms
 
 app = typer.Typer(help="Operator reports.", no_args_is_help=True)
+# The CSV header even of a period with no usage (revenue_json's fields).
+REVENUE_FIELDS = (
+    "day",
+    "model",
+    "account_id",
+    "currency",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "revenue",
+    "revenue_nano",
+    "loss_nano",
+    "cost_nano",
+    "margin_nano",
+)
 
 
 @app.command("revenue")
@@ -37,27 +55,23 @@ def revenue(
     account: Annotated[str | None, typer.Option(help="Only this account (id or name).")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Revenue by day, model and account, with the cost of serving and the margin."""
-    month_start, month_end = month_of(now_ms())
-    since_ms = parse_time(since, "--since")
-    until_ms = parse_time(until, "--until")
+    shown_as = output_format(output, as_json)
+    since_ms, until_ms = parse_period(since, until, month_of(now_ms()))
+    assert since_ms is not None and until_ms is not None
     with store(home, database_url) as engine:
 
         def query() -> list[dict[str, object]]:
             account_id = service.find_account(engine, account).id if account else None
-            rows = revenue_report(
-                engine,
-                month_start if since_ms is None else since_ms,
-                month_end if until_ms is None else until_ms,
-                account_id=account_id,
-            )
+            rows = revenue_report(engine, since_ms, until_ms, account_id=account_id)
             return [revenue_json(row) for row in rows]
 
         rows = run(query)
-    if as_json:
-        print_json(rows)
+    if shown_as != "table":
+        print_records(shown_as, rows, REVENUE_FIELDS)
         return
     totals: dict[str, int] = {}
     for row in rows:
@@ -94,32 +108,31 @@ def margin(
         str, typer.Option(help=f"Group by, comma-separated: {', '.join(GROUPS)}.")
     ] = "day,model,deployment,account",
     account: Annotated[str | None, typer.Option(help="Only this account (id or name).")] = None,
-    output: Annotated[
-        Literal["table", "json", "csv"], typer.Option("--format", help="table, json or csv.")
-    ] = "table",
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Revenue, cost of serving (vendor prices, or own GPUs' cost per token) and gross
     margin of usage."""
-    month_start, month_end = month_of(now_ms())
-    since_ms = parse_time(since, "--since")
-    until_ms = parse_time(until, "--until")
+    shown_as = output_format(output, as_json)
+    since_ms, until_ms = parse_period(since, until, month_of(now_ms()))
+    assert since_ms is not None and until_ms is not None
     groups = [name.strip() for name in by.split(",") if name.strip()]
     with store(home, database_url) as engine:
         rows = run(
             lambda: margin_report(
                 engine,
-                month_start if since_ms is None else since_ms,
-                month_end if until_ms is None else until_ms,
+                since_ms,
+                until_ms,
                 groups,
                 account_id=service.find_account(engine, account).id if account else None,
             )
         )
-    if output == "json":
+    if shown_as == "json":
         print_json([margin_json(row) for row in rows])
         return
-    if output == "csv":
+    if shown_as == "csv":
         sys.stdout.write(margin_csv(rows, groups))
         return
     shown = [margin_json(row) for row in rows]

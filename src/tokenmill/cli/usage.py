@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Annotated
 
 import typer
@@ -12,15 +12,20 @@ from tokenmill.cli.common import (
     DatabaseOption,
     HomeOption,
     JsonOption,
+    RowsFormatOption,
     iso,
-    parse_time,
-    print_json,
+    output_format,
+    parse_period,
+    print_records,
     print_table,
     run,
     store,
     when,
 )
 from tokenmill.store.usage import query_records
+from tokenmill.usage import UsageRecord
+
+FIELDS = (*(field.name for field in fields(UsageRecord)), "started_at")
 
 
 def usage(
@@ -32,10 +37,12 @@ def usage(
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    output: RowsFormatOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Usage records, newest first: one per authenticated, valid request."""
-    since_ms, until_ms = parse_time(since, "--since"), parse_time(until, "--until")
+    shown_as = output_format(output, as_json)
+    since_ms, until_ms = parse_period(since, until)
     if not 1 <= limit <= 100_000:
         raise typer.BadParameter("must be between 1 and 100000", param_hint="--limit")
     with store(home, database_url) as engine:
@@ -57,8 +64,9 @@ def usage(
                 )
 
         records = run(query)
-    if as_json:
-        print_json([{**asdict(r), "started_at": iso(r.started_at_ms)} for r in records])
+    if shown_as != "table":
+        shown = [{**asdict(r), "started_at": iso(r.started_at_ms)} for r in records]
+        print_records(shown_as, shown, FIELDS)
         return
     print_table(
         "usage",
