@@ -6,6 +6,7 @@ import typer
 
 from tokenmill.cli import accounts, billing, invoices, keys, plan, plans, prices, report
 from tokenmill.cli.audit import audit
+from tokenmill.cli.backup import backup, restore
 from tokenmill.cli.bench import bench
 from tokenmill.cli.fleet import fleet
 from tokenmill.cli.serve import serve
@@ -23,6 +24,8 @@ app.command("usage")(usage)
 app.command("audit")(audit)
 app.command("fleet")(fleet)
 app.command("bench")(bench)
+app.command("backup")(backup)
+app.command("restore")(restore)
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(prices.app, name="prices")
