@@ -31,6 +31,7 @@ from sqlalchemy import text
 
 from tests.conftest import gateway_config
 from tokenmill.store.database import open_engine
+from tokenmill.store.ledger import cached_balances
 from tokenmill.testing import free_port
 
 TOKENMILL = str(Path(sys.executable).with_name("tokenmill"))
@@ -307,12 +308,7 @@ def ledger_rows(database_url: str) -> tuple[list[Any], list[Any], dict[str, int]
                     )
                 )
             )
-            balances = {
-                row.account_id: int(row.balance_nano)
-                for row in connection.execute(
-                    text("SELECT account_id, balance_nano FROM ledger_balances")
-                )
-            }
+            balances = cached_balances(connection)
     finally:
         engine.dispose()
     return records, transfers, balances

@@ -311,7 +311,7 @@ class TestAudit:
         with store.begin() as connection:
             connection.execute(
                 text(
-                    "UPDATE ledger_balances SET balance_nano = balance_nano + 1"
+                    "UPDATE ledger_balances SET balance_nano_low = balance_nano_low + 1"
                     " WHERE account_id = :account"
                 ),
                 {"account": account.id},

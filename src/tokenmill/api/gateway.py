@@ -159,6 +159,7 @@ class Gateway:
             batch_count_max=self.limits.commit_batch_count_max,
             sqlite_synchronous=settings.config.store.sqlite_synchronous,
             spool=self.spool,
+            owner=self._lock,
         )
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenmill-io")
         self._tasks: list[asyncio.Task[None]] = []
@@ -230,9 +231,21 @@ class Gateway:
                 follow_money(self.db, self.money, interval_s, self.io), name="money-follower"
             ),
             loop.create_task(self._expire_holds(), name="hold-expiry"),
+            loop.create_task(self._watch_ownership(interval_s), name="ownership"),
         ]
         if self.limits.health_check_interval_s > 0:
             self._tasks.append(loop.create_task(self.router.check_health(), name="health-checks"))
+
+    async def _watch_ownership(self, interval_s: float) -> None:
+        """Check the owner lock's connection at every change poll: a lost lock stops priced
+        requests at once, not at the next commit (which the fence would refuse anyway)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.writer.store_down:
+                continue
+            if not await loop.run_in_executor(self.io, self._lock.alive):
+                self.writer.ownership_lost()
 
     async def _expire_holds(self) -> None:
         """Release holds past their deadline, once a second, and report each one; drop

@@ -15,6 +15,11 @@ asynchronous connection. Either way prepared statements, rows as tuples, ``execu
 the usage records, the transfers, and one balance update per ledger account the batch
 moves (a hot account's many requests cost one row update per commit).
 
+A gateway's writer is fenced (``owner``, store/ownership.py): each commit reads the owner's
+epoch inside its transaction and fails with ``Deposed`` when another gateway took the
+database; like a store outage, the batch then goes to the spool and no request is taken,
+and the spool is replayed only once this gateway owns the database again.
+
 When a commit fails because the store is down, the batch goes to the usage spool
 (``store/spool.py``) instead and its requests finish normally; from then on commits go to
 the spool, and the gateway refuses new requests (``store_down``), until a replay of the
@@ -43,6 +48,7 @@ from tokenmill.store.ledger import (
     transfer_insert_sql,
     transfer_row,
 )
+from tokenmill.store.ownership import Deposed, check_fence, fence_sql
 from tokenmill.store.spool import UsageSpool
 from tokenmill.store.usage import insert_sql, record_row
 from tokenmill.usage import UsageRecord
@@ -79,6 +85,14 @@ class _Writer(Protocol):
     async def close(self) -> None: ...
 
 
+class Owner(Protocol):
+    """The fencing token of the gateway that owns the database (store/ownership.py)."""
+
+    epoch: int
+
+    def ensure_owner(self) -> bool: ...
+
+
 class GroupCommitWriter:
     def __init__(
         self,
@@ -88,19 +102,22 @@ class GroupCommitWriter:
         batch_count_max: int,
         sqlite_synchronous: str = "NORMAL",
         spool: UsageSpool | None = None,
+        owner: Owner | None = None,
     ) -> None:
         assert batch_count_max >= 1
         self._engine = engine
         self._spool = spool
+        self._owner = owner
         self.store_down = False  # commits go to the spool until a replay succeeds
         self._recovery_due_at = 0.0
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_count_max)
+        # None wakes the writer waiting for work (a lost lock: it must start recovering).
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=queue_count_max)
         self._batch_count_max = batch_count_max
         self._task: asyncio.Task[None] | None = None
         self._writer: _Writer = (
-            _SqliteWriter(engine, sqlite_synchronous)
+            _SqliteWriter(engine, sqlite_synchronous, owner)
             if engine.dialect.name == "sqlite"
-            else _PostgresWriter(engine)
+            else _PostgresWriter(engine, owner)
         )
         self.commits_count = 0
         self.records_count = 0
@@ -125,6 +142,16 @@ class GroupCommitWriter:
             future.add_done_callback(_collect)
             raise
 
+    def ownership_lost(self) -> None:
+        """The owner's lock is gone: take no request and commit nothing until this gateway
+        owns the database again (``_recover`` asks ``owner.ensure_owner``)."""
+        if not self.store_down:
+            log.error("the database's owner lock was lost; refusing requests until retaken")
+            self.store_down = True
+            self._recovery_due_at = time.monotonic()
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes it anyway
+                self._queue.put_nowait(None)
+
     async def close(self) -> None:
         """Commit everything queued, then stop the writer."""
         if self._task is not None:
@@ -144,9 +171,16 @@ class GroupCommitWriter:
                     first = await asyncio.wait_for(self._queue.get(), RECOVERY_INTERVAL_S)
                 except TimeoutError:
                     continue
+            if first is None:
+                self._queue.task_done()
+                continue
             batch = [first]
             while len(batch) < self._batch_count_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
+                if item is None:
+                    self._queue.task_done()
+                else:
+                    batch.append(item)
             if self.store_down:
                 self._spool_batch(batch, None)
                 continue
@@ -155,7 +189,9 @@ class GroupCommitWriter:
                 await self._writer.write(rows)
             except Unavailable as error:
                 log.error(
-                    "usage commit of %d records failed: %s", len(rows.records), error.__cause__
+                    "usage commit of %d records failed: %s",
+                    len(rows.records),
+                    error.__cause__ or error,
                 )
                 if self._spool is None:
                     self._settle(batch, error)
@@ -182,10 +218,19 @@ class GroupCommitWriter:
         self._settle(batch, None)
 
     async def _recover(self) -> None:
-        """Replay the spool into the store; the store is back when that works."""
+        """Replay the spool into the store; the store is back when that works (and, for a
+        fenced writer, when this gateway owns the database again)."""
         assert self._spool is not None
         self._recovery_due_at = time.monotonic() + RECOVERY_INTERVAL_S
         loop = asyncio.get_running_loop()
+        if self._owner is not None:
+            try:
+                owned = await loop.run_in_executor(None, self._owner.ensure_owner)
+            except SQLAlchemyError as exc:
+                log.warning("the store is still down (%s); retrying", exc.__class__.__name__)
+                return
+            if not owned:
+                return
         try:
             await loop.run_in_executor(
                 None, self._spool.replay, self._engine, time.time_ns() // 1_000_000
@@ -222,8 +267,9 @@ def _unavailable(exc: BaseException) -> Unavailable:
 class _SqliteWriter:
     """Inline SQLite commits on a connection of its own, never blocking on the lock."""
 
-    def __init__(self, engine: Engine, synchronous: str) -> None:
+    def __init__(self, engine: Engine, synchronous: str, owner: Owner | None) -> None:
         assert synchronous in ("NORMAL", "FULL")
+        self._owner = owner
         database = engine.url.database
         assert database, "the group commit needs an SQLite file"
         self._path = database
@@ -305,6 +351,9 @@ class _SqliteWriter:
         records_sql, transfers_sql, balances_sql = self._sql
         connection.execute("BEGIN IMMEDIATE")
         try:
+            if self._owner is not None:
+                found = connection.execute(fence_sql("sqlite", "?"), ("gateway",)).fetchone()
+                check_fence(found, self._owner.epoch)
             connection.executemany(records_sql, batch.records)
             if batch.transfers:
                 connection.executemany(transfers_sql, batch.transfers)
@@ -329,27 +378,47 @@ class _SqliteWriter:
 class _PostgresWriter:
     """Commits through psycopg's asynchronous connection, on the event loop."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, owner: Owner | None) -> None:
+        self._owner = owner
         url = engine.url.set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._sql = (insert_sql("%s"), transfer_insert_sql("%s"), balance_upsert_sql("%s"))
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
     async def write(self, batch: _Batch) -> None:
+        """Commit ``batch``; a connection found dead is not an outage: one more try on a
+        fresh connection first (a commit lost with its connection is refused the second
+        time by the records' primary key, and the spool then keeps it)."""
+        for attempt in range(2):
+            try:
+                await self._write_once(batch)
+                return
+            except Deposed:
+                await self.close()
+                raise
+            except psycopg.OperationalError as exc:
+                await self.close()
+                if attempt == 1:
+                    raise _unavailable(exc) from exc
+                log.warning("usage commit found its connection dead; retrying on a new one")
+            except psycopg.Error as exc:
+                await self.close()
+                raise _unavailable(exc) from exc
+
+    async def _write_once(self, batch: _Batch) -> None:
         records_sql, transfers_sql, balances_sql = self._sql
-        try:
-            if self._connection is None or self._connection.closed:
-                self._connection = await psycopg.AsyncConnection.connect(
-                    self._conninfo, connect_timeout=5
-                )
-            async with self._connection.transaction(), self._connection.cursor() as cursor:
-                await cursor.executemany(records_sql, batch.records)
-                if batch.transfers:
-                    await cursor.executemany(transfers_sql, batch.transfers)
-                    await cursor.executemany(balances_sql, batch.balances)
-        except psycopg.Error as exc:
-            await self.close()
-            raise _unavailable(exc) from exc
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=5
+            )
+        async with self._connection.transaction(), self._connection.cursor() as cursor:
+            if self._owner is not None:
+                await cursor.execute(fence_sql("postgresql", "%s"), ("gateway",))
+                check_fence(await cursor.fetchone(), self._owner.epoch)
+            await cursor.executemany(records_sql, batch.records)
+            if batch.transfers:
+                await cursor.executemany(transfers_sql, batch.transfers)
+                await cursor.executemany(balances_sql, batch.balances)
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -7,22 +7,61 @@ accounts could together spend more than the funds, so until funds are leased acr
 processes (a later step), a second gateway must not start on the same database.
 SQLite: an exclusive ``flock`` on a file beside the database. PostgreSQL: a session-level
 advisory lock on a connection kept open for the gateway's life.
+
+A lock alone fails open: PostgreSQL drops it with its connection (a network blip, a
+restart, ``pg_terminate_backend``) and nothing tells the holder, so a second gateway could
+start and both would serve. Ownership therefore also carries a **fencing token**: the
+``epoch`` of the ``gateway_owner`` row, which each new owner adds one to. Every group commit
+reads it inside its own transaction (``FENCE_SQL``; ``FOR SHARE`` on PostgreSQL, so a new
+owner's increment waits for a commit in progress) and fails when it is not its own: a
+deposed owner stops at its first commit. The gateway also checks its lock's connection at
+every change poll and stops taking priced requests at once when it is gone; it takes the
+database back only if nobody owned it meanwhile (the epoch is still its own), since its
+balances and holds in memory would otherwise be stale.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import IO, Any
 
 import psycopg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tokenmill.errors import Unavailable
+from tokenmill.store.database import write_transaction
+
+log = logging.getLogger("tokenmill.store")
 
 ADVISORY_LOCK_ID = 0x746F6B656E6D696C  # "tokenmil"
+LOCK_APPLICATION_NAME = "tokenmill-owner-lock"  # the lock's connection, as PostgreSQL lists it
+OWNER_ROW = "gateway"
+
+
+def fence_sql(dialect: str, placeholder: str) -> str:
+    """The epoch the database says owns it, read inside a commit's transaction."""
+    lock = " FOR SHARE" if dialect == "postgresql" else ""
+    return f"SELECT epoch FROM gateway_owner WHERE name = {placeholder}{lock}"
+
+
+class Deposed(Unavailable):
+    """Another gateway took the database: this one's commits are refused."""
+
+
+def check_fence(found: Any, epoch: int) -> None:
+    """Raise Deposed unless the epoch ``found`` in the database is ``epoch``."""
+    found_epoch = None if found is None else int(found[0])
+    if found_epoch != epoch:
+        raise Deposed(
+            f"this gateway (epoch {epoch}) no longer owns the database (epoch {found_epoch})"
+        )
 
 
 def _refused(where: str) -> Unavailable:
@@ -34,14 +73,109 @@ def _refused(where: str) -> Unavailable:
 
 class GatewayLock:
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._file: IO[str] | None = None
         self._connection: psycopg.Connection[Any] | None = None
+        self.deposed_for_good = False
+        self._checking = threading.Lock()  # alive and ensure_owner run on worker threads
         if engine.dialect.name == "sqlite":
             database = engine.url.database
             assert database
             self._lock_file(Path(database + ".gateway-lock"))
         else:
             self._lock_postgres(engine)
+        try:
+            self.epoch = self._take_epoch(expected=None)
+        except BaseException:
+            self.release()
+            raise
+        assert self.epoch >= 1
+
+    def _take_epoch(self, *, expected: int | None) -> int:
+        """Add one to the owner's epoch and return it; with ``expected``, only if the epoch
+        is still that (nobody owned the database meanwhile), else 0."""
+        holder = f"{socket.gethostname()} pid {os.getpid()}"[:200]
+        now = time.time_ns() // 1_000_000
+        with write_transaction(self._engine) as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO gateway_owner (name, epoch, holder, taken_at_ms)"
+                    " VALUES (:name, 0, :holder, :now) ON CONFLICT (name) DO NOTHING"
+                ),
+                {"name": OWNER_ROW, "holder": holder, "now": now},
+            )
+            condition = "" if expected is None else " AND epoch = :expected"
+            row = connection.execute(
+                text(
+                    "UPDATE gateway_owner SET epoch = epoch + 1, holder = :holder,"
+                    f" taken_at_ms = :now WHERE name = :name{condition} RETURNING epoch"
+                ),
+                {"name": OWNER_ROW, "holder": holder, "now": now, "expected": expected},
+            ).first()
+        return 0 if row is None else int(row[0])
+
+    def alive(self) -> bool:
+        """Whether the lock is still held (PostgreSQL: its connection still answers)."""
+        with self._checking:
+            return self._alive()
+
+    def _alive(self) -> bool:
+        if self._file is not None:
+            return True
+        connection = self._connection
+        if connection is None or connection.closed:
+            return False
+        try:
+            connection.execute("SELECT 1")
+        except psycopg.Error:
+            with contextlib.suppress(psycopg.Error):
+                connection.close()
+            self._connection = None
+            return False
+        return True
+
+    def ensure_owner(self) -> bool:
+        """Whether this gateway owns the database now, taking the lock again if it was lost
+        and nobody owned the database meanwhile (on a worker thread)."""
+        with self._checking:
+            return self._ensure_owner()
+
+    def _ensure_owner(self) -> bool:
+        if self.deposed_for_good:
+            return False
+        if self._alive():
+            with self._engine.connect() as connection:
+                found = connection.execute(
+                    text("SELECT epoch FROM gateway_owner WHERE name = :name"), {"name": OWNER_ROW}
+                ).first()
+            if found is not None and int(found[0]) == self.epoch:
+                return True
+            self._give_up(found)
+            return False
+        try:
+            self._lock_postgres(self._engine)
+        except (Unavailable, psycopg.Error) as exc:
+            log.warning("the database's owner lock is not ours yet: %s", exc)
+            return False
+        epoch = self._take_epoch(expected=self.epoch)
+        if not epoch:
+            self._give_up(None)
+            return False
+        log.warning("took the database's owner lock again (epoch %d -> %d)", self.epoch, epoch)
+        self.epoch = epoch
+        return True
+
+    def _give_up(self, found: Any) -> None:
+        """Another gateway owned the database meanwhile: balances and holds in this one's
+        memory are stale, so it never serves priced requests again (restart it)."""
+        self.deposed_for_good = True
+        log.error(
+            "another gateway owned this database after this one (epoch %d, now %s): refusing"
+            " priced requests until this gateway is restarted",
+            self.epoch,
+            "unknown" if found is None else int(found[0]),
+        )
+        self.release()
 
     def _lock_file(self, path: Path) -> None:
         handle = path.open("a+")
@@ -60,7 +194,9 @@ class GatewayLock:
 
     def _lock_postgres(self, engine: Engine) -> None:
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        connection = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+        connection = psycopg.connect(
+            conninfo, autocommit=True, connect_timeout=5, application_name=LOCK_APPLICATION_NAME
+        )
         row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_ID,)).fetchone()
         if not row or not row[0]:
             connection.close()

@@ -148,6 +148,17 @@ ledger_balances = Table(
     ),
 )
 
+# The fencing token of the one gateway that owns the database (store/ownership.py): each new
+# owner adds one to ``epoch``; a group commit whose epoch is not this one's fails.
+gateway_owner = Table(
+    "gateway_owner",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("taken_at_ms", BigInteger, nullable=False),
+)
+
 prices = Table(
     "prices",
     metadata,

@@ -1,0 +1,136 @@
+"""One owner per database stays one owner when PostgreSQL drops the owner's lock
+(``pg_terminate_backend`` of its connection): a deposed gateway's commits are refused by the
+fencing token, it answers 503 with Retry-After instead of serving, and two gateways never
+both spend; a gateway whose lock dropped with nobody taking its place takes it back."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import live_gateway, private_pg_database
+from tests.integration.test_billing import (
+    admin_client,
+    chat_body,
+    post_chat,
+    priced_config,
+    top_up,
+)
+from tokenmill.billing.audit import run_audit
+from tokenmill.store.ownership import LOCK_APPLICATION_NAME, GatewayLock
+
+pytestmark = pytest.mark.postgres
+FUNDS_NANO = 10**12
+
+
+def terminate_owner_lock(database_url: str) -> int:
+    """Kill the backend that holds the owner's advisory lock; returns how many were killed."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            (LOCK_APPLICATION_NAME,),
+        ).fetchall()
+    return len(rows)
+
+
+def wait_for_status(live_url: str, secret: str, status: int, within_s: float) -> httpx.Response:
+    deadline = time.monotonic() + within_s
+    while True:
+        response = post_chat_at(live_url, secret)
+        if response.status_code == status:
+            return response
+        assert time.monotonic() < deadline, f"still {response.status_code}: {response.text}"
+        time.sleep(0.05)
+
+
+def post_chat_at(url: str, secret: str) -> httpx.Response:
+    return httpx.post(
+        url + "/v1/chat/completions",
+        content=chat_body(8),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+
+
+class TestFencing:
+    def test_a_deposed_gateway_never_commits_and_never_serves_again(self, tmp_path: Path) -> None:
+        """A's lock is killed and B takes the database: A's next commit is refused (its
+        request is kept in A's spool, not in B's ledger), A then answers 503 with
+        Retry-After, also after B stops; B serves; the audit finds no breach."""
+        with private_pg_database() as url:
+            with live_gateway(url, priced_config(), tmp_path / "a") as a, admin_client(a) as admin:
+                secret, _, account_id = a.new_key("acme")
+                top_up(admin, account_id, FUNDS_NANO)
+                a.wait_for_key(secret)
+                time.sleep(0.3)  # the top-up reaches A's balances
+                assert post_chat(a, secret, chat_body(8)).status_code == 200
+                assert terminate_owner_lock(url) == 1
+                # Another owner takes the database at once, as a second gateway starting does.
+                usurper = GatewayLock(a.db)
+                fenced = post_chat(a, secret, chat_body(8))
+                refused = wait_for_status(a.url, secret, 503, within_s=5)
+                assert refused.headers.get("retry-after")
+                usurper.release()
+                with live_gateway(url, priced_config(), tmp_path / "b") as b:
+                    assert post_chat(a, secret, chat_body(8)).status_code == 503
+                    assert post_chat(b, secret, chat_body(8)).status_code == 200
+                    with b.db.connect() as connection:
+                        ids = {
+                            row[0]
+                            for row in connection.exec_driver_sql(
+                                "SELECT request_id FROM usage_records"
+                            )
+                        }
+                    if fenced.status_code == 200:
+                        assert fenced.headers["x-request-id"] not in ids
+                time.sleep(2.5)  # B is gone: A may retry, and must still refuse
+                assert post_chat(a, secret, chat_body(8)).status_code == 503
+                report = run_audit(a.db)
+            assert report.ok, report.breaches
+
+    def test_a_lock_dropped_under_load_is_taken_back_and_every_answer_billed_once(
+        self, tmp_path: Path
+    ) -> None:
+        """The lock's connection killed while 4 clients send requests: requests get 200 or
+        503 (never two owners), the gateway serves again within seconds, and every 200 is
+        in the ledger exactly once."""
+        with private_pg_database() as url:
+            with live_gateway(url, priced_config(), tmp_path) as live, admin_client(live) as admin:
+                secret, _, account_id = live.new_key("acme")
+                top_up(admin, account_id, FUNDS_NANO)
+                time.sleep(0.3)
+                stop_at = time.monotonic() + 4.0
+
+                def client() -> list[httpx.Response]:
+                    answers = []
+                    while time.monotonic() < stop_at:
+                        answers.append(post_chat_at(live.url, secret))
+                    return answers
+
+                with ThreadPoolExecutor(4) as pool:
+                    futures = [pool.submit(client) for _ in range(4)]
+                    time.sleep(0.8)
+                    assert terminate_owner_lock(url) == 1
+                    answers = [answer for future in futures for answer in future.result()]
+                statuses = {answer.status_code for answer in answers}
+                assert statuses <= {200, 503}, statuses
+                wait_for_status(live.url, secret, 200, within_s=5)
+                time.sleep(0.5)
+                served = [a.headers["x-request-id"] for a in answers if a.status_code == 200]
+                with live.db.connect() as connection:
+                    charged = {
+                        row[0]: row[1]
+                        for row in connection.exec_driver_sql(
+                            "SELECT reference, count(*) FROM transfers WHERE kind = 'usage'"
+                            " GROUP BY reference"
+                        )
+                    }
+                assert all(charged.get(request_id) == 1 for request_id in served)
+                report = run_audit(live.db)
+            assert report.ok, report.breaches
