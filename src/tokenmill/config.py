@@ -40,6 +40,7 @@ class Limits(_Frozen):
     """System bounds, each with its unit; documented in docs/limits.md."""
 
     request_body_bytes_max: int = Field(4 * 1024 * 1024, ge=1024)
+    admin_body_bytes_max: int = Field(1024 * 1024, ge=1024)
     output_tokens_max: int = Field(32768, ge=1)
     messages_count_max: int = Field(2048, ge=1)
     stop_count_max: int = Field(4, ge=1)

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from tokenmill.api.admin_routes import create_admin_app
+from tokenmill.api.body_guard import BodyGuard
 from tokenmill.api.dashboard_routes import dashboard_routes
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
@@ -46,7 +47,7 @@ class GatewayApp:
             "/v1/completions": OpenAIEndpoint(gateway, "completions"),
             "/v1/embeddings": OpenAIEndpoint(gateway, "embeddings"),
         }
-        self._router = _router(gateway)
+        self._router = BodyGuard(_router(gateway), gateway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

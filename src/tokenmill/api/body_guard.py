@@ -1,0 +1,86 @@
+"""What a stranger can make the gateway read, on every route but the OpenAI POST endpoints
+(those bound their bodies themselves, in ``request_path.read_body``).
+
+* The admin API checks its bearer token before it reads a byte of a body: an unauthenticated
+  POST of 50 MB costs a hash lookup, not 50 MB of memory and a JSON parse.
+* Every body is read here, whole, up to ``Limits.admin_body_bytes_max`` (413 past it, as
+  soon as the Content-Length or the bytes received say so), and handed to the route as one
+  message: no route ever sees more than the bound.
+"""
+
+from __future__ import annotations
+
+from tokenmill.access.keys import hash_secret
+from tokenmill.api.error_json import JSON_TYPE, Message, Receive, Scope, Send, error_body
+from tokenmill.api.gateway import Gateway
+from tokenmill.api.request_path import read_body
+from tokenmill.errors import AuthenticationFailed, TokenmillError
+
+ADMIN_PREFIX = "/admin/"
+ADMIN_PUBLIC = frozenset({"/admin/v1/openapi.json", "/admin/v1/docs"})  # GET, no body
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def admin_token_problem(scope: Scope, actors: dict[str, str]) -> AuthenticationFailed | None:
+    """Why the request may not use the admin API (None: its bearer token is an admin's)."""
+    authorization = b""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.")
+    if hash_secret(token.strip()) not in actors:
+        return AuthenticationFailed("Incorrect admin token.")
+    return None
+
+
+class BodyGuard:
+    def __init__(self, app: object, gateway: Gateway) -> None:
+        self._app = app
+        self._gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        assert callable(app)
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        try:
+            if path.startswith(ADMIN_PREFIX) and path not in ADMIN_PUBLIC:
+                problem = admin_token_problem(scope, self._gateway.admin_actors)
+                if problem is not None:
+                    raise problem
+            if method not in BODILESS_METHODS:
+                limit = self._gateway.limits.admin_body_bytes_max
+                body = await read_body(scope, receive, limit)
+                receive = _replay(body, receive)
+        except TokenmillError as error:
+            await _send_error(send, error)
+            return
+        await app(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives ``body`` once, then whatever the client sends next (its
+    disconnect)."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _send_error(send: Send, error: TokenmillError) -> None:
+    body = error_body(error)
+    headers = [JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    if isinstance(error, AuthenticationFailed):
+        headers.append((b"www-authenticate", b'Bearer realm="tokenmill-admin"'))
+    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
