@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.money_routes import balance_out
-from tokenmill.api.openai_routes import error_response, json_response
+from tokenmill.api.openai_routes import error_response, html_response, json_response
 from tokenmill.api.request_path import authenticate
 from tokenmill.billing import periods
 from tokenmill.billing.statements import build_statement
@@ -59,7 +59,7 @@ def render(statement_format: str | None, statement: Statement) -> Response:
     if statement_format == "csv":
         return Response(statement_csv(statement), media_type="text/csv; charset=utf-8")
     if statement_format == "html":
-        return Response(statement_html(statement), media_type="text/html; charset=utf-8")
+        return html_response(statement_html(statement))
     raise InvalidRequest("'format' must be json, csv or html", param="format")
 
 

@@ -33,6 +33,7 @@ from tokenmill.api.money_wire import (
     transfer_out,
     utc_time,
 )
+from tokenmill.api.openai_routes import html_response
 from tokenmill.billing import periods
 from tokenmill.billing import service as billing
 from tokenmill.billing.margins import GROUPS, MarginRow, margin_csv, margin_json, margin_report
@@ -246,7 +247,7 @@ def _period_routes(app: FastAPI, gateway: Gateway) -> None:
         if format == "html":
             account = await run_in_threadpool(service.find_account, db, invoice.account_id)
             page = invoice_html(invoice, account.name, credited)
-            return Response(page, media_type="text/html; charset=utf-8")
+            return html_response(page)
         return invoice_json(invoice, credited)
 
     @app.post("/invoices/{number}/credit-notes", status_code=201, response_model=dict[str, Any])
@@ -283,7 +284,7 @@ def _report_routes(app: FastAPI, gateway: Gateway) -> None:
         if format == "csv":
             return Response(statement_csv(found), media_type="text/csv; charset=utf-8")
         if format == "html":
-            return Response(statement_html(found), media_type="text/html; charset=utf-8")
+            return html_response(statement_html(found))
         return statement_json(found)
 
     @app.get("/reports/revenue", dependencies=[admin], response_model=list[dict[str, Any]])

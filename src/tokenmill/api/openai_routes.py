@@ -31,6 +31,19 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(json_codec.dumps(body), status_code=status, media_type="application/json")
 
 
+# HTML pages (statements, invoices) are printable documents: no script, nothing loaded from
+# elsewhere, never framed, and never sniffed as another type.
+HTML_HEADERS = {
+    "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:;"
+    " base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+}
+
+
+def html_response(page: str) -> Response:
+    return Response(page, media_type="text/html; charset=utf-8", headers=HTML_HEADERS)
+
+
 def error_response(error: TokenmillError) -> Response:
     response = json_response(error.to_body(), error.http_status)
     if error.retry_after_s is not None:

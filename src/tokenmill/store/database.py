@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,10 +51,25 @@ def open_engine(url: str, *, sqlite_synchronous: str = "NORMAL", migrate: bool =
     return engine
 
 
+def make_private_file(path: Path) -> None:
+    """Create ``path`` (and any missing folders above it) private to its owner: folders 0700,
+    the file 0600. The whole business, ledger included, is in this file; SQLite gives its
+    WAL and shared-memory files the database file's permissions."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def _sqlite_engine(url: str, synchronous: str) -> Engine:
     path = url.split(":///", 1)[1] if ":///" in url else ""
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private_file(Path(path))
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")

@@ -42,10 +42,15 @@ Entry = tuple[UsageRecord, tuple[Transfer, ...]]
 REPLAY_CHUNK_COUNT = 500  # requests per replay transaction
 
 
+def _private(path: str, flags: int) -> int:
+    """Open the spool private to its owner (0600): it holds the usage of every account."""
+    return os.open(path, flags, 0o600)
+
+
 class UsageSpool:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._cut_torn_tail()
 
     def _cut_torn_tail(self) -> None:
@@ -70,7 +75,7 @@ class UsageSpool:
             for record, transfers in entries
         )
         created = not self.path.exists()
-        with open(self.path, "ab") as handle:
+        with open(self.path, "ab", opener=_private) as handle:
             handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
