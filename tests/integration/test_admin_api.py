@@ -270,7 +270,8 @@ class TestKeys:
             headers=headers,
             json={"model": "sim-embed", "input": "hi"},
         )
-        assert refused.status_code == 403
+        assert refused.status_code == 404  # as if it did not exist: the key learns nothing
+        assert refused.json()["error"]["code"] == "model_not_found"
 
     def test_an_allow_list_with_an_unknown_model_answers_400(self, admin: httpx.Client) -> None:
         """A key for a model the gateway does not serve is refused; no key is made."""

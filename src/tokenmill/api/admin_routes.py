@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from tokenmill.access import service
 from tokenmill.api.admin_auth import ADMIN, Actor
+from tokenmill.api.admin_spec import admin_openapi
 from tokenmill.api.fleet_routes import fleet_routes
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.limit_routes import rate_limit_routes
@@ -171,6 +172,7 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error)
 
     app.state.admin_actors = gateway.admin_actors
+    app.openapi = lambda: admin_openapi(app)  # type: ignore[method-assign]
     _account_routes(app, gateway, ADMIN)
     _key_routes(app, gateway, ADMIN)
     _usage_routes(app, gateway, ADMIN)
