@@ -5,12 +5,15 @@ OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` with ``http_s
 
     TokenmillError
     ├── InvalidRequest        400  invalid_request_error
+    │   └── MethodNotAllowed  405  (with an Allow header)
     ├── AuthenticationFailed  401  authentication_error
     ├── InsufficientFunds     402  insufficient_quota
     ├── PermissionDenied      403  permission_error
     ├── NotFound              404  not_found_error
+    ├── RequestTimeout        408  invalid_request_error (the request head came too slowly)
     ├── Conflict              409  conflict_error
     ├── PayloadTooLarge       413  invalid_request_error
+    ├── HeadersTooLarge       431  invalid_request_error
     ├── Unprocessable         422  invalid_request_error
     ├── RateLimited           429  rate_limit_error
     ├── UpstreamError         502  upstream_error
@@ -66,6 +69,24 @@ class InvalidRequest(TokenmillError):
     type = "invalid_request_error"
 
 
+class MethodNotAllowed(InvalidRequest):
+    """An OpenAI path asked with a method it does not serve: 405, with an ``Allow`` header."""
+
+    http_status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
+        assert allowed
+        super().__init__(
+            f"Invalid method for URL ({method[:16]} {path[:200]}); use {' or '.join(allowed)}."
+        )
+        self.allowed = allowed
+
+    @property
+    def allow_header(self) -> tuple[bytes, bytes]:
+        return (b"allow", ", ".join(self.allowed).encode())
+
+
 class ConfigurationError(InvalidRequest):
     """A configuration file or setting is wrong; ``param`` names the field."""
 
@@ -106,6 +127,18 @@ class PayloadTooLarge(TokenmillError):
     http_status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RequestTimeout(TokenmillError):
+    http_status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class HeadersTooLarge(TokenmillError):
+    http_status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
 
 
 class Unprocessable(TokenmillError):

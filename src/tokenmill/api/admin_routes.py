@@ -163,7 +163,8 @@ def create_admin_app(gateway: Gateway) -> FastAPI:
         if error.status_code == 404:
             return _error_json(NotFound("No such admin route."))
         body = InvalidRequest(str(error.detail)).to_body()
-        return JSONResponse(body, status_code=error.status_code)
+        # Starlette's own headers (Allow on a 405) go out with the error.
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     app.add_exception_handler(TokenmillError, tokenmill_error)
     app.add_exception_handler(OperationalError, store_unavailable)

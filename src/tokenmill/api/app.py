@@ -34,7 +34,7 @@ from tokenmill.api.openai_routes import (
 )
 from tokenmill.api.request_path import OpenAIEndpoint
 from tokenmill.config import Settings
-from tokenmill.errors import InvalidRequest, NotFound
+from tokenmill.errors import InvalidRequest, MethodNotAllowed, NotFound
 
 log = logging.getLogger("tokenmill.api")
 
@@ -91,15 +91,14 @@ def _router(gateway: Gateway) -> Starlette:
         finally:
             await gateway.stop()
 
-    async def http_error(_request: Request, error: Exception) -> Response:
+    async def http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         if error.status_code == 404:
             return error_response(NotFound("Unknown path.", code="unknown_url"))
         if error.status_code == 405:
-            failure = InvalidRequest("Method not allowed on this path.", code="method_not_allowed")
-            response = error_response(failure)
-            response.status_code = 405
-            return response
+            allowed = (error.headers or {}).get("Allow", "GET")
+            methods = tuple(method.strip() for method in allowed.split(","))
+            return error_response(MethodNotAllowed(request.method, request.url.path, methods))
         return error_response(InvalidRequest(str(error.detail)))
 
     return Starlette(

@@ -20,9 +20,8 @@ from starlette.types import Receive, Scope, Send
 from tokenmill import json_codec
 from tokenmill.access.keys import Grant, may_use_model, unknown_model
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.openai_wire import MethodNotAllowed
 from tokenmill.api.request_path import authenticate
-from tokenmill.errors import TokenmillError, Unavailable
+from tokenmill.errors import MethodNotAllowed, TokenmillError, Unavailable
 
 log = logging.getLogger("tokenmill.api")
 

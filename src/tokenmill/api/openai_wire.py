@@ -62,24 +62,6 @@ CHAT_FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
 )
 
 
-class MethodNotAllowed(InvalidRequest):
-    """An OpenAI path asked with a method it does not serve: 405, with an ``Allow`` header."""
-
-    http_status = 405
-    code = "method_not_allowed"
-
-    def __init__(self, method: str, path: str, allowed: tuple[str, ...]) -> None:
-        assert allowed
-        super().__init__(
-            f"Invalid method for URL ({method[:16]} {path[:200]}); use {' or '.join(allowed)}."
-        )
-        self.allowed = allowed
-
-    @property
-    def allow_header(self) -> tuple[bytes, bytes]:
-        return (b"allow", ", ".join(self.allowed).encode())
-
-
 @dataclass(frozen=True)
 class ParsedRequest:
     endpoint: Endpoint

@@ -35,11 +35,12 @@ from tokenmill.api.error_json import (
     sse_event,
 )
 from tokenmill.api.fleet_router import ClientGone, monotonic_ms
-from tokenmill.api.openai_wire import PARSERS, MethodNotAllowed, ParsedRequest, decode_json
+from tokenmill.api.openai_wire import PARSERS, ParsedRequest, decode_json
 from tokenmill.engines.base import Backend, Endpoint, EngineCall, StreamPart
 from tokenmill.errors import (
     AuthenticationFailed,
     InvalidRequest,
+    MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
     TokenmillError,
