@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from tokenmill.access import service
 from tokenmill.api.app import create_app
+from tokenmill.api.http_protocol import server_options
 from tokenmill.config import Settings, parse_config
 from tokenmill.errors import NotFound
 from tokenmill.store.database import open_engine
@@ -182,7 +183,7 @@ def live_gateway(database_url: str, config: dict[str, Any], home: Path) -> Itera
     app = create_app(settings)
     db = open_engine(database_url, migrate=False)
     try:
-        with ServerThread(app) as server:
+        with ServerThread(app, **server_options(settings.config.limits)) as server:
             gateway = LiveGateway(server.url, database_url, admin, db)
             yield gateway
     finally:

@@ -41,6 +41,11 @@ class Limits(_Frozen):
 
     request_body_bytes_max: int = Field(4 * 1024 * 1024, ge=1024)
     admin_body_bytes_max: int = Field(1024 * 1024, ge=1024)
+    header_bytes_max: int = Field(32 * 1024, ge=1024, le=16 * 1024 * 1024)
+    header_count_max: int = Field(100, ge=8, le=10_000)
+    request_head_s_max: float = Field(10.0, gt=0, le=3600)
+    keep_alive_idle_s_max: float = Field(65.0, gt=0, le=3600)
+    connections_count_max: int = Field(10_000, ge=1)
     output_tokens_max: int = Field(32768, ge=1)
     messages_count_max: int = Field(2048, ge=1)
     stop_count_max: int = Field(4, ge=1)

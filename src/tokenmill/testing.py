@@ -53,7 +53,8 @@ def free_port() -> int:
 class ServerThread:
     """An ASGI app served by uvicorn on 127.0.0.1 in a daemon thread (a context manager)."""
 
-    def __init__(self, app: ASGIApp, *, port: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, port: int | None = None, **options: Any) -> None:
+        """``options`` go to uvicorn's Config (the gateway's own: ``server_options``)."""
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -63,6 +64,7 @@ class ServerThread:
             lifespan="on",
             loop="asyncio",
             timeout_graceful_shutdown=5,
+            **options,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)

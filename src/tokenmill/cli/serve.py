@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import signal
 import sys
 from typing import Annotated
@@ -14,9 +15,22 @@ import uvicorn
 from tokenmill.access import service
 from tokenmill.access.service import FirstStart
 from tokenmill.api.app import create_app
+from tokenmill.api.http_protocol import server_options
 from tokenmill.cli.common import DatabaseOption, HomeOption, run
 from tokenmill.config import DEFAULT_PORT, Settings, resolve_settings
 from tokenmill.store.database import open_engine
+
+
+def raise_open_files_limit(connections_count_max: int) -> None:
+    """Let the process open as many sockets as it may serve connections (plus the store,
+    upstreams and logs): a soft limit of 1024 would refuse connections long before the
+    cap, with errors instead of 503s."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections_count_max + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def banner(first: FirstStart, settings: Settings) -> str:
@@ -109,12 +123,14 @@ def serve(
     # uvicorn drains on SIGTERM, then raises the signal again for the previous handler; a
     # no-op handler there lets a drained gateway exit 0, as a supervisor expects.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    limits = settings.config.limits
+    raise_open_files_limit(limits.connections_count_max)
     uvicorn.run(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        **server_options(limits),
         lifespan="on",
         log_level=log_level,
         access_log=False,
