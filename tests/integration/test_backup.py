@@ -23,8 +23,9 @@ from tests.conftest import LiveGateway, gateway_config, live_gateway, private_pg
 from tokenmill.access import service
 from tokenmill.billing.audit import run_audit
 from tokenmill.billing.service import move_funds
-from tokenmill.store.backup import libpq, pg_restore_command
+from tokenmill.store.backup import fence_command, libpq, pg_restore_command
 from tokenmill.store.database import open_engine, write_transaction
+from tokenmill.store.ownership import GatewayLock
 
 TOKENMILL = str(Path(sys.executable).with_name("tokenmill"))
 NANO = 1_000_000_000
@@ -273,6 +274,9 @@ class TestPostgres:
         """tokenmill backup runs pg_dump into a 0600 archive; the pg_restore command it names
         takes the database back to it (a later top-up is gone), and the audit passes."""
         business(pg_url, "acme", 5 * NANO)
+        owner_engine = open_engine(pg_url)
+        GatewayLock(owner_engine).release()  # an owner before the dump: epoch 1
+        owner_engine.dispose()
         archive = tmp_path / "tokenmill.dump"
         done = tokenmill("backup", str(archive), "--database-url", pg_url, umask=0)
         assert done.returncode == 0, done.stderr
@@ -295,14 +299,25 @@ class TestPostgres:
             check=False,
         )
         assert restored.returncode == 0, restored.stderr
+        fenced = subprocess.run(
+            fence_command(pg_url),
+            capture_output=True,
+            text=True,
+            env=dict(os.environ) | libpq(pg_url)[1],
+            timeout=60,
+            check=False,
+        )
+        assert fenced.returncode == 0, fenced.stderr
         engine = open_engine(pg_url)
         try:
             with engine.connect() as connection:
                 ids = {row[0] for row in connection.execute(text("SELECT id FROM transfers"))}
+                epoch = connection.execute(text("SELECT epoch FROM gateway_owner")).scalar()
             report = run_audit(engine)
         finally:
             engine.dispose()
         assert ids == {"idem:acme"}
+        assert epoch == 2  # a gateway left running at epoch 1 is fenced
         assert report.ok, report.breaches
 
     def test_restore_on_postgres_names_pg_restore_and_changes_nothing(

@@ -158,7 +158,9 @@ def postgres_advice(url: str, file: Path) -> str:
     lines = [
         f"  back up:  {shlex.join(backups.pg_dump_command(url, file))}",
         f"  restore:  {shlex.join(backups.pg_restore_command(url, file))}",
-        "            (stop every gateway first; then check it: tokenmill audit)",
+        f"            {shlex.join(backups.fence_command(url))}",
+        "            (stop every gateway first; the second command fences any left running;"
+        " then check it: tokenmill audit)",
         "  or the whole server, for point-in-time recovery (needs REPLICATION):",
         f"            {shlex.join(base)}",
     ]

@@ -361,6 +361,12 @@ def pg_restore_command(url: str, archive: Path) -> list[str]:
     return ["pg_restore", *PG_RESTORE_OPTIONS, "--dbname", libpq(url)[0], str(archive)]
 
 
+def fence_command(url: str) -> list[str]:
+    """After a restore: add one to the owner's epoch, so a gateway left running from before
+    it (with the balances and holds of before in memory) can commit nothing more."""
+    return ["psql", libpq(url)[0], "-c", "UPDATE gateway_owner SET epoch = epoch + 1"]
+
+
 def pg_basebackup_command(url: str, folder: Path) -> list[str]:
     return ["pg_basebackup", "--dbname", libpq(url)[0], "--pgdata", str(folder), *PG_BASE_OPTIONS]
 
