@@ -63,6 +63,9 @@ LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held b
 # the WAL to a few MB.
 CHECKPOINT_COMMITS_COUNT = 100
 CHECKPOINT_RECORDS_COUNT = 2000
+CHECKPOINT_WAIT_S_MAX = (
+    0.2  # the longest a RESTART checkpoint waits for readers (and stalls commits)
+)
 LOCK_PAUSE_S_MAX = 0.005  # the longest sleep between two tries for a lock held elsewhere
 RECOVERY_INTERVAL_S = 1.0  # while the store is down, how often a replay of the spool is tried
 
@@ -279,6 +282,7 @@ class _SqliteWriter:
         self._records_since_checkpoint = 0
         self._commits_since_checkpoint = 0
         self._checkpointing: asyncio.Future[bool] | None = None
+        self._busy_count = 0  # checkpoints in a row that found the WAL busy
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -303,27 +307,43 @@ class _SqliteWriter:
         if not due or running:
             return
         self._records_since_checkpoint = self._commits_since_checkpoint = 0
-        loop = asyncio.get_running_loop()
-        self._checkpointing = loop.run_in_executor(None, self._checkpoint)
         if last is not None and not last.result():
+            self._busy_count += 1
+        elif last is not None:
+            self._busy_count = 0
+        loop = asyncio.get_running_loop()
+        if self._busy_count >= 2:
+            # Busy even with commits paused: a reader holds an old snapshot (a backup, a long
+            # report), which RESTART would wait on while holding the write lock. Copy what
+            # can be copied without blocking until it is gone.
+            self._checkpointing = loop.run_in_executor(None, self._checkpoint, "PASSIVE")
+            return
+        self._checkpointing = loop.run_in_executor(None, self._checkpoint, "RESTART")
+        if self._busy_count == 1:
             # The last one lost the race with our own commits (busy): this one runs with the
             # commits paused, so the WAL stays bounded however steady the stream of commits.
             await self._checkpointing
 
-    def _checkpoint(self) -> bool:
-        """Copy the WAL into the database and restart it (on a worker thread).
+    def _checkpoint(self, mode: str) -> bool:
+        """Copy the WAL into the database, and with RESTART start it over (on a worker
+        thread); True when nothing was left busy.
 
         RESTART holds the write lock while it copies, so the WAL starts over instead of
         growing under a steady stream of commits; meanwhile the writer finds the lock taken
-        and retries with short sleeps (``_write``), so the event loop never waits on it.
+        and retries with short sleeps (``_write``), so the event loop never waits on it. Its
+        wait for readers is bounded by ``CHECKPOINT_WAIT_S_MAX``; PASSIVE never waits.
         """
+        assert mode in ("RESTART", "PASSIVE")
+        wait_s = CHECKPOINT_WAIT_S_MAX if mode == "RESTART" else 0.0
         try:
-            with contextlib.closing(sqlite3.connect(self._path, timeout=1.0)) as connection:
-                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            with contextlib.closing(sqlite3.connect(self._path, timeout=wait_s)) as connection:
+                busy, log_pages, copied_pages = connection.execute(
+                    f"PRAGMA wal_checkpoint({mode})"
+                ).fetchone()
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed, retried with commits paused: %s", exc)
             return False
-        return not busy
+        return not busy and (mode == "RESTART" or log_pages == copied_pages)
 
     async def _write(self, batch: _Batch) -> None:
         deadline = time.monotonic() + LOCK_WAIT_S_MAX
