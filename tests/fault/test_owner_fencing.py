@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import Engine
 
 from tests.conftest import live_gateway, private_pg_database
 from tests.integration.test_billing import (
@@ -22,7 +23,14 @@ from tests.integration.test_billing import (
     top_up,
 )
 from tokenmill.billing.audit import run_audit
-from tokenmill.store.ownership import LOCK_APPLICATION_NAME, GatewayLock
+from tokenmill.billing.service import move_funds
+from tokenmill.errors import Unavailable
+from tokenmill.store.ownership import (
+    LOCK_APPLICATION_NAME,
+    GatewayLock,
+    gateway_running,
+    owned_meanwhile,
+)
 
 pytestmark = pytest.mark.postgres
 FUNDS_NANO = 10**12
@@ -132,5 +140,50 @@ class TestFencing:
                         )
                     }
                 assert all(charged.get(request_id) == 1 for request_id in served)
+                report = run_audit(live.db)
+            assert report.ok, report.breaches
+
+
+def debit_without_the_gateway(engine: Engine, account_id: str) -> None:
+    """What ``tokenmill accounts adjust ACCOUNT -1.00`` does when no gateway holds the lock."""
+    if gateway_running(engine):  # as the CLI would, it goes through the gateway instead
+        raise Unavailable("the gateway holds its lock again")
+    with owned_meanwhile(engine):
+        move_funds(
+            engine,
+            account_id,
+            -(10**9),
+            kind="adjustment",
+            idempotency_key="cli-debit",
+            actor="cli:test",
+        )
+
+
+class TestMoneyWithoutAGateway:
+    def test_a_debit_made_in_the_lock_drop_window_fences_the_gateway(self, tmp_path: Path) -> None:
+        """The lock drops; before the gateway takes it back, a debit is made without it (as
+        the CLI does when no gateway holds the lock): the debit owns the database meanwhile,
+        so the gateway, whose holds the store never saw, refuses to serve instead of racing
+        it; the audit is clean."""
+        with private_pg_database() as url:
+            config = priced_config(change_poll_interval_ms=1000)
+            with live_gateway(url, config, tmp_path) as live, admin_client(live) as admin:
+                secret, _, account_id = live.new_key("acme")
+                top_up(admin, account_id, FUNDS_NANO)
+                time.sleep(0.3)
+                assert post_chat(live, secret, chat_body(8)).status_code == 200
+                for _ in range(3):  # the gateway may take its lock back first: try again
+                    assert terminate_owner_lock(url) == 1
+                    try:
+                        debit_without_the_gateway(live.db, account_id)
+                        break
+                    except Unavailable:
+                        wait_for_status(live.url, secret, 200, within_s=5)
+                else:
+                    raise AssertionError("the gateway always took its lock back first")
+                refused = wait_for_status(live.url, secret, 503, within_s=5)
+                assert refused.headers.get("retry-after")
+                time.sleep(1.5)  # its retries find another owner came: it stays fenced
+                assert post_chat(live, secret, chat_body(8)).status_code == 503
                 report = run_audit(live.db)
             assert report.ok, report.breaches

@@ -4,6 +4,7 @@ budget, limits, subscribe, transfers, statement."""
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,7 +52,7 @@ from tokenmill.retail.ledger import Transfer
 from tokenmill.retail.statements import month_of, statement_csv, statement_html, statement_json
 from tokenmill.store.accounts import AccountRow
 from tokenmill.store.database import now_ms
-from tokenmill.store.ownership import gateway_running
+from tokenmill.store.ownership import gateway_running, owned_meanwhile
 
 app = typer.Typer(help="Customer accounts.", no_args_is_help=True)
 
@@ -213,17 +214,22 @@ def _move(
                     f" through the running gateway (transfer {shown['id']})"
                 )
             return
-        posted = run(
-            lambda: billing.move_funds(
-                engine,
-                account,
-                amount_nano,
-                kind=kind,
-                idempotency_key=key,
-                actor=cli_actor(),
-                reference=reference,
+        # A debit made here, with no gateway, owns the database meanwhile: a gateway that
+        # lost its lock a moment ago (its holds unknown to the store) is fenced, not raced.
+        with ExitStack() as owned:
+            if amount_nano < 0:
+                run(lambda: owned.enter_context(owned_meanwhile(engine)))
+            posted = run(
+                lambda: billing.move_funds(
+                    engine,
+                    account,
+                    amount_nano,
+                    kind=kind,
+                    idempotency_key=key,
+                    actor=cli_actor(),
+                    reference=reference,
+                )
             )
-        )
         account_id = service.find_account(engine, account).id
         balance = billing.balance_of(engine, account_id)
     shown = {**transfer_json(posted.transfer), "replayed": posted.replayed}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from typing import Annotated, Any
 
 import httpx
@@ -24,7 +25,7 @@ from tokenmill.cli.money import gateway_url as find_gateway_url
 from tokenmill.money import format_amount
 from tokenmill.retail.invoices import period_bounds, previous_period
 from tokenmill.store.database import now_ms
-from tokenmill.store.ownership import gateway_running
+from tokenmill.store.ownership import gateway_running, owned_meanwhile
 
 app = typer.Typer(help="Billing periods.", no_args_is_help=True)
 
@@ -53,14 +54,16 @@ def close_period(
         if gateway_running(engine):
             report = _through_gateway(find_gateway_url(engine, url), admin_token, chosen)
         else:
-            spendable = periods.store_spendable(engine)
-            report = run(
-                lambda: (
-                    periods.close_period(
-                        engine, chosen, actor=cli_actor(), spendable=spendable
-                    ).__dict__
+            with ExitStack() as owned:  # fences a gateway that lost its lock (ownership.py)
+                run(lambda: owned.enter_context(owned_meanwhile(engine)))
+                spendable = periods.store_spendable(engine)
+                report = run(
+                    lambda: (
+                        periods.close_period(
+                            engine, chosen, actor=cli_actor(), spendable=spendable
+                        ).__dict__
+                    )
                 )
-            )
     if as_json:
         print_json(report)
         return

@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +43,7 @@ log = logging.getLogger("tokenmill.store")
 
 ADVISORY_LOCK_ID = 0x746F6B656E6D696C  # "tokenmil"
 LOCK_APPLICATION_NAME = "tokenmill-owner-lock"  # the lock's connection, as PostgreSQL lists it
+SHARED_APPLICATION_NAME = "tokenmill-money-lock"  # a shared holder's (owned_meanwhile)
 OWNER_ROW = "gateway"
 
 
@@ -72,8 +74,11 @@ def _refused(where: str) -> Unavailable:
 
 
 class GatewayLock:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, shared: bool = False) -> None:
+        """Take the database; ``shared``: alongside other shared holders (money operations
+        made without a gateway), never alongside a gateway."""
         self._engine = engine
+        self._shared = shared
         self._file: IO[str] | None = None
         self._connection: psycopg.Connection[Any] | None = None
         self.deposed_for_good = False
@@ -180,24 +185,27 @@ class GatewayLock:
     def _lock_file(self, path: Path) -> None:
         handle = path.open("a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if self._shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             handle.seek(0)
             holder = handle.read().strip() or "unknown process"
             handle.close()
             raise _refused(f"{holder} holds {path}") from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
+        if not self._shared:  # the file names the gateway that holds it
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}\n")
+            handle.flush()
         self._file = handle
 
     def _lock_postgres(self, engine: Engine) -> None:
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        name = SHARED_APPLICATION_NAME if self._shared else LOCK_APPLICATION_NAME
         connection = psycopg.connect(
-            conninfo, autocommit=True, connect_timeout=5, application_name=LOCK_APPLICATION_NAME
+            conninfo, autocommit=True, connect_timeout=5, application_name=name
         )
-        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_ID,)).fetchone()
+        take = "pg_try_advisory_lock_shared" if self._shared else "pg_try_advisory_lock"
+        row = connection.execute(f"SELECT {take}(%s)", (ADVISORY_LOCK_ID,)).fetchone()
         if not row or not row[0]:
             connection.close()
             raise _refused("it holds the PostgreSQL advisory lock")
@@ -212,6 +220,21 @@ class GatewayLock:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+@contextlib.contextmanager
+def owned_meanwhile(engine: Engine) -> Iterator[None]:
+    """Own the database while a money operation runs without a gateway (the CLI's debits and
+    period closes): ``gateway_running`` says no gateway holds the lock, but one may have lost
+    it a moment ago and still serve from memory. Taking the ownership adds one to the epoch,
+    so that gateway's next commit is refused; one that starts meanwhile is refused (503)
+    until the operation is done. Such operations share the database with one another (the
+    ledger's row locks order them), never with a gateway."""
+    lock = GatewayLock(engine, shared=True)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def gateway_running(engine: Engine) -> bool:
