@@ -477,6 +477,7 @@ class TestWithRunningGateway:
                     "model": "sim-chat",
                     "stream": True,
                     "max_tokens": max_tokens,
+                    "ignore_eos": True,  # the sim's text may end well before max_tokens
                     "messages": [{"role": "user", "content": "a long answer, slowly"}],
                 }
             )
@@ -520,6 +521,7 @@ class TestWithRunningGateway:
                 "model": "sim-chat",
                 "stream": True,
                 "max_tokens": 500,
+                "ignore_eos": True,  # in flight for the whole adjustment
                 "messages": [{"role": "user", "content": "a long answer, slowly"}],
             }
             with httpx.stream(
