@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """What the bounded HTTP protocol costs the hot path: the same gateway, served by uvicorn's
-plain httptools protocol and by ``api/http_protocol.py``'s bounded one, side by side.
+plain httptools protocol, by ``api/http_protocol.py``'s bounded one, and by uvicorn's h11
+protocol (the other way to bound a head, ``h11_max_incomplete_event_size``), side by side.
 
 Layout (2-core machine): the gateway alone on core 0, the load client (shared/bench/load.py)
 on core 1. The gateway serves a free sim model at time_scale 0 (the request path minus
 billing, no upstream), so the protocol's share is as large as it can be. Rounds alternate
-plain and bounded (A B A B ...) so drift on a shared machine hits both alike.
+the kinds (A B C A B C ...) so drift on a shared machine hits them alike.
 
   .venv/bin/python bench/http_bounds.py [--rounds 3] [--duration 5] [-c 1,64]
 Prints a markdown table and writes bench/results/http_bounds-<date>.json.
@@ -29,6 +30,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("plain", "bounded", "h11")
 LOAD = ROOT.parent / "shared" / "bench" / "load.py"
 SERVER = """
 import sys, uvicorn
@@ -38,7 +40,10 @@ from tokenmill.api.http_protocol import server_options
 from tokenmill.config import resolve_settings
 settings = resolve_settings(home=sys.argv[2], config_path=sys.argv[1], environ={})
 limits = settings.config.limits
-options = {"http": "httptools"} if sys.argv[4] == "plain" else server_options(limits)
+options = {
+    "plain": {"http": "httptools"},
+    "h11": {"http": "h11", "h11_max_incomplete_event_size": limits.header_bytes_max},
+}.get(sys.argv[4]) or server_options(limits)
 uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[3]), loop="uvloop",
             lifespan="on", log_level="warning", access_log=False, **options)
 """
@@ -117,11 +122,11 @@ def main() -> None:
     levels = [int(level) for level in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="tokenmill-bench-"))
     (work / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    results: dict[str, dict[int, list[dict[str, float]]]] = {"plain": {}, "bounded": {}}
+    results: dict[str, dict[int, list[dict[str, float]]]] = {kind: {} for kind in KINDS}
     try:
         for round_index in range(args.rounds):
-            for kind in ("plain", "bounded"):
-                port = 9300 + round_index * 2 + (kind == "bounded")
+            for kind_index, kind in enumerate(KINDS):
+                port = 9300 + round_index * len(KINDS) + kind_index
                 home = work / f"r{round_index}" / kind
                 server = serve(kind, work / "config.yaml", home, port)
                 try:
@@ -148,29 +153,24 @@ def report(
     args: argparse.Namespace,
 ) -> None:
     rows = []
-    print("| c | plain req/s | bounded req/s | bounded/plain | plain p50 ms | bounded p50 ms |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| c | " + " | ".join(f"{kind} req/s" for kind in KINDS) + " | bounded/plain |"
+        " h11/plain | " + " | ".join(f"{kind} p50 ms" for kind in KINDS) + " |"
+    )
+    print("| ---: " * (2 * len(KINDS) + 3) + "|")
     for level in levels:
-        plain = statistics.median(cell["rps"] for cell in results["plain"][level])
-        bounded = statistics.median(cell["rps"] for cell in results["bounded"][level])
-        p50_plain = statistics.median(cell["latency_ms"]["p50"] for cell in results["plain"][level])
-        p50_bounded = statistics.median(
-            cell["latency_ms"]["p50"] for cell in results["bounded"][level]
-        )
+        rps = {k: statistics.median(c["rps"] for c in results[k][level]) for k in KINDS}
+        p50 = {
+            k: statistics.median(c["latency_ms"]["p50"] for c in results[k][level]) for k in KINDS
+        }
         print(
-            f"| {level} | {plain:.0f} | {bounded:.0f} | {bounded / plain:.3f} |"
-            f" {p50_plain:.3f} | {p50_bounded:.3f} |"
+            f"| {level} | "
+            + " | ".join(f"{rps[k]:.0f}" for k in KINDS)
+            + f" | {rps['bounded'] / rps['plain']:.3f} | {rps['h11'] / rps['plain']:.3f} | "
+            + " | ".join(f"{p50[k]:.3f}" for k in KINDS)
+            + " |"
         )
-        rows.append(
-            {
-                "concurrency": level,
-                "plain_rps": plain,
-                "bounded_rps": bounded,
-                "ratio": bounded / plain,
-                "plain_p50_ms": p50_plain,
-                "bounded_p50_ms": p50_bounded,
-            }
-        )
+        rows.append({"concurrency": level, "rps": rps, "p50_ms": p50})
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
