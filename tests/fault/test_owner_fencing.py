@@ -25,6 +25,7 @@ from tests.integration.test_billing import (
 from tokenmill.billing.audit import run_audit
 from tokenmill.billing.service import move_funds
 from tokenmill.errors import Unavailable
+from tokenmill.store.group_commit import WRITER_APPLICATION_NAME
 from tokenmill.store.ownership import (
     LOCK_APPLICATION_NAME,
     GatewayLock,
@@ -36,15 +37,20 @@ pytestmark = pytest.mark.postgres
 FUNDS_NANO = 10**12
 
 
-def terminate_owner_lock(database_url: str) -> int:
-    """Kill the backend that holds the owner's advisory lock; returns how many were killed."""
+def terminate_backends(database_url: str, application_name: str) -> int:
+    """Kill the backends of ``application_name``; returns how many were killed."""
     with psycopg.connect(database_url, autocommit=True) as connection:
         rows = connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE application_name = %s AND datname = current_database()",
-            (LOCK_APPLICATION_NAME,),
+            (application_name,),
         ).fetchall()
     return len(rows)
+
+
+def terminate_owner_lock(database_url: str) -> int:
+    """Kill the backend that holds the owner's advisory lock; returns how many were killed."""
+    return terminate_backends(database_url, LOCK_APPLICATION_NAME)
 
 
 def wait_for_status(live_url: str, secret: str, status: int, within_s: float) -> httpx.Response:
@@ -185,5 +191,29 @@ class TestMoneyWithoutAGateway:
                 assert refused.headers.get("retry-after")
                 time.sleep(1.5)  # its retries find another owner came: it stays fenced
                 assert post_chat(live, secret, chat_body(8)).status_code == 503
+                report = run_audit(live.db)
+            assert report.ok, report.breaches
+
+
+class TestDeadConnection:
+    def test_a_commit_on_a_dead_connection_is_retried_not_refused(self, tmp_path: Path) -> None:
+        """The usage writer's connection killed between two commits (the database stays up):
+        the next commit retries on a new connection, so no request gets 503 and every one
+        is billed once."""
+        with private_pg_database() as url:
+            with live_gateway(url, priced_config(), tmp_path) as live, admin_client(live) as admin:
+                secret, _, account_id = live.new_key("acme")
+                top_up(admin, account_id, FUNDS_NANO)
+                time.sleep(0.3)
+                answers = [post_chat(live, secret, chat_body(8)) for _ in range(3)]
+                for _ in range(3):
+                    assert terminate_backends(url, WRITER_APPLICATION_NAME) == 1
+                    answers += [post_chat(live, secret, chat_body(8)) for _ in range(3)]
+                assert [answer.status_code for answer in answers] == [200] * len(answers)
+                with live.db.connect() as connection:
+                    charged = connection.exec_driver_sql(
+                        "SELECT count(*) FROM transfers WHERE kind = 'usage'"
+                    ).scalar()
+                assert charged == len(answers)
                 report = run_audit(live.db)
             assert report.ok, report.breaches

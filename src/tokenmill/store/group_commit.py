@@ -63,10 +63,10 @@ LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held b
 # the WAL to a few MB.
 CHECKPOINT_COMMITS_COUNT = 100
 CHECKPOINT_RECORDS_COUNT = 2000
-CHECKPOINT_WAIT_S_MAX = (
-    0.2  # the longest a RESTART checkpoint waits for readers (and stalls commits)
-)
+# The longest a RESTART checkpoint waits for readers, holding the write lock (commits wait).
+CHECKPOINT_WAIT_S_MAX = 0.2
 LOCK_PAUSE_S_MAX = 0.005  # the longest sleep between two tries for a lock held elsewhere
+WRITER_APPLICATION_NAME = "tokenmill-usage-writer"  # its connection, as PostgreSQL lists it
 RECOVERY_INTERVAL_S = 1.0  # while the store is down, how often a replay of the spool is tried
 
 
@@ -429,7 +429,7 @@ class _PostgresWriter:
         records_sql, transfers_sql, balances_sql = self._sql
         if self._connection is None or self._connection.closed:
             self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, connect_timeout=5
+                self._conninfo, connect_timeout=5, application_name=WRITER_APPLICATION_NAME
             )
         async with self._connection.transaction(), self._connection.cursor() as cursor:
             if self._owner is not None:
