@@ -16,14 +16,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.conftest import private_pg_database
 from tokenmill.access import service
 from tokenmill.billing import service as billing
 from tokenmill.billing.audit import run_audit
 from tokenmill.billing.statements import build_statement
-from tokenmill.money import AMOUNT_NANO_MAX
+from tokenmill.errors import InvalidRequest
+from tokenmill.money import AMOUNT_NANO_MAX, BALANCE_NANO_MAX
 from tokenmill.retail.ledger import Transfer, balance_deltas
 from tokenmill.store.database import open_engine, write_transaction
 from tokenmill.store.ledger import cached_balances, post_transfers, recomputed_balances
@@ -105,6 +106,8 @@ class TestWideLedger:
             assert cached.get(account, 0) == expected.get(account, 0)
             assert recomputed.get(account, 0) == expected.get(account, 0)
         assert sum(recomputed.values()) == 0
+        report = run_audit(ledger_store)
+        assert report.ok, report.breaches
 
     def test_a_house_account_past_2_63_keeps_every_nano_unit(self, ledger_store: Engine) -> None:
         """Twenty top-ups of 1e18 + 7 into one house account: -2e19 - 140, exactly, both ways."""
@@ -160,3 +163,34 @@ class TestAccountsPastInt64:
             == 12 * AMOUNT_NANO_MAX
         )
         assert statement.closing_nano == 12 * AMOUNT_NANO_MAX
+
+
+class TestBalanceRange:
+    def test_a_top_up_past_the_balance_range_is_refused_and_stores_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """The house cash account 1 nano-unit short of -1e36: one more top-up would take it
+        past the range a balance is kept in: 400 naming the amount, no transfer, balances
+        as they were."""
+        engine = open_engine(f"sqlite:///{tmp_path / 'edge.db'}")
+        try:
+            account = service.create_account(engine, "edge")
+            high, low = split_balance(-BALANCE_NANO_MAX + 1)
+            with write_transaction(engine) as connection:
+                connection.execute(
+                    text(
+                        "INSERT INTO ledger_balances (account_id, currency, balance_nano_high,"
+                        " balance_nano_low, updated_at_ms) VALUES ('cash:USD', 'USD', :h, :l, 0)"
+                    ),
+                    {"h": high, "l": low},
+                )
+            with pytest.raises(InvalidRequest) as refused:
+                billing.move_funds(
+                    engine, account.id, 5, kind="topup", idempotency_key="edge", actor="t"
+                )
+            assert refused.value.param == "amount"
+            with engine.connect() as connection:
+                assert cached_balances(connection)["cash:USD"] == -BALANCE_NANO_MAX + 1
+                assert recomputed_balances(connection) == {}
+        finally:
+            engine.dispose()
