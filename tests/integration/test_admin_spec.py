@@ -3,9 +3,14 @@ input, in the error shape the API sends."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from tests.conftest import LiveGateway
+from tokenmill.billing.service import check_idempotency_key
+from tokenmill.errors import InvalidRequest
+from tokenmill.money import parse_amount
 
 
 class TestAdminSpec:
@@ -39,3 +44,25 @@ class TestAdminSpec:
         )
         assert answer.status_code == 400
         assert sorted(answer.json()["error"]) == sorted(shape)
+
+    def test_declared_patterns_are_the_ones_the_api_enforces(self, gateway: LiveGateway) -> None:
+        """The spec's amount and idempotency-key patterns accept exactly what the services
+        accept, on a sample of right and wrong values (the services also trim spaces)."""
+        spec = httpx.get(gateway.url + "/admin/v1/openapi.json", timeout=10).json()
+        movement = spec["components"]["schemas"]["MovementIn"]["properties"]
+        amount = movement["amount"]["pattern"]
+        key = movement["idempotency_key"]["pattern"]
+        for text in ("12.50", "-3", "0.000000001", "1e3", "1_000", "1.0000000001", "", "+5", "٣"):
+            try:
+                parse_amount(text, allow_negative=True)
+                accepted = True
+            except InvalidRequest:
+                accepted = False
+            assert bool(re.fullmatch(amount, text)) == accepted, text
+        for text in ("k-1", "A.b_c:d", "", "-starts-with-dash", "x" * 129, "sp ace"):
+            try:
+                check_idempotency_key(text)
+                accepted = True
+            except InvalidRequest:
+                accepted = False
+            assert bool(re.fullmatch(key, text)) == accepted, text

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from tokenmill.api.gateway import Gateway
 from tokenmill.instants import ms_of
@@ -19,13 +20,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The patterns the services enforce (money.parse_amount, billing.service), declared in the
+# OpenAPI spec; the services check them (with their own messages), pydantic does not.
+SIGNED_AMOUNT: JsonDict = {"pattern": r"^-?[0-9]+(\.[0-9]{1,9})?$"}
+AMOUNT: JsonDict = {"pattern": r"^[0-9]+(\.[0-9]{1,9})?$"}
+CURRENCY: JsonDict = {"pattern": r"^[A-Z]{3}$"}
+IDEMPOTENCY_KEY: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
+PERIOD: JsonDict = {"pattern": r"^[0-9]{4}-(0[1-9]|1[0-2])$"}
+
+
 class MovementIn(_Strict):
     amount: str = Field(
-        description="currency units as text, e.g. '12.50'; negative only for an adjustment"
+        description="currency units as text, e.g. '12.50'; negative only for an adjustment",
+        json_schema_extra=SIGNED_AMOUNT,
     )
     kind: Literal["topup", "grant", "refund", "adjustment"] = "topup"
     idempotency_key: str | None = Field(
-        None, description="the same key again applies once; also the Idempotency-Key header"
+        None,
+        description="the same key again applies once; also the Idempotency-Key header",
+        json_schema_extra=IDEMPOTENCY_KEY,
     )
     reference: str | None = Field(None, max_length=200)
 
@@ -54,8 +67,10 @@ class BalanceOut(BaseModel):
 
 
 class TermsIn(_Strict):
-    currency: str | None = None
-    credit_limit: str | None = Field(None, description="postpaid credit limit; '0' for prepaid")
+    currency: str | None = Field(None, json_schema_extra=CURRENCY)
+    credit_limit: str | None = Field(
+        None, description="postpaid credit limit; '0' for prepaid", json_schema_extra=AMOUNT
+    )
 
 
 class SubscribeIn(_Strict):
@@ -63,26 +78,36 @@ class SubscribeIn(_Strict):
 
 
 class CloseIn(_Strict):
-    period: str | None = Field(None, description="YYYY-MM (UTC); default: the previous month")
+    period: str | None = Field(
+        None, description="YYYY-MM (UTC); default: the previous month", json_schema_extra=PERIOD
+    )
 
 
 class CreditIn(_Strict):
-    amount: str
+    amount: str = Field(json_schema_extra=AMOUNT)
     reason: str = Field(min_length=1, max_length=500)
 
 
 class BudgetIn(_Strict):
-    daily: str | None = Field(None, description="per UTC day, e.g. '5.00'; omit or null: none")
-    monthly: str | None = Field(None, description="per UTC month; omit or null: none")
+    daily: str | None = Field(
+        None, description="per UTC day, e.g. '5.00'; omit or null: none", json_schema_extra=AMOUNT
+    )
+    monthly: str | None = Field(
+        None, description="per UTC month; omit or null: none", json_schema_extra=AMOUNT
+    )
 
 
 class PriceIn(_Strict):
     model: str
-    currency: str = "USD"
-    input: str = Field(description="per million input tokens, e.g. '0.20'")
-    output: str = Field("0", description="per million output tokens")
-    cached_input: str | None = Field(None, description="per million cached input tokens")
-    request_fee: str = "0"
+    currency: str = Field("USD", json_schema_extra=CURRENCY)
+    input: str = Field(
+        description="per million input tokens, e.g. '0.20'", json_schema_extra=AMOUNT
+    )
+    output: str = Field("0", description="per million output tokens", json_schema_extra=AMOUNT)
+    cached_input: str | None = Field(
+        None, description="per million cached input tokens", json_schema_extra=AMOUNT
+    )
+    request_fee: str = Field("0", json_schema_extra=AMOUNT)
     effective_from: datetime | None = Field(None, description="ISO 8601; omit for now")
 
 
