@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
-from tokenmill.access.keys import hash_secret
-from tokenmill.api.error_json import JSON_TYPE, Message, Receive, Scope, Send, error_body
+from starlette.types import ASGIApp
+
+from tokenmill.api.admin_auth import admin_actor
+from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.request_path import read_body
 from tokenmill.errors import AuthenticationFailed, TokenmillError
@@ -21,37 +23,20 @@ ADMIN_PUBLIC = frozenset({"/admin/v1/openapi.json", "/admin/v1/docs"})  # GET, n
 BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def admin_token_problem(scope: Scope, actors: dict[str, str]) -> AuthenticationFailed | None:
-    """Why the request may not use the admin API (None: its bearer token is an admin's)."""
-    authorization = b""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            authorization = value
-    scheme, _, token = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return AuthenticationFailed("The admin API needs 'Authorization: Bearer <admin token>'.")
-    if hash_secret(token.strip()) not in actors:
-        return AuthenticationFailed("Incorrect admin token.")
-    return None
-
-
 class BodyGuard:
-    def __init__(self, app: object, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self._app = app
         self._gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = self._app
-        assert callable(app)
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
         try:
             if path.startswith(ADMIN_PREFIX) and path not in ADMIN_PUBLIC:
-                problem = admin_token_problem(scope, self._gateway.admin_actors)
-                if problem is not None:
-                    raise problem
+                admin_actor(_authorization(scope), self._gateway.admin_actors)
             if method not in BODILESS_METHODS:
                 limit = self._gateway.limits.admin_body_bytes_max
                 body = await read_body(scope, receive, limit)
@@ -77,10 +62,16 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
+def _authorization(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return ""
+
+
 async def _send_error(send: Send, error: TokenmillError) -> None:
-    body = error_body(error)
-    headers = [JSON_TYPE, (b"content-length", str(len(body)).encode())]
+    """The error, without a request id: the app's sender stamps every answer with one."""
+    extra = []
     if isinstance(error, AuthenticationFailed):
-        headers.append((b"www-authenticate", b'Bearer realm="tokenmill-admin"'))
-    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+        extra.append((b"www-authenticate", b'Bearer realm="tokenmill-admin"'))
+    await send_error(send, error, None, *extra)

@@ -17,12 +17,14 @@ def error_body(error: TokenmillError) -> bytes:
     return orjson.dumps(error.to_body())
 
 
-def headers_for(request_id: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    return [(b"x-request-id", request_id.encode()), *extra]
+def headers_for(request_id: str | None, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """Response headers; ``request_id`` None where the caller's sender adds it."""
+    stamp = [] if request_id is None else [(b"x-request-id", request_id.encode())]
+    return [*stamp, *extra]
 
 
 async def send_bytes(
-    send: Send, status: int, body: bytes, request_id: str, *extra: tuple[bytes, bytes]
+    send: Send, status: int, body: bytes, request_id: str | None, *extra: tuple[bytes, bytes]
 ) -> None:
     headers = headers_for(request_id, JSON_TYPE, (b"content-length", str(len(body)).encode()))
     headers.extend(extra)
@@ -31,7 +33,7 @@ async def send_bytes(
 
 
 async def send_error(
-    send: Send, error: TokenmillError, request_id: str, *headers: tuple[bytes, bytes]
+    send: Send, error: TokenmillError, request_id: str | None, *headers: tuple[bytes, bytes]
 ) -> None:
     extra = list(headers)
     if error.retry_after_s is not None:

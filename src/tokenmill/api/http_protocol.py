@@ -26,9 +26,9 @@ import asyncio
 from typing import Any
 
 import httptools
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from tokenmill.api.error_json import error_body
 from tokenmill.config import Limits
 from tokenmill.errors import HeadersTooLarge, RequestTimeout, TokenmillError
 
@@ -37,7 +37,7 @@ REASONS = {431: b"Request Header Fields Too Large", 408: b"Request Timeout"}
 
 def raw_error(error: TokenmillError) -> bytes:
     """A whole HTTP response for ``error`` that closes the connection (before any app)."""
-    body = orjson.dumps(error.to_body())
+    body = error_body(error)
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (error.http_status, REASONS[error.http_status]),
