@@ -231,8 +231,11 @@ class Gateway:
                 follow_money(self.db, self.money, interval_s, self.io), name="money-follower"
             ),
             loop.create_task(self._expire_holds(), name="hold-expiry"),
-            loop.create_task(self._watch_ownership(interval_s), name="ownership"),
         ]
+        if self._lock.can_be_lost:
+            self._tasks.append(
+                loop.create_task(self._watch_ownership(interval_s), name="ownership")
+            )
         if self.limits.health_check_interval_s > 0:
             self._tasks.append(loop.create_task(self.router.check_health(), name="health-checks"))
 

@@ -119,6 +119,12 @@ class GatewayLock:
             ).first()
         return 0 if row is None else int(row[0])
 
+    @property
+    def can_be_lost(self) -> bool:
+        """PostgreSQL drops the lock with its connection; a file lock lasts as long as the
+        process (``alive`` need not be polled)."""
+        return self._file is None
+
     def alive(self) -> bool:
         """Whether the lock is still held (PostgreSQL: its connection still answers)."""
         with self._checking:
