@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from tokenmill.api.gateway import Gateway
+from tokenmill.billing import service as billing
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.ledger import Transfer
@@ -24,8 +25,8 @@ class _Strict(BaseModel):
 # OpenAPI spec; the services check them (with their own messages), pydantic does not.
 SIGNED_AMOUNT: JsonDict = {"pattern": r"^-?[0-9]+(\.[0-9]{1,9})?$"}
 AMOUNT: JsonDict = {"pattern": r"^[0-9]+(\.[0-9]{1,9})?$"}
-CURRENCY: JsonDict = {"pattern": r"^[A-Z]{3}$"}
-IDEMPOTENCY_KEY: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"}
+CURRENCY: JsonDict = {"pattern": billing.CURRENCY.pattern}
+IDEMPOTENCY_KEY: JsonDict = {"pattern": billing.IDEMPOTENCY_KEY.pattern}
 PERIOD: JsonDict = {"pattern": r"^[0-9]{4}-(0[1-9]|1[0-2])$"}
 
 
