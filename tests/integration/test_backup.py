@@ -290,24 +290,16 @@ class TestPostgres:
             move_funds(engine, account.id, NANO, kind="grant", idempotency_key="later", actor="t")
         finally:
             engine.dispose()
-        restored = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env=dict(os.environ) | libpq(pg_url)[1],
-            timeout=60,
-            check=False,
-        )
-        assert restored.returncode == 0, restored.stderr
-        fenced = subprocess.run(
-            fence_command(pg_url),
-            capture_output=True,
-            text=True,
-            env=dict(os.environ) | libpq(pg_url)[1],
-            timeout=60,
-            check=False,
-        )
-        assert fenced.returncode == 0, fenced.stderr
+        for printed in (command, fence_command(pg_url)):  # as an operator would run them
+            ran = subprocess.run(
+                printed,
+                capture_output=True,
+                text=True,
+                env=dict(os.environ) | libpq(pg_url)[1],
+                timeout=60,
+                check=False,
+            )
+            assert ran.returncode == 0, ran.stderr
         engine = open_engine(pg_url)
         try:
             with engine.connect() as connection:

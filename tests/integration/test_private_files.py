@@ -19,19 +19,19 @@ def mode_of(path: Path) -> int:
 
 class TestPrivateFiles:
     def test_a_new_home_and_its_database_are_private(self, tmp_path: Path) -> None:
-        """A new home folder is 0700, the SQLite file and its WAL 0600, however open the
-        umask."""
+        """A new home folder is 0700, the SQLite file, its WAL and shared memory 0600."""
         home = tmp_path / "home" / ".tokenmill"
         engine = open_engine(f"sqlite:///{home / 'tokenmill.db'}")
         try:
-            with engine.connect() as connection:
+            with engine.connect() as connection:  # open: the WAL and shared memory exist
                 connection.exec_driver_sql("SELECT 1")
+                sides = sorted(home.glob("tokenmill.db-*"))
+                assert [side.name for side in sides] == ["tokenmill.db-shm", "tokenmill.db-wal"]
+                assert [mode_of(side) for side in sides] == [0o600, 0o600]
         finally:
             engine.dispose()
         assert mode_of(home) == 0o700
         assert mode_of(home / "tokenmill.db") == 0o600
-        for side in home.glob("tokenmill.db-*"):
-            assert mode_of(side) & 0o077 == 0, side
 
     def test_the_usage_spool_is_private(self, tmp_path: Path) -> None:
         """The spool folder is 0700 and the spool file 0600 once something is spooled."""

@@ -21,7 +21,7 @@ from tests.integration.test_billing import (
     usage_of,
 )
 from tokenmill.billing.audit import run_audit
-from tokenmill.money import AMOUNT_NANO_MAX
+from tokenmill.money import AMOUNT_NANO_MAX, format_amount
 
 INT64_MAX = 2**63 - 1
 TOP_UPS_COUNT = 20  # 2e19 nano-units: past 2**63 and 2**64 (1.8e19)
@@ -48,7 +48,7 @@ class TestPast64Bits:
             assert balance(admin, account_id)["balance_nano"] == after
         with live_gateway(database_url, config, tmp_path) as live, admin_client(live) as admin:
             shown = balance(admin, account_id)
-            assert (shown["balance_nano"], shown["balance"]) == (after, format_units(after))
+            assert (shown["balance_nano"], shown["balance"]) == (after, format_amount(after))
             dashboard = httpx.get(
                 live.url + "/v1/dashboard/balance",
                 headers={"Authorization": f"Bearer {secret}"},
@@ -58,8 +58,3 @@ class TestPast64Bits:
             assert dashboard.json()["balance_nano"] == after
             report = run_audit(live.db)
         assert report.ok, report.breaches
-
-
-def format_units(nano: int) -> str:
-    units, fraction = divmod(nano, 10**9)
-    return f"{units}." + f"{fraction:09d}".rstrip("0").ljust(2, "0")
