@@ -12,6 +12,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 import orjson
@@ -70,6 +71,35 @@ def postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.remove()
+
+
+class ClientThreads:
+    """Client threads that run ``_client(index)`` until ``stop`` is set (a context manager):
+    on exit they are stopped and joined, and one still alive fails the test."""
+
+    clients_count = 4
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._client, args=(index,))
+            for index in range(self.clients_count)
+        ]
+
+    def _client(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in self._threads), "a client hangs"
 
 
 class Stream(threading.Thread):

@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.fault.conftest import ClientThreads
 from tokenmill.billing.audit import run_audit
 from tokenmill.billing.service import move_funds
 from tokenmill.store.backup import backup_sqlite, restore_sqlite
@@ -47,29 +47,16 @@ class Answer:
     latency_ms: int
 
 
-class Load:
+class Load(ClientThreads):
     """Clients sending priced chat requests (streamed and not) until told to stop."""
+
+    clients_count = CLIENTS_COUNT
 
     def __init__(self, url: str, secret: str) -> None:
         self.url, self.secret = url, secret
         self.answers: list[Answer] = []
         self.failures: list[str] = []
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._client, args=(index,)) for index in range(CLIENTS_COUNT)
-        ]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        assert not any(thread.is_alive() for thread in self._threads), "a client hangs"
+        super().__init__()
 
     def answered(self) -> list[Answer]:
         with self._lock:

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ import yaml
 from sqlalchemy import text
 
 from tests.conftest import gateway_config
+from tests.fault.conftest import ClientThreads
 from tokenmill.store.database import open_engine
 from tokenmill.store.ledger import cached_balances
 from tokenmill.testing import free_port
@@ -190,8 +190,10 @@ def chat(http: httpx.Client, key: str, stream: bool, max_tokens: int, on_body: A
         return outcome
 
 
-class Load:
+class Load(ClientThreads):
     """Clients that send chat requests, streamed and not, until told to stop."""
+
+    clients_count = CLIENTS_COUNT
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url
@@ -199,22 +201,7 @@ class Load:
         self.outcomes: list[Outcome] = []
         self.cut: list[Outcome] = []  # streams whose body was cut
         self.mid_stream: set[int] = set()  # clients reading a stream's body now
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._client, args=(i,)) for i in range(CLIENTS_COUNT)
-        ]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        assert not any(thread.is_alive() for thread in self._threads), "a client hangs"
+        super().__init__()
 
     def received_count(self) -> int:
         with self._lock:
