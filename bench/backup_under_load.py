@@ -29,8 +29,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
+import overhead_processes as op
 import yaml
 
 from tokenmill.store.database import open_engine
@@ -40,15 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKENMILL = ROOT / ".venv" / "bin" / "tokenmill"
 LOAD = ROOT.parent / "shared" / "bench" / "load.py"
 PORT = 9350
+SUT_CORE, LOAD_CORE = 0, 1
 CONFIG = {
     "engines": {"sim": {"kind": "sim", "time_scale": 0.0}},
     "deployments": {"sim-8b": {"engine": "sim", "model": "llama-3.1-8b", "gpu": "h100-sxm"}},
     "models": {"bench": {"deployments": ["sim-8b"]}},
 }
-
-
-def pinned(core: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
 
 
 def make_business(home: Path, rows: int) -> int:
@@ -95,49 +93,7 @@ def make_business(home: Path, rows: int) -> int:
     return database.stat().st_size
 
 
-def serve(home: Path, config: Path, source: Path) -> subprocess.Popen[bytes]:
-    command = [
-        str(TOKENMILL),
-        "serve",
-        "--home",
-        str(home),
-        "--port",
-        str(PORT),
-        "--config",
-        str(config),
-    ]
-    environment = dict(os.environ) | {"PYTHONPATH": str(source)}
-    process = subprocess.Popen(
-        pinned(0, command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.2)
-
-
-def bench_key(home: Path) -> str:
-    subprocess.run(
-        [str(TOKENMILL), "accounts", "create", "bench", "--home", str(home)],
-        check=True,
-        capture_output=True,
-    )
-    made = subprocess.run(
-        [str(TOKENMILL), "keys", "create", "bench", "--json", "--home", str(home)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return str(json.loads(made.stdout)["key"])
-
-
-def load(key: str, duration_s: float) -> subprocess.Popen[str]:
+def load(procs: op.Processes, key: str, duration_s: float) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         str(LOAD),
@@ -154,40 +110,43 @@ def load(key: str, duration_s: float) -> subprocess.Popen[str]:
         "--warmup",
         "0.5",
     ]
-    return subprocess.Popen(pinned(1, command), stdout=subprocess.PIPE, text=True)
+    return procs.start("load", command, LOAD_CORE)
 
 
-def backups_until(home: Path, work: Path, client: subprocess.Popen[str]) -> list[float]:
+def load_result(procs: op.Processes, client: subprocess.Popen[bytes]) -> dict[str, Any]:
+    client.wait(timeout=600)
+    result: dict[str, Any] = json.loads(procs.log_text("load").strip().splitlines()[-1])
+    return result
+
+
+def backups_until(procs: op.Processes, home: Path, client: subprocess.Popen[bytes]) -> list[float]:
     """Back the business up again and again while ``client`` runs; each copy's seconds."""
     times = []
-    index = 0
     while client.poll() is None:
-        target = work / f"copy-{index}.db"
+        target = home.parent / f"copy-{len(times)}.db"
         started = time.monotonic()
-        subprocess.run(
-            pinned(1, [str(TOKENMILL), "backup", str(target), "--home", str(home)]),
-            check=True,
-            capture_output=True,
+        copy = procs.start(
+            "backup", [str(TOKENMILL), "backup", str(target), "--home", str(home)], LOAD_CORE
         )
+        assert copy.wait(timeout=600) == 0, procs.log_text("backup")
         times.append(time.monotonic() - started)
         target.unlink()
-        index += 1
     return times
 
 
 def measure(home: Path, config: Path, source: Path, duration_s: float) -> dict[str, object]:
     """Quiet, then with backups running, on one gateway serving ``home`` from ``source``."""
-    gateway = serve(home, config, source)
+    procs = op.Processes(home.parent)
+    os.environ["PYTHONPATH"] = str(source)  # the gateway runs this checkout's code
     try:
-        key = bench_key(home)
-        time.sleep(1.0)
-        quiet = json.loads(load(key, duration_s).communicate()[0])
-        client = load(key, duration_s)
-        copies = backups_until(home, home.parent, client)
-        busy = json.loads(client.communicate()[0])
+        _, key = op.start_gateway(procs, str(TOKENMILL), config, home, PORT, SUT_CORE, ["bench"])
+        quiet = load_result(procs, load(procs, key, duration_s))
+        client = load(procs, key, duration_s)
+        copies = backups_until(procs, home, client)
+        busy = load_result(procs, client)
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=60)
+        procs.stop_all()
+        os.environ.pop("PYTHONPATH", None)
     return {"quiet": quiet, "during_backup": busy, "copy_s": copies}
 
 

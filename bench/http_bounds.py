@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 import httpx
+import overhead_processes as op
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("plain", "bounded", "h11")
+SUT_CORE, LOAD_CORE = 0, 1
 LOAD = ROOT.parent / "shared" / "bench" / "load.py"
 SERVER = """
 import sys, uvicorn
@@ -56,14 +58,12 @@ CONFIG = {
 }
 
 
-def pinned(core: int, command: list[str]) -> list[str]:
-    return ["taskset", "-c", str(core), *command] if shutil.which("taskset") else command
-
-
-def serve(kind: str, config: Path, home: Path, port: int) -> subprocess.Popen[bytes]:
+def serve(
+    procs: op.Processes, kind: str, config: Path, home: Path, port: int
+) -> subprocess.Popen[bytes]:
     home.mkdir(parents=True)
     command = [sys.executable, "-c", SERVER, str(config), str(home), str(port), kind]
-    process = subprocess.Popen(pinned(0, command), stdout=subprocess.DEVNULL)
+    process = procs.start(f"gateway-{kind}", command, SUT_CORE)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -93,7 +93,9 @@ def bench_key(home: Path) -> str:
     return str(json.loads(made.stdout)["key"])
 
 
-def load(port: int, key: str, concurrency: int, duration_s: float) -> dict[str, float]:
+def load(
+    procs: op.Processes, port: int, key: str, concurrency: int, duration_s: float
+) -> dict[str, float]:
     command = [
         sys.executable,
         str(LOAD),
@@ -108,8 +110,9 @@ def load(port: int, key: str, concurrency: int, duration_s: float) -> dict[str, 
         "-d",
         str(duration_s),
     ]
-    out = subprocess.run(pinned(1, command), check=True, capture_output=True, text=True)
-    result: dict[str, float] = json.loads(out.stdout)
+    client = procs.start("load", command, LOAD_CORE)
+    client.wait(timeout=duration_s + 120)
+    result: dict[str, float] = json.loads(procs.log_text("load").strip().splitlines()[-1])
     return result
 
 
@@ -123,26 +126,27 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tokenmill-bench-"))
     (work / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     results: dict[str, dict[int, list[dict[str, float]]]] = {kind: {} for kind in KINDS}
+    procs = op.Processes(work)
     try:
         for round_index in range(args.rounds):
             for kind_index, kind in enumerate(KINDS):
                 port = 9300 + round_index * len(KINDS) + kind_index
                 home = work / f"r{round_index}" / kind
-                server = serve(kind, work / "config.yaml", home, port)
+                server = serve(procs, kind, work / "config.yaml", home, port)
                 try:
                     key = bench_key(home)
                     time.sleep(1.0)  # the key reaches the gateway's directory
                     for level in levels:
-                        cell = load(port, key, level, args.duration)
+                        cell = load(procs, port, key, level, args.duration)
                         results[kind].setdefault(level, []).append(cell)
                         print(
                             f"round {round_index} {kind} c={level}: {cell['rps']:.0f} req/s",
                             file=sys.stderr,
                         )
                 finally:
-                    server.terminate()
-                    server.wait(timeout=30)
+                    procs.stop(server)
     finally:
+        procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     report(results, levels, args)
 
