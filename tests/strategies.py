@@ -182,6 +182,7 @@ def prices(
         input_nano_per_mtok=price_per_mtok,
         output_nano_per_mtok=output,
         cached_input_nano_per_mtok=price_per_mtok,
+        cache_write_input_nano_per_mtok=price_per_mtok,
         request_fee_nano=st.one_of(st.just(0), st.integers(min_value=0, max_value=10**7)),
     )
 
@@ -193,11 +194,14 @@ token_totals = st.integers(min_value=0, max_value=TOKENS_MAX)
 def counts_within(
     draw: st.DrawFn, prompt_most: int = TOKENS_MAX, completion_most: int = TOKENS_MAX
 ) -> TokenCounts:
-    """Token counts with prompt and completion within bounds, cached within the prompt."""
+    """Token counts with prompt and completion within bounds: cache reads and writes parts
+    of the prompt, reasoning tokens part of the completion."""
     prompt = draw(st.integers(min_value=0, max_value=prompt_most))
     completion = draw(st.integers(min_value=0, max_value=completion_most))
     cached = draw(st.integers(min_value=0, max_value=prompt))
-    return TokenCounts(prompt, completion, cached)
+    written = draw(st.integers(min_value=0, max_value=prompt - cached))
+    reasoning = draw(st.integers(min_value=0, max_value=completion))
+    return TokenCounts(prompt, completion, cached, written, reasoning)
 
 
 amounts_nano = st.integers(min_value=-AMOUNT_NANO_MAX, max_value=AMOUNT_NANO_MAX)
@@ -239,6 +243,7 @@ overage_prices = st.builds(
     input_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
     output_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
     cached_input_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
+    cache_write_input_nano_per_mtok=st.integers(min_value=0, max_value=AMOUNT_NANO_MAX),
 )
 
 

@@ -80,10 +80,13 @@ class PriceConfig(_Frozen):
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     input: int = Field(description="per million input tokens; stored as nano-units")
     output: int = 0
-    cached_input: int | None = None  # None: the input price
+    cached_input: int | None = None  # a prompt token read from a cache; None: the input price
+    cache_write_input: int | None = None  # one written to a cache; None: the input price
     request_fee: int = 0  # per request, in currency units
 
-    @field_validator("input", "output", "cached_input", "request_fee", mode="before")
+    @field_validator(
+        "input", "output", "cached_input", "cache_write_input", "request_fee", mode="before"
+    )
     @classmethod
     def _nano(cls, value: Any) -> Any:
         if value is None:

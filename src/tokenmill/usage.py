@@ -38,6 +38,16 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+def _tool_calls_text(message: dict[str, Any]) -> str:
+    """The tool calls an assistant message sends back: the model reads them again."""
+    texts: list[str] = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            texts.extend(str(function.get(name) or "") for name in ("name", "arguments"))
+    return " ".join(texts)
+
+
 def count_chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
     total = CHAT_TOKENS_PER_REPLY
     for message in messages:
@@ -45,6 +55,8 @@ def count_chat_prompt_tokens(messages: list[dict[str, Any]]) -> int:
         name = message.get("name")
         if isinstance(name, str):
             total += count_text_tokens(name)
+        if message.get("tool_calls"):
+            total += count_text_tokens(_tool_calls_text(message))
     return total
 
 
@@ -56,9 +68,19 @@ def count_prompt_tokens(prompt: str | list[str]) -> int:
 
 @dataclass(frozen=True)
 class TokenCounts:
+    """A request's tokens. ``prompt_tokens`` is the whole prompt: cache reads
+    (``cached_tokens``) and cache writes (``cache_write_tokens``) are parts of it, counted
+    once. ``reasoning_tokens`` are part of ``completion_tokens``, shown apart."""
+
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        assert self.cached_tokens + self.cache_write_tokens <= self.prompt_tokens
+        assert self.reasoning_tokens <= self.completion_tokens
 
 
 def parse_usage(usage: Any) -> TokenCounts | None:
@@ -69,9 +91,15 @@ def parse_usage(usage: Any) -> TokenCounts | None:
     completion = usage.get("completion_tokens", 0)
     if not _is_count(prompt) or not _is_count(completion):
         return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
-    return TokenCounts(prompt, completion, cached if _is_count(cached) else 0)
+    cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
+    reasoning = _detail(usage, "completion_tokens_details", "reasoning_tokens")
+    return TokenCounts(prompt, completion, min(cached, prompt), 0, min(reasoning, completion))
+
+
+def _detail(usage: dict[str, Any], group: str, name: str) -> int:
+    details = usage.get(group)
+    value = details.get(name, 0) if isinstance(details, dict) else 0
+    return value if _is_count(value) else 0
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
@@ -149,10 +177,14 @@ class UsageRecord:
     included_tokens: int = 0  # tokens the account's plan covered (not charged)
     cost_nano: int = 0  # what serving it cost the operator (vendor price or own GPUs' time)
     cost_basis: str | None = None  # vendor | modeled | measured; None: no cost known
+    cache_write_tokens: int = 0  # prompt tokens written to the prompt cache (of prompt_tokens)
+    reasoning_tokens: int = 0  # output tokens spent reasoning (of completion_tokens)
 
     def __post_init__(self) -> None:
         assert self.status in ("ok", "error", "cancelled")
         assert min(self.prompt_tokens, self.completion_tokens, self.cached_tokens) >= 0
+        assert self.cached_tokens + self.cache_write_tokens <= self.prompt_tokens
+        assert 0 <= self.reasoning_tokens <= self.completion_tokens
         assert self.duration_ms >= 0
         assert self.charge_nano >= 0
         assert self.loss_nano >= 0

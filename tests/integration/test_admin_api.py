@@ -47,6 +47,8 @@ USAGE_FIELDS = {
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
     "estimated",
     "status",
     "http_status",
@@ -464,6 +466,46 @@ BAD_ADMIN_AUTH = [
     pytest.param("Bearer {token}x", id="token-with-extra-character"),
     pytest.param("Bearer {user_key}", id="a-user-api-key"),
 ]
+
+
+class TestPrices:
+    def test_a_price_takes_and_shows_a_cache_read_and_a_cache_write_price(
+        self, admin: httpx.Client
+    ) -> None:
+        """cached_input and cache_write_input are kept apart from the input price, as text
+        and as nano-units per million tokens, and listed as set."""
+        body = {
+            "model": "sim-chat",
+            "input": "3.00",
+            "output": "15",
+            "cached_input": "0.30",
+            "cache_write_input": "3.75",
+        }
+        made = admin.post("/prices", json=body)
+        assert made.status_code == 201, made.text
+        shown = made.json()
+        assert (shown["cached_input"], shown["cache_write_input"]) == ("0.30", "3.75")
+        assert shown["cached_input_nano_per_mtok"] == 300_000_000
+        assert shown["cache_write_input_nano_per_mtok"] == 3_750_000_000
+        listed = [p for p in admin.get("/prices").json() if p["model"] == "sim-chat"]
+        assert listed == [shown]
+
+    def test_a_price_without_a_cache_write_price_writes_at_the_input_price(
+        self, admin: httpx.Client
+    ) -> None:
+        """No cache_write_input: a cache write pays the input price."""
+        made = admin.post("/prices", json={"model": "fake", "input": "0.20"})
+        assert made.status_code == 201, made.text
+        assert made.json()["cache_write_input_nano_per_mtok"] == 200_000_000
+
+    def test_a_bad_cache_write_price_answers_400_naming_it(self, admin: httpx.Client) -> None:
+        """Finer than a nano-unit: 400 with param cache_write_input, and no price is added."""
+        response = admin.post(
+            "/prices",
+            json={"model": "fake-slow", "input": "1", "cache_write_input": "0.0000000001"},
+        )
+        assert_openai_error(response, 400, "cache_write_input")
+        assert not [p for p in admin.get("/prices").json() if p["model"] == "fake-slow"]
 
 
 class TestAdminAuthentication:

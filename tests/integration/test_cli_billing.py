@@ -243,6 +243,7 @@ class TestPricesAndTransfers:
             "input_nano_per_mtok": 570_000_000,
             "output_nano_per_mtok": 1_100_000_000,
             "cached_input_nano_per_mtok": 570_000_000,
+            "cache_write_input_nano_per_mtok": 570_000_000,
             "request_fee_nano": 0,
         }
         assert {name: made[name] for name in expected} == expected
@@ -254,6 +255,41 @@ class TestPricesAndTransfers:
         ] == [("sim-chat", 570_000_000, 1_100_000_000, made["effective_from_ms"])]
         listed = succeeded(tokenmill(home, url, "prices", "list", "--json"))
         assert listed == [made]
+
+    def test_prices_set_takes_a_cache_read_and_a_cache_write_price(
+        self, sqlite_store: Engine, home: Path
+    ) -> None:
+        """--cached-input 0.30 --cache-write-input 3.75 store their own prices per Mtok, and
+        prices list shows both apart from the input price."""
+        url = url_of(sqlite_store)
+        made = succeeded(
+            tokenmill(
+                home, url, "prices", "set", "claude", "--input", "3.00", "--output", "15",
+                "--cached-input", "0.30", "--cache-write-input", "3.75", "--json",
+            )
+        )  # fmt: skip
+        assert (made["cached_input_nano_per_mtok"], made["cache_write_input_nano_per_mtok"]) == (
+            300_000_000,
+            3_750_000_000,
+        )
+        with sqlite_store.connect() as connection:
+            (stored,) = all_prices(connection)
+        assert stored.cache_write_input_nano_per_mtok == 3_750_000_000
+        table = tokenmill(home, url, "prices", "list")
+        assert table.returncode == 0, (table.stdout, table.stderr)
+        assert "cache write" in table.stdout and "3.75" in table.stdout
+
+    def test_prices_set_refuses_a_cache_write_price_finer_than_a_nano_unit(
+        self, sqlite_store: Engine, home: Path
+    ) -> None:
+        """A bad --cache-write-input exits 1 naming it, and stores no price."""
+        result = tokenmill(
+            home, url_of(sqlite_store), "prices", "set", "claude", "--input", "3",
+            "--cache-write-input", "0.0000000001",
+        )  # fmt: skip
+        refused(result, "cache_write_input", "9 decimals")
+        with sqlite_store.connect() as connection:
+            assert all_prices(connection) == []
 
     def test_prices_set_refuses_a_price_finer_than_a_nano_unit(
         self, sqlite_store: Engine, home: Path

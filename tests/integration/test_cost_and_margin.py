@@ -19,6 +19,7 @@ from tokenmill.billing import service as billing
 from tokenmill.config import parse_config
 from tokenmill.errors import ConfigurationError
 from tokenmill.testing import FakeUpstreamState
+from tokenmill.usage import TokenCounts
 
 NANO = 1_000_000_000
 HELLO = [{"role": "user", "content": "what does a token cost"}]
@@ -108,7 +109,7 @@ def test_a_resold_request_costs_the_vendors_price_and_an_own_one_its_gpu_time(
     serving = serving_costs(config)["sim-8b"]
     counts = own["usage"]
     assert record.cost_nano == serving.cost_nano(
-        counts["prompt_tokens"], counts["completion_tokens"], 0
+        TokenCounts(counts["prompt_tokens"], counts["completion_tokens"])
     )
     assert record.cost_nano > 0
     # an unpooled deployment has no known cost

@@ -230,7 +230,14 @@ PRO_WRITTEN = {
     "monthly_fee": "0.00",
     "timezone": "Europe/Paris",
     "included": {"tier:standard": 400},
-    "overage": {"tier:standard": {"input": "3.00", "output": "3.00", "cached_input": "3.00"}},
+    "overage": {
+        "tier:standard": {
+            "input": "3.00",
+            "output": "3.00",
+            "cached_input": "3.00",
+            "cache_write_input": "3.00",
+        }
+    },
     "time_of_day": [{"from": "22:00", "to": "06:00", "ratio": "0.5"}],
     "batch_discount": "0.25",
 }

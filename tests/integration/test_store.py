@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, inspect, text
 
 from tokenmill.access import service
 from tokenmill.access.follower import apply_changes, fetch_changes, load_directory, overlap_of
 from tokenmill.access.keys import hash_secret
 from tokenmill.errors import Conflict, NotFound, Unavailable
+from tokenmill.retail.rating import Price
 from tokenmill.store import accounts as rows
-from tokenmill.store.database import open_engine
+from tokenmill.store import prices as price_rows
+from tokenmill.store.database import open_engine, write_transaction
 from tokenmill.store.group_commit import GroupCommitWriter
 from tokenmill.store.usage import query_records, record_by_request_id
 from tokenmill.usage import UsageRecord
@@ -57,6 +62,80 @@ class TestMigrations:
             assert service.find_account(second, "acme").name == "acme"
         finally:
             second.dispose()
+
+    def test_a_database_at_0005_keeps_its_prices_and_records_when_migrated(
+        self, database_url: str
+    ) -> None:
+        """0006 gives every existing price a cache-write price equal to its input price (what
+        a cache write paid until then) and every existing usage record 0 cache writes and 0
+        reasoning tokens; a record with more cache reads than prompt tokens keeps as many as
+        it was charged for (its prompt); the rows are otherwise as they were."""
+        older = open_engine(database_url, migrate=False)
+        config = AlembicConfig()
+        config.set_main_option("script_location", "tokenmill.store:migrations")
+        try:
+            with write_transaction(older) as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "0005")
+                connection.execute(
+                    text(
+                        "INSERT INTO prices (model, currency, effective_from_ms,"
+                        " input_nano_per_mtok, output_nano_per_mtok, cached_input_nano_per_mtok,"
+                        " request_fee_nano, created_at_ms)"
+                        " VALUES ('m', 'USD', 0, 200000000, 800000000, 50000000, 7, 1)"
+                    )
+                )
+                connection.execute(
+                    text(
+                        "INSERT INTO usage_records (request_id, account_id, key_id, model,"
+                        " deployment, engine, endpoint, prompt_tokens, completion_tokens,"
+                        " cached_tokens, estimated, status, http_status, started_at_ms,"
+                        " duration_ms, charge_nano)"
+                        " VALUES ('req_old', 'acct_a', 'key_a', 'm', 'd', 'e', 'chat', 100, 50,"
+                        " 40, false, 'ok', 200, 1000, 2, 123),"
+                        " ('req_over', 'acct_a', 'key_a', 'm', 'd', 'e', 'chat', 100, 50,"
+                        " 500, false, 'ok', 200, 1001, 2, 45)"
+                    )
+                )
+        finally:
+            older.dispose()
+        migrated = open_engine(database_url)
+        try:
+            with migrated.connect() as connection:
+                (price,) = price_rows.all_prices(connection)
+                found = record_by_request_id(connection, "req_old")
+                over = record_by_request_id(connection, "req_over")
+        finally:
+            migrated.dispose()
+        assert price == Price(
+            model="m",
+            currency="USD",
+            effective_from_ms=0,
+            input_nano_per_mtok=200_000_000,
+            output_nano_per_mtok=800_000_000,
+            cached_input_nano_per_mtok=50_000_000,
+            request_fee_nano=7,
+            cache_write_input_nano_per_mtok=200_000_000,
+        )
+        assert found is not None
+        assert (found.prompt_tokens, found.cached_tokens, found.charge_nano) == (100, 40, 123)
+        assert (found.cache_write_tokens, found.reasoning_tokens) == (0, 0)
+        assert over is not None  # more reads than prompt tokens: charged as all read
+        assert (over.prompt_tokens, over.cached_tokens, over.charge_nano) == (100, 100, 45)
+
+    def test_a_record_with_cache_writes_and_reasoning_round_trips(self, store: Engine) -> None:
+        """Every count of a record is kept in its own column and read back the same."""
+        counted = replace(record(7), cached_tokens=2, cache_write_tokens=3, reasoning_tokens=9)
+
+        async def scenario() -> None:
+            writer = GroupCommitWriter(store, queue_count_max=10, batch_count_max=10)
+            writer.start()
+            await writer.submit(counted)
+            await writer.close()
+
+        asyncio.run(scenario())
+        with store.connect() as connection:
+            assert record_by_request_id(connection, counted.request_id) == counted
 
 
 class TestGroupCommit:

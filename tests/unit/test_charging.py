@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests.strategies import counts_within, prices
 from tokenmill.errors import InsufficientFunds, PermissionDenied
 from tokenmill.money import parse_amount
 from tokenmill.retail.charging import ChargeTerms, close_charge, open_charge
@@ -23,6 +26,7 @@ PRICE = Price(
     input_nano_per_mtok=parse_amount("0.20"),
     output_nano_per_mtok=parse_amount("0.80"),
     cached_input_nano_per_mtok=parse_amount("0.05"),
+    cache_write_input_nano_per_mtok=parse_amount("0.20"),
 )
 PROMPT_HOLD = 200_000
 TOKEN = 800
@@ -136,7 +140,11 @@ class TestOpenCharge:
     def test_a_model_priced_at_zero_runs_on_an_empty_account(self) -> None:
         """A free price holds nothing and does not lower the cap."""
         zero = dataclasses.replace(
-            PRICE, input_nano_per_mtok=0, output_nano_per_mtok=0, cached_input_nano_per_mtok=0
+            PRICE,
+            input_nano_per_mtok=0,
+            output_nano_per_mtok=0,
+            cached_input_nano_per_mtok=0,
+            cache_write_input_nano_per_mtok=0,
         )
         funds = book_with(0)
         charge = open_charge(funds, PriceBook([zero]), terms())
@@ -230,3 +238,60 @@ class TestCloseCharge:
         settlement = close_charge(funds, charge, TokenCounts(1000, 1))
         assert settlement == Settlement(charged_nano=100_800, loss_nano=100_000)
         assert snapshot(funds) == (0, 0, 0, 0)
+
+
+# Prompt caching priced as vendors do: reads at a tenth of the input price, writes dearer.
+CACHING = dataclasses.replace(
+    PRICE,
+    cached_input_nano_per_mtok=parse_amount("0.02"),
+    cache_write_input_nano_per_mtok=parse_amount("0.25"),
+)
+
+
+class TestCachingWithinTheHold:
+    def test_a_prompt_written_whole_to_the_cache_is_charged_its_hold_and_no_loss(self) -> None:
+        """Writes at 0.25 above input at 0.20: the hold prices the prompt at 0.25, so the
+        dearest prompt of the bound (1000 tokens, all written) settles at the hold."""
+        funds = book_with(10**9)
+        charge = open_charge(funds, PriceBook([CACHING]), terms(output_cap=100))
+        assert charge.hold is not None
+        assert charge.hold.amount_nano == 250_000 + 100 * TOKEN
+        written = TokenCounts(1000, 100, cache_write_tokens=1000)
+        settlement = close_charge(funds, charge, written)
+        assert settlement == Settlement(charged_nano=charge.hold.amount_nano, loss_nano=0)
+
+    def test_funds_lower_the_cap_with_the_prompt_held_at_the_write_price(self) -> None:
+        """1_000_000 available: 250_000 for a prompt of cache writes, 750_000 for 937 output
+        tokens at 800 each."""
+        funds = book_with(1_000_000)
+        charge = open_charge(funds, PriceBook([CACHING]), terms())
+        assert charge.output_cap == 937
+
+    @given(
+        prices(),
+        st.integers(min_value=0, max_value=10**12),
+        st.integers(min_value=0, max_value=2000),
+        st.data(),
+    )
+    def test_no_mix_of_cache_reads_writes_and_reasoning_settles_above_the_hold(
+        self, price: Price, balance: int, text_bytes: int, data: st.DataObject
+    ) -> None:
+        """Any price, any funds, any usage within the prompt bound and the output cap: the
+        settle charges at most the hold and books no loss, however the prompt splits."""
+        funds = book_with(balance)
+        asked = terms(
+            prompt=PromptSize(text_bytes=text_bytes),
+            output_cap=500,
+            started_at_ms=price.effective_from_ms,
+            hold_expires_at_ms=price.effective_from_ms + 60_000,
+        )
+        try:
+            charge = open_charge(funds, PriceBook([price]), asked)
+        except InsufficientFunds:
+            return
+        assert charge.hold is not None
+        counts = data.draw(counts_within(text_bytes, charge.output_cap or 0), label="counts")
+        settlement = close_charge(funds, charge, counts)
+        assert settlement.loss_nano == 0
+        assert settlement.charged_nano <= charge.hold.amount_nano
+        assert settlement.charged_nano == charge_nano(price, counts)

@@ -21,9 +21,11 @@ from tokenmill.usage import TokenCounts
 ACCOUNT = "acct_1"
 NANO = 1_000_000_000
 # The price book: 1000 nano-units per input token, 2000 per output token.
-PRICES = PriceBook([Price("m", "USD", 0, NANO, 2 * NANO, NANO)])
+PRICES = PriceBook(
+    [Price("m", "USD", 0, NANO, 2 * NANO, NANO, cache_write_input_nano_per_mtok=NANO)]
+)
 # The plan's overage price for "m" is flat: 3000 nano-units a token, in, cached or out.
-FLAT = OveragePrice(3 * NANO, 3 * NANO, 3 * NANO)
+FLAT = OveragePrice(3 * NANO, 3 * NANO, 3 * NANO, 3 * NANO)
 TOKEN = 3000
 ALLOWANCE = 5000
 NOON = ms_of(datetime.fromisoformat("2026-11-15T12:00:00+00:00"))

@@ -178,6 +178,19 @@ class TestInvoice:
         original = InvoiceLine("usage", "sim-chat: 1,234 tokens", "sim-chat", 3, 1234, 987_654_321)
         assert line_from_json(line_json(original)) == original
 
+    def test_a_line_survives_its_json_with_the_parts_of_its_tokens(self) -> None:
+        """Cache reads, cache writes and reasoning tokens are kept with the line."""
+        original = InvoiceLine("usage", "m: 1,234 tokens", "m", 3, 1234, 5, 400, 100, 80)
+        assert line_json(original)["cache_write_tokens"] == 100
+        assert line_from_json(line_json(original)) == original
+
+    def test_a_line_stored_before_the_parts_were_kept_reads_them_as_zero(self) -> None:
+        """An invoice issued before cache and reasoning tokens were kept still reads back."""
+        stored = line_json(InvoiceLine("usage", "m: 30 tokens", "m", 2, 30, 7))
+        for name in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
+            del stored[name]
+        assert line_from_json(stored) == InvoiceLine("usage", "m: 30 tokens", "m", 2, 30, 7)
+
 
 class TestRenderings:
     def test_the_json_due_is_the_total_less_what_was_credited(self) -> None:
@@ -201,6 +214,16 @@ class TestRenderings:
         """issued_at is ISO 8601 in UTC, ending in Z."""
         body = invoice_json(invoice())
         assert body["issued_at"] == "2026-12-01T00:10:00Z"
+
+    def test_the_html_shows_the_parts_of_a_lines_tokens_apart(self) -> None:
+        """1,234 tokens (of which 400 cache read, 100 cache write, 80 reasoning): the parts
+        are within the total, not added to it; a part of zero is not shown."""
+        parts = InvoiceLine("usage", "m: 1,234 tokens", "m", 3, 1234, 1_500, 400, 100, 80)
+        page = invoice_html(invoice(lines=(parts,), total_nano=1_500), account_name="a")
+        assert "1,234 (of which 400 cache read, 100 cache write, 80 reasoning)" in page
+        reads_only = replace(parts, cache_write_tokens=0, reasoning_tokens=0)
+        page = invoice_html(invoice(lines=(reads_only,), total_nano=1_500), account_name="a")
+        assert "1,234 (of which 400 cache read)</td>" in page
 
     def test_the_html_escapes_the_account_name_and_the_line_descriptions(self) -> None:
         """Markup in a name or a description is shown as text, never run."""

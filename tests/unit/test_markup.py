@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,20 @@ from tokenmill.errors import ConfigurationError
 from tokenmill.retail.rating import Price, mark_up
 
 ROOT = Path(__file__).resolve().parents[2]
+NANO = 1_000_000_000
 
 
 def cost(input_nano: int, output_nano: int) -> Price:
-    return Price("vendor/m", "USD", 0, input_nano, output_nano, input_nano, 0)
+    return Price(
+        "vendor/m",
+        "USD",
+        0,
+        input_nano,
+        output_nano,
+        input_nano,
+        0,
+        cache_write_input_nano_per_mtok=input_nano,
+    )
 
 
 def resale(markup: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +61,17 @@ class TestMarkUp:
         price = mark_up(cost(230_000_000, 400_000_000), "m", 1_000_000, 50_000_000, 100_000_000)
         assert (price.input_nano_per_mtok, price.output_nano_per_mtok) == (280_000_000, 500_000_000)
 
+    def test_the_cache_read_and_write_prices_are_marked_up_too(self) -> None:
+        """Reads at 0.30 and writes at 3.75 x 1.3, plus 0.05 each: 0.44 and 4.925."""
+        vendor = dataclasses.replace(
+            cost(3 * NANO, 15 * NANO),
+            cached_input_nano_per_mtok=300_000_000,
+            cache_write_input_nano_per_mtok=3_750_000_000,
+        )
+        price = mark_up(vendor, "m", 1_300_000, 50_000_000, 0)
+        assert price.cached_input_nano_per_mtok == 440_000_000
+        assert price.cache_write_input_nano_per_mtok == 4_925_000_000
+
     def test_a_factor_below_one_is_a_bug(self) -> None:
         """Selling below cost is refused by an assertion (the configuration refuses it first)."""
         with pytest.raises(AssertionError):
@@ -78,6 +100,18 @@ class TestSeeding:
         with pytest.raises(ConfigurationError) as raised:
             parse_config(config)
         assert "models.m.markup" in raised.value.message
+
+    def test_a_vendors_cache_prices_are_marked_up_into_the_seeded_price(self) -> None:
+        """The vendor's cached_input and cache_write_input, x 1.3: 0.039 and 0.377; without
+        them, a read or write is marked up from the input price."""
+        config = resale({"factor": "1.3"})
+        listed = config["engines"]["vendor"]["prices"]["vendor/70b"]
+        listed |= {"cached_input": "0.03", "cache_write_input": "0.29"}
+        (price,) = configured_prices(parse_config(config))
+        assert price.cached_input_nano_per_mtok == 39_000_000
+        assert price.cache_write_input_nano_per_mtok == 377_000_000
+        (plain,) = configured_prices(parse_config(resale({"factor": "1.3"})))
+        assert plain.cache_write_input_nano_per_mtok == plain.input_nano_per_mtok == 299_000_000
 
     def test_price_and_markup_together_are_refused(self) -> None:
         """One source of price per model."""

@@ -24,7 +24,16 @@ class TestOutputCapForms:
         self, input_price: int, output_price: int, fee: int, bound: int, cap: int, spendable: int
     ) -> None:
         """What the gateway computes for a request off plan is what the search would find."""
-        price = Price("m", "USD", 0, input_price, output_price, input_price, fee)
+        price = Price(
+            "m",
+            "USD",
+            0,
+            input_price,
+            output_price,
+            input_price,
+            fee,
+            cache_write_input_nano_per_mtok=input_price,
+        )
         affordable = output_tokens_affordable(price, bound, spendable)
         closed = cap if affordable is None else max(0, min(cap, affordable))
         assert closed == tariff_output_cap(Tariff(price), bound, cap, 0, spendable)

@@ -7,6 +7,7 @@ under test.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +36,8 @@ from tokenmill.retail.rating import Price
 from tokenmill.usage import TokenCounts
 
 NANO = 1_000_000_000
-# The price book's price: per token 1000 nano-units in, 500 cached, 2000 out.
+# The price book's price: per token 1000 nano-units in (and per cache write), 500 per cache
+# read, 2000 out.
 BOOK = Price(
     model="m",
     currency="USD",
@@ -43,14 +45,19 @@ BOOK = Price(
     input_nano_per_mtok=NANO,
     output_nano_per_mtok=2 * NANO,
     cached_input_nano_per_mtok=NANO // 2,
+    cache_write_input_nano_per_mtok=NANO,
 )
+# The book's price with cache writes dearer than input: 1250 nano per token.
+WRITES_DEARER = dataclasses.replace(BOOK, cache_write_input_nano_per_mtok=5 * NANO // 4)
 # A fee of 0.001: 1_000_000 nano-units per request, never discounted.
 FEE = 1_000_000
-WITH_FEE = Price("m", "USD", 0, NANO, 2 * NANO, NANO // 2, FEE)
-# An overage price for "m": per token 3000 nano-units in, 1500 cached, 5000 out.
-OVER_M = OveragePrice(3 * NANO, 5 * NANO, 3 * NANO // 2)
-# An overage price for the standard tier: per token 4000 in, 4000 cached, 6000 out.
-OVER_TIER = OveragePrice(4 * NANO, 6 * NANO, 4 * NANO)
+WITH_FEE = Price(
+    "m", "USD", 0, NANO, 2 * NANO, NANO // 2, FEE, cache_write_input_nano_per_mtok=NANO
+)
+# An overage price for "m": per token 3000 nano-units in, 1500 cached, 3750 written, 5000 out.
+OVER_M = OveragePrice(3 * NANO, 5 * NANO, 3 * NANO // 2, 15 * NANO // 4)
+# An overage price for the standard tier: per token 4000 in, 4000 cached or written, 6000 out.
+OVER_TIER = OveragePrice(4 * NANO, 6 * NANO, 4 * NANO, 4 * NANO)
 # From 22:00 to 06:00 local time, half price.
 NIGHT = TimeBand(22 * 60, 6 * 60, PPM // 2)
 
@@ -108,9 +115,53 @@ class TestIncludedTokens:
         """5000 included for 1500 tokens: 1500 are used, the charge is 0."""
         assert tariff_charge(book_tariff(), TokenCounts(1000, 500, 300), 5000) == (0, 1500)
 
-    def test_cached_tokens_beyond_the_prompt_count_as_prompt_tokens(self) -> None:
-        """An engine reporting more cached than prompt tokens: the prompt is all cached."""
-        assert tariff_charge(book_tariff(), TokenCounts(100, 0, 400), 0) == (100 * 500, 0)
+    @pytest.mark.parametrize(
+        ("included", "charge"),
+        [
+            # 500 fresh, 200 written, 300 read, 500 completion at 1000, 1250, 500, 2000 each.
+            (0, 500 * 1000 + 200 * 1250 + 300 * 500 + 500 * 2000),
+            (500, 200 * 1250 + 300 * 500 + 500 * 2000),  # fresh first ...
+            (600, 100 * 1250 + 300 * 500 + 500 * 2000),  # ... then cache writes ...
+            (800, 200 * 500 + 500 * 2000),  # ... then cache reads ...
+            (1100, 400 * 2000),  # ... then completion
+            (1500, 0),
+        ],
+    )
+    def test_cache_writes_are_covered_after_fresh_input_and_before_cache_reads(
+        self, included: int, charge: int
+    ) -> None:
+        """Included tokens cover fresh prompt, cache writes, cache reads, then completion;
+        what they leave pays each kind's price."""
+        counts = TokenCounts(1000, 500, cached_tokens=300, cache_write_tokens=200)
+        assert tariff_charge(book_tariff(price=WRITES_DEARER), counts, included) == (
+            charge,
+            included,
+        )
+
+    def test_cache_writes_pay_the_overage_write_price(self) -> None:
+        """Under a plan's overage price for the model, 400 written prompt tokens pay its
+        3750 nano each, 600 fresh its 3000."""
+        tariff = tariff_for(
+            plan(overage={"m": OVER_M}), BOOK, "m", "standard", at("2026-01-15T12:00:00Z"), False
+        )
+        counts = TokenCounts(1000, 0, cache_write_tokens=400)
+        assert tariff_charge(tariff, counts, 0) == (600 * 3000 + 400 * 3750, 0)
+
+    def test_reasoning_tokens_are_charged_once_as_completion(self) -> None:
+        """300 of 500 completion tokens reasoning: 500 output tokens are charged, no more,
+        and 500 included tokens cover them all."""
+        counts = TokenCounts(1000, 500, reasoning_tokens=300)
+        assert tariff_charge(book_tariff(), counts, 0) == (1000 * 1000 + 500 * 2000, 0)
+        assert tariff_charge(book_tariff(), counts, 1500) == (0, 1500)
+
+    def test_the_hold_takes_the_cache_write_price_when_it_is_the_dearest(self) -> None:
+        """Writes at 1250 nano above input at 1000: the uncovered prompt is held at 1250, so a
+        prompt written whole to the cache settles at the hold, not above it."""
+        tariff = book_tariff(price=WRITES_DEARER)
+        hold = tariff_hold(tariff, 1000, 500, 300)
+        assert hold == 700 * 1250 + 500 * 2000
+        written = TokenCounts(1000, 500, cache_write_tokens=1000)
+        assert tariff_charge(tariff, written, 300)[0] == hold
 
     def test_the_hold_leaves_the_last_tokens_uncovered_below_the_prompt_bound(self) -> None:
         """1000 prompt bound, cap 500, 300 included: the other 700 prompt tokens and every
@@ -223,7 +274,7 @@ class TestBatchAndFee:
 
     def test_the_charge_is_rounded_up_once(self) -> None:
         """500 + 500 tokens at 1 nano per million, a quarter of it: 0.00025 -> 1, not 2."""
-        tiny = Price("m", "USD", 0, 1, 1, 1)
+        tiny = Price("m", "USD", 0, 1, 1, 1, cache_write_input_nano_per_mtok=1)
         assert tariff_charge(Tariff(tiny, RATIO_DEN // 4), TokenCounts(500, 500), 0) == (1, 0)
 
 
@@ -314,7 +365,7 @@ class TestPlanFromSpec:
             monthly_fee_nano=20 * NANO,
             timezone="Europe/Paris",
             included_tokens={"tier:standard": 10_000_000, "llama-3.3-70b": 1_000_000},
-            overage={"tier:standard": OveragePrice(20_000_000, 40_000_000, 20_000_000)},
+            overage={"tier:standard": OveragePrice(20_000_000, 40_000_000, 20_000_000, 20_000_000)},
             time_bands=(TimeBand(22 * 60, 6 * 60, 500_000),),
             batch_discount_ppm=500_000,
         )
@@ -402,7 +453,12 @@ class TestPlanToSpec:
         written = plan_to_spec(plan_from_spec("starter", yaml.safe_load(DOCS_EXAMPLE)))
         assert written["monthly_fee"] == "20.00"
         assert written["overage"] == {
-            "tier:standard": {"input": "0.02", "output": "0.04", "cached_input": "0.02"}
+            "tier:standard": {
+                "input": "0.02",
+                "output": "0.04",
+                "cached_input": "0.02",
+                "cache_write_input": "0.02",
+            }
         }
         assert written["time_of_day"] == [{"from": "22:00", "to": "06:00", "ratio": "0.5"}]
         assert written["batch_discount"] == "0.5"
@@ -465,6 +521,7 @@ class TestTariffProperties:
         st.integers(min_value=0, max_value=1000),
         st.integers(min_value=0, max_value=1000),
         st.integers(min_value=0, max_value=1000),
+        st.integers(min_value=0, max_value=1000),
     )
     def test_more_tokens_never_cost_less(
         self,
@@ -473,13 +530,17 @@ class TestTariffProperties:
         reserved: int,
         more_uncached: int,
         more_cached: int,
+        more_written: int,
         more_completion: int,
     ) -> None:
-        """Adding prompt (cached or not) or completion tokens never lowers the charge."""
+        """Adding prompt tokens (fresh, read or written) or completion tokens (reasoning or
+        not) never lowers the charge."""
         more = TokenCounts(
-            counts.prompt_tokens + more_uncached + more_cached,
+            counts.prompt_tokens + more_uncached + more_cached + more_written,
             counts.completion_tokens + more_completion,
             counts.cached_tokens + more_cached,
+            counts.cache_write_tokens + more_written,
+            counts.reasoning_tokens + more_completion // 2,
         )
         assert (
             tariff_charge(tariff, more, reserved)[0] >= tariff_charge(tariff, counts, reserved)[0]

@@ -17,6 +17,7 @@ from tokenmill.retail.rating import (
     PromptSize,
     charge_nano,
     cost_micro,
+    fresh_input_tokens,
     hold_nano,
     output_tokens_affordable,
     price_at,
@@ -24,7 +25,8 @@ from tokenmill.retail.rating import (
 )
 from tokenmill.usage import TokenCounts
 
-# 0.20 per million input tokens, 0.80 per million output tokens, 0.05 per million cached.
+# 0.20 per million input tokens, 0.80 per million output tokens, 0.05 per million cache reads,
+# 0.20 (the input price) per million cache writes.
 PRICE = Price(
     model="m",
     currency="USD",
@@ -32,6 +34,7 @@ PRICE = Price(
     input_nano_per_mtok=parse_amount("0.20"),
     output_nano_per_mtok=parse_amount("0.80"),
     cached_input_nano_per_mtok=parse_amount("0.05"),
+    cache_write_input_nano_per_mtok=parse_amount("0.20"),
 )
 NO_ALLOWANCE = PromptAllowance(0, 0, 0, 0)
 
@@ -40,36 +43,38 @@ def priced(**changes: int) -> Price:
     return dataclasses.replace(PRICE, **changes)
 
 
+PRICE_FIELDS = (
+    "input_nano_per_mtok",
+    "output_nano_per_mtok",
+    "cached_input_nano_per_mtok",
+    "cache_write_input_nano_per_mtok",
+    "request_fee_nano",
+)
+ZERO = priced(**{field: 0 for field in PRICE_FIELDS})
+# Prompt caching priced as vendors do: reads at a tenth of the input, writes at 1.25 times.
+CACHING = priced(
+    cached_input_nano_per_mtok=parse_amount("0.02"),
+    cache_write_input_nano_per_mtok=parse_amount("0.25"),
+)
+
+
 class TestPrice:
     def test_a_price_of_all_zeros_is_free(self) -> None:
         """No token price and no fee: free."""
-        assert priced(
-            input_nano_per_mtok=0, output_nano_per_mtok=0, cached_input_nano_per_mtok=0
-        ).free
+        assert ZERO.free
 
-    @pytest.mark.parametrize(
-        "field",
-        [
-            "input_nano_per_mtok",
-            "output_nano_per_mtok",
-            "cached_input_nano_per_mtok",
-            "request_fee_nano",
-        ],
-    )
+    @pytest.mark.parametrize("field", PRICE_FIELDS)
     def test_any_one_non_zero_part_makes_a_price_not_free(self, field: str) -> None:
-        """A fee alone, or any one token price alone, is a price."""
-        zero = priced(input_nano_per_mtok=0, output_nano_per_mtok=0, cached_input_nano_per_mtok=0)
-        assert not dataclasses.replace(zero, **{field: 1}).free
+        """A fee alone, or any one token price alone (a cache write's too), is a price."""
+        assert not dataclasses.replace(ZERO, **{field: 1}).free
 
-    @pytest.mark.parametrize(
-        "field",
-        [
-            "input_nano_per_mtok",
-            "output_nano_per_mtok",
-            "cached_input_nano_per_mtok",
-            "request_fee_nano",
-        ],
-    )
+    def test_a_price_without_its_cache_write_price_is_refused(self) -> None:
+        """The cache-write price is keyword-only and required: a price written positionally
+        as before it existed (its seventh value the fee) cannot be made."""
+        with pytest.raises(TypeError):
+            Price("m", "USD", 0, 1, 1, 1, 7)  # type: ignore[call-arg]
+
+    @pytest.mark.parametrize("field", PRICE_FIELDS)
     def test_negative_prices_are_refused(self, field: str) -> None:
         """No part of a price may be below zero."""
         with pytest.raises(AssertionError):
@@ -104,11 +109,30 @@ class TestCharge:
         counts = TokenCounts(prompt_tokens=1000, completion_tokens=0, cached_tokens=600)
         assert charge_nano(PRICE, counts) == 110_000
 
-    def test_cached_tokens_past_the_prompt_count_as_the_whole_prompt_cached(self) -> None:
-        """An engine reporting more cached than prompt tokens cannot make the charge negative."""
-        over = TokenCounts(prompt_tokens=1000, completion_tokens=0, cached_tokens=5000)
-        assert charge_nano(PRICE, over) == 50_000
-        assert charge_nano(PRICE, over) == charge_nano(PRICE, TokenCounts(1000, 0, 1000))
+    def test_a_request_with_cache_writes_pays_the_write_price_for_them(self) -> None:
+        """1000 prompt tokens: 300 written, 500 read, 200 fresh; 100 output:
+        200 x 0.20/M + 500 x 0.02/M + 300 x 0.25/M + 100 x 0.80/M = 205_000."""
+        counts = TokenCounts(1000, 100, cached_tokens=500, cache_write_tokens=300)
+        assert cost_micro(CACHING, counts) == 205_000 * TOKENS_PER_PRICE
+        assert charge_nano(CACHING, counts) == 205_000
+
+    def test_a_whole_prompt_written_to_the_cache_pays_only_the_write_price(self) -> None:
+        """1000 prompt tokens, all written: 1000 x 0.25/M = 250_000, no fresh input."""
+        counts = TokenCounts(1000, 0, cache_write_tokens=1000)
+        assert charge_nano(CACHING, counts) == 250_000
+
+    def test_reasoning_tokens_are_charged_once_as_output(self) -> None:
+        """500 completion tokens of which 300 reasoning cost what 500 output tokens cost:
+        the reasoning tokens are part of the completion, never added to it."""
+        reasoning = TokenCounts(1000, 500, reasoning_tokens=300)
+        assert charge_nano(PRICE, reasoning) == 600_000
+        assert charge_nano(PRICE, reasoning) == charge_nano(PRICE, TokenCounts(1000, 500))
+
+    @given(prices(), counts_within())
+    def test_reasoning_never_changes_the_charge(self, price: Price, counts: TokenCounts) -> None:
+        """Whatever share of the completion is reasoning, the charge is the same."""
+        plain = dataclasses.replace(counts, reasoning_tokens=0)
+        assert charge_nano(price, counts) == charge_nano(price, plain)
 
     def test_the_request_fee_is_added_once_per_request(self) -> None:
         """A fee of 0.001 is added once, not per token."""
@@ -150,9 +174,24 @@ class TestCharge:
         self, price: Price, counts: TokenCounts, more: int
     ) -> None:
         """More cached tokens never cost more when cached is cheaper, nor less when dearer."""
+        more = min(more, fresh_input_tokens(counts))  # fresh prompt tokens read instead
         larger = dataclasses.replace(counts, cached_tokens=counts.cached_tokens + more)
         before, after = charge_nano(price, counts), charge_nano(price, larger)
         if price.cached_input_nano_per_mtok <= price.input_nano_per_mtok:
+            assert after <= before
+        else:
+            assert after >= before
+
+    @given(prices(), counts_within(), token_totals)
+    def test_more_cache_writes_move_the_charge_toward_the_write_price(
+        self, price: Price, counts: TokenCounts, more: int
+    ) -> None:
+        """Fresh prompt tokens written to the cache instead never cost more when writing is
+        cheaper than input, nor less when it is dearer."""
+        more = min(more, fresh_input_tokens(counts))
+        larger = dataclasses.replace(counts, cache_write_tokens=counts.cache_write_tokens + more)
+        before, after = charge_nano(price, counts), charge_nano(price, larger)
+        if price.cache_write_input_nano_per_mtok <= price.input_nano_per_mtok:
             assert after <= before
         else:
             assert after >= before
@@ -206,6 +245,22 @@ class TestHold:
         dear_cache = priced(cached_input_nano_per_mtok=parse_amount("0.30"))
         assert hold_nano(dear_cache, 1000, 500) == 700_000
 
+    def test_the_hold_takes_the_cache_write_price_when_it_is_the_dearest(self) -> None:
+        """Writes at 0.25 per million above input at 0.20: every prompt token is held at 0.25,
+        1000 x 0.25/M + 500 x 0.80/M = 650_000."""
+        assert hold_nano(CACHING, 1000, 500) == 650_000
+
+    def test_a_prompt_written_whole_to_the_cache_settles_at_its_hold(self) -> None:
+        """The dearest usage of a 1000-token bound with writes dearer than input is the whole
+        prompt written: it costs the hold exactly, so it never settles above it."""
+        written = TokenCounts(1000, 500, cache_write_tokens=1000)
+        assert charge_nano(CACHING, written) == hold_nano(CACHING, 1000, 500)
+
+    def test_the_affordable_output_leaves_room_for_a_prompt_of_cache_writes(self) -> None:
+        """1_000_000 available, the prompt held at the write price (250_000): 750_000 pays
+        937 output tokens at 800 each, not the 1000 an input-priced prompt would leave."""
+        assert output_tokens_affordable(CACHING, 1000, 1_000_000) == 937
+
     def test_the_hold_includes_the_request_fee(self) -> None:
         """The fee is held too."""
         assert hold_nano(priced(request_fee_nano=7), 1000, 500) == 600_007
@@ -214,7 +269,8 @@ class TestHold:
     def test_the_hold_covers_any_usage_within_its_bounds(
         self, price: Price, data: st.DataObject
     ) -> None:
-        """hold(bound, cap) >= charge of prompt <= bound, completion <= cap, cached <= prompt."""
+        """hold(bound, cap) >= charge of prompt <= bound, completion <= cap, however the prompt
+        splits into fresh input, cache reads and cache writes."""
         bound = data.draw(token_totals, label="bound")
         cap = data.draw(token_totals, label="cap")
         counts = data.draw(counts_within(bound, cap), label="counts")
@@ -224,9 +280,15 @@ class TestHold:
     def test_the_hold_is_reached_by_the_worst_usage(
         self, price: Price, bound: int, cap: int
     ) -> None:
-        """The hold is not padded: the dearest usage in bounds costs exactly the hold."""
-        cached = bound if price.cached_input_nano_per_mtok > price.input_nano_per_mtok else 0
-        worst = TokenCounts(bound, cap, cached)
+        """The hold is not padded: the dearest usage in bounds costs exactly the hold (the
+        whole prompt of the dearest input kind)."""
+        dearest = price.input_nano_per_mtok_max
+        if price.cache_write_input_nano_per_mtok == dearest:
+            worst = TokenCounts(bound, cap, cache_write_tokens=bound)
+        elif price.cached_input_nano_per_mtok == dearest:
+            worst = TokenCounts(bound, cap, cached_tokens=bound)
+        else:
+            worst = TokenCounts(bound, cap)
         assert hold_nano(price, bound, cap) == charge_nano(price, worst)
 
 

@@ -65,10 +65,12 @@ def statement(
 
 
 # A top-up on 3 November, a refund on 2 November (listed out of date order on purpose), and
-# usage on 1 and 4 November: 3720 nano is -0.00000372 in currency units.
+# usage on 1 and 4 November: 3720 nano is -0.00000372 in currency units. On 4 November 30 of
+# the 100 prompt tokens were read from a prompt cache and 10 written to it, and 15 of the 40
+# completion tokens were reasoning.
 TOPUP = MovementLine(ms("2026-11-03T09:30:00"), "topup", 5 * NANO, "tr_topup", "invoice 7")
 REFUND = MovementLine(ms("2026-11-02T18:00:00"), "refund", 250_000_000, "tr_refund", None)
-USAGE_NOV_4 = UsageLine(ms("2026-11-04T00:00:00"), "sim-chat", 2, 100, 40, -3720)
+USAGE_NOV_4 = UsageLine(ms("2026-11-04T00:00:00"), "sim-chat", 2, 100, 40, -3720, 30, 10, 15)
 USAGE_NOV_1 = UsageLine(ms("2026-11-01T00:00:00"), "sim-chat", 1, 1000, 500, -2_000_000)
 
 
@@ -123,6 +125,9 @@ class TestStatementCsv:
             "requests",
             "prompt_tokens",
             "completion_tokens",
+            "cached_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
             "amount",
         ]
         assert tuple(rows[0]) == CSV_COLUMNS
@@ -130,38 +135,38 @@ class TestStatementCsv:
     def test_opening_and_closing_rows_frame_the_lines(self) -> None:
         """The first row after the header opens the period, the last closes it."""
         rows = csv_rows(statement_csv(busy()))
-        assert rows[1] == ["2026-11-01", "opening balance", "", "", "", "", "10.00"]
-        assert rows[-1] == ["2026-11-30", "closing balance", "", "", "", "", "15.24799628"]
+        assert rows[1] == ["2026-11-01", "opening balance", *[""] * 7, "10.00"]
+        assert rows[-1] == ["2026-11-30", "closing balance", *[""] * 7, "15.24799628"]
         assert len(rows) == 1 + 1 + 4 + 1
 
     def test_lines_come_in_date_order_with_signed_amounts_in_currency_units(self) -> None:
         """Movements and usage interleave by date; debits are negative, to the nano-unit."""
         rows = csv_rows(statement_csv(busy()))
         assert rows[2:-1] == [
-            ["2026-11-01", "usage", "sim-chat", "1", "1000", "500", "-0.002"],
-            ["2026-11-02", "refund", "", "", "", "", "0.25"],
-            ["2026-11-03", "topup", "", "", "", "", "5.00"],
-            ["2026-11-04", "usage", "sim-chat", "2", "100", "40", "-0.00000372"],
+            ["2026-11-01", "usage", "sim-chat", "1", "1000", "500", "0", "0", "0", "-0.002"],
+            ["2026-11-02", "refund", *[""] * 7, "0.25"],
+            ["2026-11-03", "topup", *[""] * 7, "5.00"],
+            ["2026-11-04", "usage", "sim-chat", "2", "100", "40", "30", "10", "15", "-0.00000372"],
         ]
 
     def test_the_amounts_add_up_to_the_closing_row(self) -> None:
         """Opening plus every line's amount, read back from the CSV text, is the closing."""
         rows = csv_rows(statement_csv(busy()))
-        amounts = [int(Decimal(row[6]) * NANO) for row in rows[1:-1]]
+        amounts = [int(Decimal(row[-1]) * NANO) for row in rows[1:-1]]
         assert sum(amounts) == 15_247_996_280
-        assert rows[-1][6] == "15.24799628"
+        assert rows[-1][-1] == "15.24799628"
 
     def test_a_negative_opening_balance_keeps_its_sign(self) -> None:
         """A postpaid account in debt opens below zero."""
         rows = csv_rows(statement_csv(statement(opening_nano=-1_500_000_001)))
-        assert rows[1][6] == "-1.500000001"
-        assert rows[-1][6] == "-1.500000001"
+        assert rows[1][-1] == "-1.500000001"
+        assert rows[-1][-1] == "-1.500000001"
 
     def test_a_comma_in_a_model_name_stays_in_its_column(self) -> None:
-        """The CSV quotes what needs quoting: every row has exactly seven columns."""
+        """The CSV quotes what needs quoting: every row has exactly its ten columns."""
         odd = UsageLine(NOV_1, 'model, "quoted"', 1, 1, 1, -1)
         rows = csv_rows(statement_csv(statement(usage=(odd,))))
-        assert all(len(row) == 7 for row in rows)
+        assert all(len(row) == 10 for row in rows)
         assert rows[2][2] == 'model, "quoted"'
 
 
@@ -197,6 +202,13 @@ class TestStatementHtml:
         amounts = ("10.00", "-0.002", "0.25", "5.00", "-0.00000372", "15.24799628")
         positions = [page.index(f"<td class=n>{amount}</td>") for amount in amounts]
         assert positions == sorted(positions)
+
+    def test_a_line_shows_the_parts_of_its_tokens_apart_and_not_added_again(self) -> None:
+        """140 tokens (100 prompt + 40 completion), of which 30 cache read, 10 cache write
+        and 15 reasoning; a line with no parts shows only its total."""
+        page = statement_html(busy())
+        assert "2 req, 140 tok (of which 30 cache read, 10 cache write, 15 reasoning)" in page
+        assert "1 req, 1,500 tok</td>" in page
 
     def test_the_page_loads_nothing_from_elsewhere(self) -> None:
         """A printable page: no scripts, no stylesheets or images from other origins."""
@@ -240,6 +252,9 @@ class TestStatementJson:
             "requests": 2,
             "prompt_tokens": 100,
             "completion_tokens": 40,
+            "cached_tokens": 30,
+            "cache_write_tokens": 10,
+            "reasoning_tokens": 15,
             "amount": "-0.00000372",
             "amount_nano": -3720,
         }

@@ -76,6 +76,12 @@ class TestConfig:
                 lambda c: c.update(limits={"request_body_bytes_max": 1}),
                 "limits.request_body_bytes_max",
             ),
+            (
+                lambda c: c["models"]["m"].update(
+                    price={"input": "1", "cache_write_input": "0.0000000001"}
+                ),
+                "models.m.price.cache_write_input",
+            ),
         ],
     )
     def test_errors_name_the_bad_field(self, change, field: str) -> None:  # type: ignore[no-untyped-def]

@@ -82,9 +82,11 @@ class Usage(BaseModel):
     deployment: str
     engine: str
     endpoint: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
+    prompt_tokens: int  # the whole prompt: cache reads and writes are parts of it
+    completion_tokens: int  # the whole output: reasoning tokens are part of it
+    cached_tokens: int  # read from a prompt cache
+    cache_write_tokens: int
+    reasoning_tokens: int
     estimated: bool
     status: str
     http_status: int

@@ -37,6 +37,7 @@ def serving_costs(config: Config) -> dict[str, ServingCost]:
                 price.output,
                 price.input if price.cached_input is None else price.cached_input,
                 price.request_fee,
+                cache_write_input_nano_per_mtok=price.cache_write_input,
             )
         elif deployment.pool is not None:
             try:

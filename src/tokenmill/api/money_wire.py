@@ -106,7 +106,14 @@ class PriceIn(_Strict):
     )
     output: str = Field("0", description="per million output tokens", json_schema_extra=AMOUNT)
     cached_input: str | None = Field(
-        None, description="per million cached input tokens", json_schema_extra=AMOUNT
+        None,
+        description="per million input tokens read from a prompt cache; omit: the input price",
+        json_schema_extra=AMOUNT,
+    )
+    cache_write_input: str | None = Field(
+        None,
+        description="per million input tokens written to a prompt cache; omit: the input price",
+        json_schema_extra=AMOUNT,
     )
     request_fee: str = Field("0", json_schema_extra=AMOUNT)
     effective_from: datetime | None = Field(None, description="ISO 8601; omit for now")
@@ -119,10 +126,12 @@ class PriceOut(BaseModel):
     input: str
     output: str
     cached_input: str
+    cache_write_input: str
     request_fee: str
     input_nano_per_mtok: int
     output_nano_per_mtok: int
     cached_input_nano_per_mtok: int
+    cache_write_input_nano_per_mtok: int
     request_fee_nano: int
 
 
@@ -152,10 +161,12 @@ def price_out(price: Price) -> PriceOut:
         input=format_amount(price.input_nano_per_mtok),
         output=format_amount(price.output_nano_per_mtok),
         cached_input=format_amount(price.cached_input_nano_per_mtok),
+        cache_write_input=format_amount(price.cache_write_input_nano_per_mtok),
         request_fee=format_amount(price.request_fee_nano),
         input_nano_per_mtok=price.input_nano_per_mtok,
         output_nano_per_mtok=price.output_nano_per_mtok,
         cached_input_nano_per_mtok=price.cached_input_nano_per_mtok,
+        cache_write_input_nano_per_mtok=price.cache_write_input_nano_per_mtok,
         request_fee_nano=price.request_fee_nano,
     )
 
@@ -203,6 +214,11 @@ def price_from(body: PriceIn) -> Price:
             input_nano
             if body.cached_input is None
             else parse_amount(body.cached_input, param="cached_input")
+        ),
+        cache_write_input_nano_per_mtok=(
+            input_nano
+            if body.cache_write_input is None
+            else parse_amount(body.cache_write_input, param="cache_write_input")
         ),
         request_fee_nano=parse_amount(body.request_fee, param="request_fee"),
     )

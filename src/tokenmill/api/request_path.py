@@ -483,9 +483,7 @@ class _Run:
         serving = self.gateway.serving_costs.get(self.backend.deployment)
         cost_nano = 0
         if serving is not None and produced:
-            cost_nano = serving.cost_nano(
-                counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens
-            )
+            cost_nano = serving.cost_nano(counts)
         now_ns = time.perf_counter_ns()
         ttft_ms = None
         if meter.first_token_at_ns is not None:

@@ -7,6 +7,9 @@ the margin is what the customer paid (``charge_nano``) less the cost of serving
 charge above its hold) is therefore already out of the margin. Requests whose deployment
 has no known cost count as costing nothing and are counted in ``uncosted_requests``.
 Plan fees are not usage and are not here; the revenue report's ledger holds them.
+
+Each row sums the prompt and completion tokens, and shows their parts apart: cache reads
+(``cached_tokens``) and cache writes of the prompt, reasoning tokens of the completion.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tokenmill.money import format_amount
 from tokenmill.retail.statements import DAY_MS
 from tokenmill.store.tables import accounts as accounts_table
 from tokenmill.store.tables import usage_records
+from tokenmill.store.usage import TOKEN_COLUMNS, TokenSums, token_sums
 from tokenmill.store.wide_sums import joined_sum, wide_sum
 
 GROUPS = ("day", "model", "deployment", "account")
@@ -38,8 +42,7 @@ class MarginRow:
     currency: str
     requests_count: int
     uncosted_requests_count: int
-    prompt_tokens: int
-    completion_tokens: int
+    tokens: TokenSums
     revenue_nano: int
     loss_nano: int
     cost_nano: int
@@ -83,8 +86,7 @@ def margin_report(
             currency,
             func.count(),
             func.sum(case((usage_records.c.cost_basis.is_(None), 1), else_=0)),
-            func.sum(usage_records.c.prompt_tokens),
-            func.sum(usage_records.c.completion_tokens),
+            *token_sums(),
             *wide_sum(usage_records.c.charge_nano),
             *wide_sum(usage_records.c.loss_nano),
             *wide_sum(usage_records.c.cost_nano),
@@ -110,15 +112,16 @@ def _row(by: Sequence[str], row: tuple[Any, ...]) -> MarginRow:
     group = {}
     for name, value in zip(by, row[: len(by)], strict=True):
         group[name] = _day(int(value)) if name == "day" else str(value)
-    currency, count, uncosted, prompt, completion, *money = values
+    currency, count, uncosted, *sums = values
+    money = sums[len(TOKEN_COLUMNS) :]
+    assert len(money) == 6
     charge, loss, cost = (joined_sum(money[i], money[i + 1]) for i in range(0, 6, 2))
     return MarginRow(
         group,
         str(currency),
         int(count),
         int(uncosted),
-        int(prompt),
-        int(completion),
+        TokenSums.of(sums[: len(TOKEN_COLUMNS)]),
         charge + loss,
         loss,
         cost,
@@ -136,8 +139,7 @@ def margin_json(row: MarginRow) -> dict[str, Any]:
         "currency": row.currency,
         "requests": row.requests_count,
         "uncosted_requests": row.uncosted_requests_count,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
+        **row.tokens.json(),
         "revenue": format_amount(revenue),
         "cost": format_amount(row.cost_nano),
         "margin": format_amount(row.margin_nano),
@@ -155,8 +157,8 @@ def _ratio(part: int, whole: int) -> Decimal:
 
 def margin_csv(rows: Sequence[MarginRow], by: Sequence[str]) -> str:
     out = io.StringIO()
-    fields = [*by, "currency", "requests", "uncosted_requests", "prompt_tokens"]
-    fields += ["completion_tokens", "revenue", "cost", "margin", "margin_ratio"]
+    fields = [*by, "currency", "requests", "uncosted_requests", *TOKEN_COLUMNS]
+    fields += ["revenue", "cost", "margin", "margin_ratio"]
     writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -33,6 +33,7 @@ from tokenmill.store import plans as plan_rows
 from tokenmill.store.audit import record_action
 from tokenmill.store.database import now_ms, write_transaction
 from tokenmill.store.tables import credit_notes, invoices, transfers, usage_records
+from tokenmill.store.usage import TokenSums, token_sums
 from tokenmill.store.wide_sums import joined_sum, wide_sum
 
 Spendable = Callable[[account_rows.AccountRow], int]
@@ -189,7 +190,7 @@ def invoice_lines(
         select(
             usage_records.c.model,
             func.count(),
-            func.sum(usage_records.c.prompt_tokens + usage_records.c.completion_tokens),
+            *token_sums(),
             *wide_sum(transfers.c.amount_nano),
         )
         .select_from(
@@ -200,15 +201,8 @@ def invoice_lines(
         .order_by(usage_records.c.model)
     )
     lines = [
-        InvoiceLine(
-            "usage",
-            f"{model}: {int(tokens):,} tokens",
-            model,
-            int(n),
-            int(tokens),
-            joined_sum(high, low),
-        )
-        for model, n, tokens, high, low in connection.execute(usage)
+        _usage_line(model, int(n), TokenSums.of(sums), joined_sum(high, low))
+        for model, n, *sums, high, low in connection.execute(usage)
     ]
     fees = (
         select(transfers.c.reference, transfers.c.amount_nano)
@@ -220,6 +214,21 @@ def invoice_lines(
         for reference, amount in connection.execute(fees)
     ]
     return lines
+
+
+def _usage_line(model: str, count: int, tokens: TokenSums, amount_nano: int) -> InvoiceLine:
+    total = tokens.prompt_tokens + tokens.completion_tokens
+    return InvoiceLine(
+        "usage",
+        f"{model}: {total:,} tokens",
+        model,
+        count,
+        total,
+        amount_nano,
+        tokens.cached_tokens,
+        tokens.cache_write_tokens,
+        tokens.reasoning_tokens,
+    )
 
 
 def issue_invoice(

@@ -10,17 +10,21 @@ from tokenmill.retail.rating import Price, mark_up
 
 
 def _price(model: str, config: PriceConfig) -> Price:
+    """A configured price; a cache read or write with no price of its own pays the input's."""
     return Price(
         model=model,
         currency=config.currency,
         effective_from_ms=0,
         input_nano_per_mtok=config.input,
         output_nano_per_mtok=config.output,
-        cached_input_nano_per_mtok=config.input
-        if config.cached_input is None
-        else config.cached_input,
+        cached_input_nano_per_mtok=_or_input(config.cached_input, config),
+        cache_write_input_nano_per_mtok=_or_input(config.cache_write_input, config),
         request_fee_nano=config.request_fee,
     )
+
+
+def _or_input(price_nano: int | None, config: PriceConfig) -> int:
+    return config.input if price_nano is None else price_nano
 
 
 def configured_prices(config: Config) -> list[Price]:

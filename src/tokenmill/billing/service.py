@@ -285,6 +285,7 @@ def price_json(price: Price) -> dict[str, Any]:
         "input_nano_per_mtok": price.input_nano_per_mtok,
         "output_nano_per_mtok": price.output_nano_per_mtok,
         "cached_input_nano_per_mtok": price.cached_input_nano_per_mtok,
+        "cache_write_input_nano_per_mtok": price.cache_write_input_nano_per_mtok,
         "request_fee_nano": price.request_fee_nano,
     }
 

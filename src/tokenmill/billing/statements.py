@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from tokenmill.money import format_amount
 from tokenmill.retail.statements import DAY_MS, MovementLine, Statement, UsageLine
 from tokenmill.store.tables import accounts as accounts_table
 from tokenmill.store.tables import transfers, usage_records
+from tokenmill.store.usage import TOKEN_COLUMNS, TokenSums, token_sums
 from tokenmill.store.wide_sums import joined_sum, wide_sum
 
 PERIOD_MS_MAX = 366 * DAY_MS * 5  # five years in one statement at most
@@ -61,6 +63,21 @@ def _balance_before(connection: Connection, account_id: str, at_ms: int) -> int:
     return joined_sum(*connection.execute(query).one())
 
 
+def _usage_line(day: int, model: str, count: int, sums: Sequence[Any], amount: int) -> UsageLine:
+    tokens = TokenSums.of(sums)
+    return UsageLine(
+        day * DAY_MS,
+        model,
+        count,
+        tokens.prompt_tokens,
+        tokens.completion_tokens,
+        amount,
+        tokens.cached_tokens,
+        tokens.cache_write_tokens,
+        tokens.reasoning_tokens,
+    )
+
+
 def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: int) -> Statement:
     since_ms, until_ms = check_period(since_ms, until_ms)
     account = find_account(engine, account_ref)
@@ -89,8 +106,7 @@ def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: i
                 day.label("day"),
                 usage_records.c.model,
                 func.count(),
-                func.sum(usage_records.c.prompt_tokens),
-                func.sum(usage_records.c.completion_tokens),
+                *token_sums(),
                 *wide_sum(transfers.c.amount_nano),
             )
             .select_from(
@@ -101,8 +117,8 @@ def build_statement(engine: Engine, account_ref: str, since_ms: int, until_ms: i
             .order_by(day, usage_records.c.model)
         )
         usage = [
-            UsageLine(int(d) * DAY_MS, model, int(n), int(p), int(c), -joined_sum(high, low))
-            for d, model, n, p, c, high, low in connection.execute(usage_query)
+            _usage_line(int(d), model, int(n), tokens, -joined_sum(high, low))
+            for d, model, n, *tokens, high, low in connection.execute(usage_query)
         ]
     return Statement(
         account.id,
@@ -124,8 +140,7 @@ class RevenueRow:
     account_id: str
     currency: str
     requests_count: int
-    prompt_tokens: int
-    completion_tokens: int
+    tokens: TokenSums
     revenue_nano: int  # what customers were charged, plus losses the operator took
     loss_nano: int
     cost_nano: int | None  # the operator's cost of serving (0 where none is known)
@@ -144,8 +159,7 @@ def revenue_report(
             usage_records.c.model,
             usage_records.c.account_id,
             func.count(),
-            func.sum(usage_records.c.prompt_tokens),
-            func.sum(usage_records.c.completion_tokens),
+            *token_sums(),
             *wide_sum(usage_records.c.charge_nano),
             *wide_sum(usage_records.c.loss_nano),
             *wide_sum(usage_records.c.cost_nano),
@@ -167,16 +181,16 @@ def revenue_report(
                 account,
                 currencies.get(account, "USD"),
                 int(n),
-                int(p),
-                int(c),
-                *_revenue_loss_cost(money),
+                TokenSums.of(sums[: len(TOKEN_COLUMNS)]),
+                *_revenue_loss_cost(sums[len(TOKEN_COLUMNS) :]),
             )
-            for d, model, account, n, p, c, *money in connection.execute(query)
+            for d, model, account, n, *sums in connection.execute(query)
         ]
 
 
-def _revenue_loss_cost(parts: list[Any]) -> tuple[int, int, int]:
+def _revenue_loss_cost(parts: Sequence[Any]) -> tuple[int, int, int]:
     """(charge + loss, loss, cost) from the three wide sums' six parts."""
+    assert len(parts) == 6
     charge, loss, cost = (joined_sum(parts[i], parts[i + 1]) for i in range(0, 6, 2))
     return charge + loss, loss, cost
 
@@ -188,8 +202,7 @@ def revenue_json(row: RevenueRow) -> dict[str, Any]:
         "account_id": row.account_id,
         "currency": row.currency,
         "requests": row.requests_count,
-        "prompt_tokens": row.prompt_tokens,
-        "completion_tokens": row.completion_tokens,
+        **row.tokens.json(),
         "revenue": format_amount(row.revenue_nano),
         "revenue_nano": row.revenue_nano,
         "loss_nano": row.loss_nano,

@@ -50,7 +50,16 @@ def list_(
         return
     print_table(
         "prices per million tokens",
-        ["model", "currency", "from (UTC)", "input", "cached input", "output", "per request"],
+        [
+            "model",
+            "currency",
+            "from (UTC)",
+            "input",
+            "cache read",
+            "cache write",
+            "output",
+            "per request",
+        ],
         [
             (
                 p.model,
@@ -58,6 +67,7 @@ def list_(
                 when(p.effective_from_ms) if p.effective_from_ms else "always",
                 format_amount(p.input_nano_per_mtok),
                 format_amount(p.cached_input_nano_per_mtok),
+                format_amount(p.cache_write_input_nano_per_mtok),
                 format_amount(p.output_nano_per_mtok),
                 format_amount(p.request_fee_nano),
             )
@@ -72,7 +82,12 @@ def set_(
     input: AmountOption,
     output: AmountOption = "0",
     cached_input: Annotated[
-        str | None, typer.Option(help="Per million cached input tokens (default: input).")
+        str | None,
+        typer.Option(help="Per million input tokens read from a prompt cache (default: input)."),
+    ] = None,
+    cache_write_input: Annotated[
+        str | None,
+        typer.Option(help="Per million input tokens written to a prompt cache (default: input)."),
     ] = None,
     request_fee: Annotated[str, typer.Option(help="Per request, in currency units.")] = "0",
     currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
@@ -91,16 +106,18 @@ def set_(
 
     def price() -> Price:
         input_nano = parse_amount(input, param="input")
-        cached = (
-            input_nano if cached_input is None else parse_amount(cached_input, param="cached_input")
-        )
+
+        def or_input(amount: str | None, param: str) -> int:
+            return input_nano if amount is None else parse_amount(amount, param=param)
+
         return Price(
             model=model,
             currency=currency,
             effective_from_ms=now_ms() if effective is None else effective,
             input_nano_per_mtok=input_nano,
             output_nano_per_mtok=parse_amount(output, param="output"),
-            cached_input_nano_per_mtok=cached,
+            cached_input_nano_per_mtok=or_input(cached_input, "cached_input"),
+            cache_write_input_nano_per_mtok=or_input(cache_write_input, "cache_write_input"),
             request_fee_nano=parse_amount(request_fee, param="request_fee"),
         )
 

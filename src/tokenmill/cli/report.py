@@ -27,6 +27,7 @@ from tokenmill.cli.common import (
 from tokenmill.money import format_amount
 from tokenmill.retail.statements import month_of
 from tokenmill.store.database import now_ms
+from tokenmill.store.usage import TOKEN_COLUMNS
 
 app = typer.Typer(help="Operator reports.", no_args_is_help=True)
 # The CSV header even of a period with no usage (revenue_json's fields).
@@ -36,14 +37,16 @@ REVENUE_FIELDS = (
     "account_id",
     "currency",
     "requests",
-    "prompt_tokens",
-    "completion_tokens",
+    *TOKEN_COLUMNS,
     "revenue",
     "revenue_nano",
     "loss_nano",
     "cost_nano",
     "margin_nano",
 )
+# TOKEN_COLUMNS in a table: the prompt's cache reads and writes, and the completion's
+# reasoning tokens, are parts of the prompt and completion columns before them.
+TOKEN_HEADINGS = ("prompt", "completion", "cache read", "cache write", "reasoning")
 
 
 @app.command("revenue")
@@ -79,14 +82,14 @@ def revenue(
         totals[currency] = totals.get(currency, 0) + int(str(row["revenue_nano"]))
     print_table(
         "revenue",
-        ["day", "model", "account", "requests", "tokens", "revenue", "cost", "margin"],
+        ["day", "model", "account", "requests", *TOKEN_HEADINGS, "revenue", "cost", "margin"],
         [
             (
                 row["day"],
                 row["model"],
                 row["account_id"],
                 row["requests"],
-                int(str(row["prompt_tokens"])) + int(str(row["completion_tokens"])),
+                *(row[name] for name in TOKEN_COLUMNS),
                 f"{row['revenue']} {row['currency']}",
                 format_amount(int(str(row["cost_nano"]))),
                 format_amount(int(str(row["margin_nano"]))),
@@ -138,11 +141,12 @@ def margin(
     shown = [margin_json(row) for row in rows]
     print_table(
         "gross margin",
-        [*groups, "requests", "revenue", "cost", "margin", "margin %"],
+        [*groups, "requests", *TOKEN_HEADINGS, "revenue", "cost", "margin", "margin %"],
         [
             (
                 *(row[name] for name in groups),
                 row["requests"],
+                *(row[name] for name in TOKEN_COLUMNS),
                 f"{row['revenue']} {row['currency']}",
                 row["cost"],
                 row["margin"],

@@ -4,6 +4,10 @@ An invoice of a postpaid account for a period (a UTC calendar month, ``YYYY-MM``
 the account was charged in it: usage by model (the sums of the per-request charges, so the
 total equals the ledger's debits to the nano-unit) and plan fees. Once issued it never
 changes; a correction is a credit note against it.
+
+A usage line's ``tokens`` are its prompt and completion tokens; its cache reads
+(``cached_tokens``), cache writes and reasoning tokens are parts of them, shown apart. An
+invoice issued before those parts were kept reads them back as 0.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from tokenmill.errors import InvalidRequest
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount
+from tokenmill.retail.statements import token_parts_text
 
 PERIOD = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits, matched in full
 
@@ -51,12 +56,17 @@ class InvoiceLine:
     description: str
     model: str | None
     requests_count: int
-    tokens: int
+    tokens: int  # prompt and completion tokens
     amount_nano: int
+    cached_tokens: int = 0  # of the prompt tokens: read from a prompt cache
+    cache_write_tokens: int = 0  # of the prompt tokens: written to a prompt cache
+    reasoning_tokens: int = 0  # of the completion tokens
 
     def __post_init__(self) -> None:
         assert self.kind in ("usage", "plan_fee")
         assert self.amount_nano >= 0
+        assert min(self.cached_tokens, self.cache_write_tokens, self.reasoning_tokens) >= 0
+        assert self.cached_tokens + self.cache_write_tokens + self.reasoning_tokens <= self.tokens
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,9 @@ def line_json(line: InvoiceLine) -> dict[str, Any]:
         "model": line.model,
         "requests": line.requests_count,
         "tokens": line.tokens,
+        "cached_tokens": line.cached_tokens,
+        "cache_write_tokens": line.cache_write_tokens,
+        "reasoning_tokens": line.reasoning_tokens,
         "amount": format_amount(line.amount_nano),
         "amount_nano": line.amount_nano,
     }
@@ -98,7 +111,14 @@ def line_from_json(data: dict[str, Any]) -> InvoiceLine:
         data["requests"],
         data["tokens"],
         data["amount_nano"],
+        data.get("cached_tokens", 0),
+        data.get("cache_write_tokens", 0),
+        data.get("reasoning_tokens", 0),
     )
+
+
+def _parts_text(line: InvoiceLine) -> str:
+    return token_parts_text(line.cached_tokens, line.cache_write_tokens, line.reasoning_tokens)
 
 
 def invoice_json(invoice: Invoice, credited_nano: int = 0) -> dict[str, Any]:
@@ -123,7 +143,8 @@ def invoice_html(invoice: Invoice, account_name: str, credited_nano: int = 0) ->
     cur = e(invoice.currency)
     rows = "\n".join(
         f"<tr><td>{e(line.description)}</td><td class=n>{line.requests_count:,}</td>"
-        f"<td class=n>{line.tokens:,}</td><td class=n>{format_amount(line.amount_nano)}</td></tr>"
+        f"<td class=n>{line.tokens:,}{_parts_text(line)}</td>"
+        f"<td class=n>{format_amount(line.amount_nano)}</td></tr>"
         for line in invoice.lines
     )
     credit = (

@@ -39,7 +39,8 @@ class _Strict(BaseModel):
 class OverageSpec(_Strict):
     input: str | int | float
     output: str | int | float = "0"
-    cached_input: str | int | float | None = None
+    cached_input: str | int | float | None = None  # a cache read; None: the input price
+    cache_write_input: str | int | float | None = None  # None: the input price
 
 
 class BandSpec(_Strict):
@@ -64,6 +65,10 @@ def _text(value: str | int | float) -> str:
 
 def _amount(value: str | int | float, param: str) -> int:
     return parse_amount(_text(value), param=param)
+
+
+def _amount_or(value: str | int | float | None, default_nano: int, param: str) -> int:
+    return default_nano if value is None else _amount(value, param)
 
 
 RATIO_TEXT = re.compile(r"[0-9]{1,3}(\.[0-9]{1,6})?")
@@ -122,9 +127,8 @@ def plan_from_spec(name: str, data: Any) -> Plan:
         overage[key] = OveragePrice(
             input_nano,
             _amount(over.output, f"overage.{key}.output"),
-            input_nano
-            if over.cached_input is None
-            else _amount(over.cached_input, f"overage.{key}.cached_input"),
+            _amount_or(over.cached_input, input_nano, f"overage.{key}.cached_input"),
+            _amount_or(over.cache_write_input, input_nano, f"overage.{key}.cache_write_input"),
         )
     bands = []
     for index, band in enumerate(spec.time_of_day):
@@ -170,6 +174,7 @@ def plan_to_spec(plan: Plan) -> dict[str, Any]:
                 "input": format_amount(over.input_nano_per_mtok),
                 "output": format_amount(over.output_nano_per_mtok),
                 "cached_input": format_amount(over.cached_input_nano_per_mtok),
+                "cache_write_input": format_amount(over.cache_write_input_nano_per_mtok),
             }
             for key, over in plan.overage.items()
         },

@@ -8,8 +8,10 @@ Rating under a plan, for one request started at instant t:
   where the plan sets one, else the price book's), times the time-of-day ratio at t in the
   plan's time zone, times the batch ratio;
 * included tokens are drawn first: the request reserves, with its hold, up to its token
-  bound from the month's pool (uncached prompt first, then cached, then completion when it
-  settles), and pays the tariff for the rest;
+  bound from the month's pool (fresh prompt tokens first, then cache writes, then cache
+  reads, then completion when it settles), and pays the tariff for the rest;
+* the hold prices each prompt token it does not cover at the dearest of the three input
+  prices (fresh, cache read, cache write), so no split of the prompt settles above it;
 * the charge is rounded up once, to a whole nano-unit; the request fee is never discounted.
 
 Multipliers are integers of parts per million; products of two are kept exact (1e12 as
@@ -25,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from tokenmill.instants import ms_of
 from tokenmill.money import TOKENS_PER_PRICE, div_ceil
-from tokenmill.retail.rating import Price
+from tokenmill.retail.rating import Price, fresh_input_tokens, tokens_micro
 from tokenmill.usage import TokenCounts
 
 PPM = 1_000_000
@@ -58,7 +60,8 @@ class TimeBand:
 class OveragePrice:
     input_nano_per_mtok: int
     output_nano_per_mtok: int
-    cached_input_nano_per_mtok: int
+    cached_input_nano_per_mtok: int  # a cache read
+    cache_write_input_nano_per_mtok: int
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def tariff_for(
             over.output_nano_per_mtok,
             over.cached_input_nano_per_mtok,
             price.request_fee_nano,
+            cache_write_input_nano_per_mtok=over.cache_write_input_nano_per_mtok,
         )
     batch_ppm = PPM - plan.batch_discount_ppm if batch else PPM
     return Tariff(
@@ -139,21 +143,9 @@ def tariff_for(
     )
 
 
-def _tokens_micro(price: Price, uncached: int, cached: int, completion: int) -> int:
-    return (
-        uncached * price.input_nano_per_mtok
-        + cached * price.cached_input_nano_per_mtok
-        + completion * price.output_nano_per_mtok
-    )
-
-
 def _to_nano(tariff: Tariff, tokens_micro: int) -> int:
     fee = tariff.price.request_fee_nano * TOKENS_PER_PRICE * RATIO_DEN
     return div_ceil(tokens_micro * tariff.ratio + fee, TOKENS_PER_PRICE * RATIO_DEN)
-
-
-def _priciest_input_per_mtok(price: Price) -> int:
-    return max(price.input_nano_per_mtok, price.cached_input_nano_per_mtok)
 
 
 def tariff_hold(tariff: Tariff, prompt_bound: int, output_cap: int, included: int) -> int:
@@ -161,39 +153,41 @@ def tariff_hold(tariff: Tariff, prompt_bound: int, output_cap: int, included: in
 
     Included tokens cover the prompt first, so the worst case leaves the last tokens
     uncovered: with ``included`` at least the prompt bound, ``bound + cap - included``
-    completion tokens; below it, the rest of the prompt (at the dearer input price) and the
-    whole output cap.
+    completion tokens; below it, the rest of the prompt (at the dearest of the three input
+    prices, whichever kinds the prompt turns out to be made of) and the whole output cap.
     """
     assert 0 <= included <= prompt_bound + output_cap
     price = tariff.price
     if included >= prompt_bound:
         micro = (prompt_bound + output_cap - included) * price.output_nano_per_mtok
     else:
-        micro = (prompt_bound - included) * _priciest_input_per_mtok(
-            price
-        ) + output_cap * price.output_nano_per_mtok
+        uncovered_prompt = prompt_bound - included
+        micro = (
+            uncovered_prompt * price.input_nano_per_mtok_max
+            + output_cap * price.output_nano_per_mtok
+        )
     return _to_nano(tariff, micro)
 
 
 def tariff_charge(tariff: Tariff, counts: TokenCounts, included: int) -> tuple[int, int]:
-    """(charge, included tokens used) for ``counts`` with up to ``included`` covered:
-    uncached prompt tokens first, then cached, then completion."""
-    cached = min(counts.cached_tokens, counts.prompt_tokens)
-    uncached = counts.prompt_tokens - cached
-    completion = counts.completion_tokens
-    left = included
-    covered_uncached = min(uncached, left)
-    left -= covered_uncached
-    covered_cached = min(cached, left)
-    left -= covered_cached
-    covered_completion = min(completion, left)
-    left -= covered_completion
-    micro = _tokens_micro(
-        tariff.price,
-        uncached - covered_uncached,
-        cached - covered_cached,
-        completion - covered_completion,
+    """(charge, included tokens used) for ``counts`` with up to ``included`` covered: fresh
+    prompt tokens first, then cache writes, then cache reads, then completion (reasoning
+    tokens are completion tokens, counted once)."""
+    assert included >= 0
+    kinds = (
+        fresh_input_tokens(counts),
+        counts.cache_write_tokens,
+        counts.cached_tokens,
+        counts.completion_tokens,
     )
+    left = included
+    uncovered = []
+    for tokens in kinds:
+        covered = min(tokens, left)
+        left -= covered
+        uncovered.append(tokens - covered)
+    fresh, writes, reads, completion = uncovered
+    micro = tokens_micro(tariff.price, fresh, reads, writes, completion)
     return _to_nano(tariff, micro), included - left
 
 

@@ -4,36 +4,49 @@ A price is nano-units per million tokens, so ``tokens * price`` is an exact inte
 micro-nano-units (1e-15 of the currency). Sums stay exact in that unit and are rounded up
 to whole nano-units once (``div_ceil``): a request that costs 0.4 nano-units pays 1.
 
-The hold bound of a request is its prompt bound at the input price plus its output cap at
-the output price plus the request fee. The prompt bound comes from bytes: byte-level
+A prompt token is one of three kinds, each at its own price: fresh input, a cache read
+(``cached_input``) or a cache write (``cache_write_input``); output tokens, reasoning ones
+among them, are all at the output price, counted once.
+
+The hold bound of a request is its prompt bound at the highest of the three input prices
+(how a prompt splits into them is known only after the engine answers), plus its output cap
+at the output price, plus the request fee. The prompt bound comes from bytes: byte-level
 tokenizers never make more tokens than bytes, and the chat template adds a per-model
 allowance per request, per message, per tool and per image.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from tokenmill.money import TOKENS_PER_PRICE, div_ceil
+from tokenmill.neutral import PromptSize as PromptSize  # re-exported: its old home
 from tokenmill.usage import TokenCounts
 
 
 @dataclass(frozen=True)
 class Price:
-    """One model's price in one currency, valid from ``effective_from_ms`` on."""
+    """One model's price in one currency, valid from ``effective_from_ms`` on.
+
+    The cache-write price is keyword-only (and required), so a Price written positionally
+    before it existed fails rather than take its fee for it.
+    """
 
     model: str
     currency: str
     effective_from_ms: int
-    input_nano_per_mtok: int
-    output_nano_per_mtok: int
-    cached_input_nano_per_mtok: int
+    input_nano_per_mtok: int  # a fresh prompt token
+    output_nano_per_mtok: int  # a completion token, reasoning ones included
+    cached_input_nano_per_mtok: int  # a prompt token read from the prompt cache
     request_fee_nano: int = 0
+    _: KW_ONLY
+    cache_write_input_nano_per_mtok: int  # a prompt token written to the prompt cache
 
     def __post_init__(self) -> None:
         assert self.input_nano_per_mtok >= 0
         assert self.output_nano_per_mtok >= 0
         assert self.cached_input_nano_per_mtok >= 0
+        assert self.cache_write_input_nano_per_mtok >= 0
         assert self.request_fee_nano >= 0
 
     @property
@@ -42,7 +55,17 @@ class Price:
             self.input_nano_per_mtok
             or self.output_nano_per_mtok
             or self.cached_input_nano_per_mtok
+            or self.cache_write_input_nano_per_mtok
             or self.request_fee_nano
+        )
+
+    @property
+    def input_nano_per_mtok_max(self) -> int:
+        """The dearest of the three input prices: what the hold takes per prompt token."""
+        return max(
+            self.input_nano_per_mtok,
+            self.cached_input_nano_per_mtok,
+            self.cache_write_input_nano_per_mtok,
         )
 
 
@@ -54,16 +77,6 @@ class PromptAllowance:
     tokens_per_message: int = 8
     tokens_per_tool: int = 16
     tokens_per_image: int = 4096
-
-
-@dataclass(frozen=True)
-class PromptSize:
-    """What the prompt bound is made of, measured on the request body."""
-
-    text_bytes: int  # an upper bound of the prompt's text in UTF-8 bytes
-    messages_count: int = 0
-    tools_count: int = 0
-    images_count: int = 0
 
 
 def prompt_bound_tokens(size: PromptSize, allowance: PromptAllowance, context_tokens: int) -> int:
@@ -82,15 +95,35 @@ def prompt_bound_tokens(size: PromptSize, allowance: PromptAllowance, context_to
     return min(bound, context_tokens)
 
 
-def cost_micro(price: Price, counts: TokenCounts) -> int:
-    """The exact cost of ``counts``, in micro-nano-units (not rounded)."""
-    cached = min(counts.cached_tokens, counts.prompt_tokens)
+def fresh_input_tokens(counts: TokenCounts) -> int:
+    """The prompt tokens that are neither read from nor written to the prompt cache."""
+    fresh = counts.prompt_tokens - counts.cached_tokens - counts.cache_write_tokens
+    assert fresh >= 0
+    return fresh
+
+
+def tokens_micro(price: Price, fresh: int, reads: int, writes: int, completion: int) -> int:
+    """Tokens of each kind at their price, in micro-nano-units (no fee, not rounded)."""
+    assert min(fresh, reads, writes, completion) >= 0
     return (
-        (counts.prompt_tokens - cached) * price.input_nano_per_mtok
-        + cached * price.cached_input_nano_per_mtok
-        + counts.completion_tokens * price.output_nano_per_mtok
-        + price.request_fee_nano * TOKENS_PER_PRICE
+        fresh * price.input_nano_per_mtok
+        + reads * price.cached_input_nano_per_mtok
+        + writes * price.cache_write_input_nano_per_mtok
+        + completion * price.output_nano_per_mtok
     )
+
+
+def cost_micro(price: Price, counts: TokenCounts) -> int:
+    """The exact cost of ``counts``, in micro-nano-units (not rounded). Reasoning tokens are
+    part of the completion tokens: charged there, once."""
+    micro = tokens_micro(
+        price,
+        fresh_input_tokens(counts),
+        counts.cached_tokens,
+        counts.cache_write_tokens,
+        counts.completion_tokens,
+    )
+    return micro + price.request_fee_nano * TOKENS_PER_PRICE
 
 
 def charge_nano(price: Price, counts: TokenCounts) -> int:
@@ -100,17 +133,14 @@ def charge_nano(price: Price, counts: TokenCounts) -> int:
     return charge
 
 
-def _input_price_max(price: Price) -> int:
-    return max(price.input_nano_per_mtok, price.cached_input_nano_per_mtok)
-
-
 def hold_nano(price: Price, prompt_bound: int, output_cap: int) -> int:
-    """The most a request can cost: every prompt token at the higher input price, the
-    whole output cap, the fee. Never less than ``charge_nano`` of any usage within bounds."""
+    """The most a request can cost: every prompt token at the dearest input price (fresh,
+    cache read or cache write), the whole output cap, the fee. Never less than
+    ``charge_nano`` of any usage within bounds, however its prompt splits."""
     assert prompt_bound >= 0
     assert output_cap >= 0
     micro = (
-        prompt_bound * _input_price_max(price)
+        prompt_bound * price.input_nano_per_mtok_max
         + output_cap * price.output_nano_per_mtok
         + price.request_fee_nano * TOKENS_PER_PRICE
     )
@@ -127,7 +157,7 @@ def output_tokens_affordable(price: Price, prompt_bound: int, available_nano: in
         return None if hold_nano(price, prompt_bound, 0) <= available_nano else 0
     spare_micro = (
         available_nano * TOKENS_PER_PRICE
-        - prompt_bound * _input_price_max(price)
+        - prompt_bound * price.input_nano_per_mtok_max
         - price.request_fee_nano * TOKENS_PER_PRICE
     )
     return spare_micro // price.output_nano_per_mtok
@@ -181,7 +211,8 @@ class PriceBook:
 def mark_up(cost: Price, model: str, factor_ppm: int, plus_input: int, plus_output: int) -> Price:
     """A resold model's price: its upstream cost x ``factor_ppm`` / 1e6 (rounded up to a whole
     nano-unit per million tokens, so the margin is never below the factor), plus a fixed
-    amount per million input and output tokens."""
+    amount per million input and output tokens (the input amount on each of the three input
+    prices: fresh, cache read, cache write)."""
     assert factor_ppm >= 1_000_000
     assert plus_input >= 0
     assert plus_output >= 0
@@ -197,6 +228,8 @@ def mark_up(cost: Price, model: str, factor_ppm: int, plus_input: int, plus_outp
         output_nano_per_mtok=scaled(cost.output_nano_per_mtok) + plus_output,
         cached_input_nano_per_mtok=scaled(cost.cached_input_nano_per_mtok) + plus_input,
         request_fee_nano=scaled(cost.request_fee_nano),
+        cache_write_input_nano_per_mtok=scaled(cost.cache_write_input_nano_per_mtok) + plus_input,
     )
     assert price.input_nano_per_mtok >= cost.input_nano_per_mtok
+    assert price.cache_write_input_nano_per_mtok >= cost.cache_write_input_nano_per_mtok
     return price

@@ -3,6 +3,10 @@
 A statement covers ``[since, until)``: the opening balance, every movement that is not usage
 (top-ups, grants, refunds, adjustments, plan fees) one by one, usage summed by day and model,
 and the closing balance, which must equal the opening balance plus every line (asserted).
+
+A usage line's tokens are its prompt and completion tokens; the prompt's cache reads
+(``cached_tokens``) and cache writes, and the completion's reasoning tokens, are parts of
+them, shown apart and never added to them again.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ class UsageLine:
     prompt_tokens: int
     completion_tokens: int
     amount_nano: int  # signed (usage debits the account: negative)
+    cached_tokens: int = 0  # of prompt_tokens: read from a prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to a prompt cache
+    reasoning_tokens: int = 0  # of completion_tokens
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.cached_tokens + self.cache_write_tokens <= self.prompt_tokens
+        assert min(self.cached_tokens, self.cache_write_tokens) >= 0
+        assert 0 <= self.reasoning_tokens <= self.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,9 @@ def statement_json(s: Statement) -> dict[str, Any]:
                 "requests": u.requests_count,
                 "prompt_tokens": u.prompt_tokens,
                 "completion_tokens": u.completion_tokens,
+                "cached_tokens": u.cached_tokens,
+                "cache_write_tokens": u.cache_write_tokens,
+                "reasoning_tokens": u.reasoning_tokens,
                 "amount": format_amount(u.amount_nano),
                 "amount_nano": u.amount_nano,
             }
@@ -108,7 +123,19 @@ def statement_json(s: Statement) -> dict[str, Any]:
     }
 
 
-CSV_COLUMNS = ("date", "line", "model", "requests", "prompt_tokens", "completion_tokens", "amount")
+CSV_COLUMNS = (
+    "date",
+    "line",
+    "model",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "amount",
+)
+_NO_VOLUME = [""] * (len(CSV_COLUMNS) - 3)  # a movement's model, requests and tokens
 
 
 def statement_csv(s: Statement) -> str:
@@ -117,10 +144,10 @@ def statement_csv(s: Statement) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerow(
-        [_day(s.since_ms), "opening balance", "", "", "", "", format_amount(s.opening_nano)]
+        [_day(s.since_ms), "opening balance", *_NO_VOLUME, format_amount(s.opening_nano)]
     )
     rows: list[tuple[int, list[Any]]] = [
-        (m.at_ms, [_day(m.at_ms), m.kind, "", "", "", "", format_amount(m.amount_nano)])
+        (m.at_ms, [_day(m.at_ms), m.kind, *_NO_VOLUME, format_amount(m.amount_nano)])
         for m in s.movements
     ]
     rows += [
@@ -133,6 +160,9 @@ def statement_csv(s: Statement) -> str:
                 u.requests_count,
                 u.prompt_tokens,
                 u.completion_tokens,
+                u.cached_tokens,
+                u.cache_write_tokens,
+                u.reasoning_tokens,
                 format_amount(u.amount_nano),
             ],
         )
@@ -141,8 +171,23 @@ def statement_csv(s: Statement) -> str:
     for _, row in sorted(rows, key=lambda r: r[0]):
         writer.writerow(row)
     closing_day = _day(s.until_ms - 1)
-    writer.writerow([closing_day, "closing balance", "", "", "", "", format_amount(s.closing_nano)])
+    writer.writerow([closing_day, "closing balance", *_NO_VOLUME, format_amount(s.closing_nano)])
     return out.getvalue()
+
+
+def token_parts_text(cached_tokens: int, cache_write_tokens: int, reasoning_tokens: int) -> str:
+    """The parts of a line's tokens for a page, after its total: " (of which 40 cache read,
+    10 cache write)"; parts of zero are left out, and nothing at all when every part is."""
+    parts = [
+        f"{tokens:,} {name}"
+        for tokens, name in (
+            (cached_tokens, "cache read"),
+            (cache_write_tokens, "cache write"),
+            (reasoning_tokens, "reasoning"),
+        )
+        if tokens
+    ]
+    return f" (of which {', '.join(parts)})" if parts else ""
 
 
 def statement_html(s: Statement) -> str:
@@ -162,7 +207,8 @@ def statement_html(s: Statement) -> str:
             u.day_ms,
             f"<tr><td>{_day(u.day_ms)}</td><td>usage</td><td>{e(u.model)}</td>"
             f"<td class=n>{u.requests_count:,} req,"
-            f" {u.prompt_tokens + u.completion_tokens:,} tok</td>"
+            f" {u.prompt_tokens + u.completion_tokens:,} tok"
+            f"{token_parts_text(u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens)}</td>"
             f"<td class=n>{format_amount(u.amount_nano)}</td></tr>",
         )
         for u in s.usage

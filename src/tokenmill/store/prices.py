@@ -17,12 +17,13 @@ _FIELDS = (
     "input_nano_per_mtok",
     "output_nano_per_mtok",
     "cached_input_nano_per_mtok",
+    "cache_write_input_nano_per_mtok",
     "request_fee_nano",
 )
 
 
 def _price(row: Any) -> Price:
-    return Price(*(getattr(row, name) for name in _FIELDS))
+    return Price(**{name: getattr(row, name) for name in _FIELDS})
 
 
 def insert_price(connection: Connection, price: Price, now_ms: int) -> None:

@@ -97,6 +97,9 @@ usage_records = Table(
     Column("included_tokens", BigInteger, nullable=False, server_default="0"),
     Column("cost_nano", BigInteger, nullable=False, server_default="0"),  # to the operator
     Column("cost_basis", String(16)),  # vendor | modeled | measured; NULL: unknown
+    # of prompt_tokens (beside cached_tokens, the cache reads); of completion_tokens
+    Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
     Index("ix_usage_account_started", "account_id", "started_at_ms"),
     Index("ix_usage_key_started", "key_id", "started_at_ms"),
     Index("ix_usage_model_started", "model", "started_at_ms"),
@@ -167,9 +170,10 @@ prices = Table(
     Column("effective_from_ms", BigInteger, primary_key=True),
     Column("input_nano_per_mtok", BigInteger, nullable=False),
     Column("output_nano_per_mtok", BigInteger, nullable=False),
-    Column("cached_input_nano_per_mtok", BigInteger, nullable=False),
+    Column("cached_input_nano_per_mtok", BigInteger, nullable=False),  # a cache read
     Column("request_fee_nano", BigInteger, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("cache_write_input_nano_per_mtok", BigInteger, nullable=False),
 )
 
 # Every admin action: who (admin token id, or "cli"), what, when, before and after (JSON).

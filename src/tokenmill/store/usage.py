@@ -1,12 +1,15 @@
-"""Usage records: written in groups by the commit writer, read by the admin API and CLI."""
+"""Usage records: written in groups by the commit writer, read by the admin API and CLI, and
+their token counts summed (with the parts of the prompt and completion apart) for
+statements, invoices and reports."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from tokenmill.store.tables import usage_records
 from tokenmill.store.wide_sums import joined_sum, wide_sum
@@ -86,3 +89,43 @@ def included_used_since(connection: Connection, account_id: str, since_ms: int) 
         .group_by(usage_records.c.model)
     )
     return {row[0]: int(row[1]) for row in connection.execute(query)}
+
+
+# The token columns that statements, invoices and reports sum: the prompt and completion
+# tokens, and their parts (cache reads and writes of the prompt, reasoning of the completion).
+TOKEN_COLUMNS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+@dataclass(frozen=True)
+class TokenSums:
+    """Token counts summed over usage records; the parts are of the first two, not added."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        assert min(self.prompt_tokens, self.completion_tokens) >= 0
+        assert min(self.cached_tokens, self.cache_write_tokens, self.reasoning_tokens) >= 0
+
+    @classmethod
+    def of(cls, sums: Sequence[Any]) -> TokenSums:
+        """From the values of ``token_sums()`` in a row (NULL sums of no rows are 0)."""
+        assert len(sums) == len(TOKEN_COLUMNS)
+        return cls(*(int(value or 0) for value in sums))
+
+    def json(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in TOKEN_COLUMNS}
+
+
+def token_sums() -> list[ColumnElement[Any]]:
+    """SUM of each of TOKEN_COLUMNS, in that order (tokens are not money: plain sums)."""
+    return [func.sum(usage_records.c[name]) for name in TOKEN_COLUMNS]

@@ -1,0 +1,264 @@
+"""The neutral call and the neutral stream of parts: the one language between surfaces and
+engines (pure, ground floor, beside ``usage``).
+
+A surface (OpenAI chat, completions, embeddings; later Anthropic Messages and OpenAI
+Responses) parses its wire request into one ``NeutralCall`` and renders what the engine
+answers back into its own shape. The call keeps the client's original ``body`` beside the
+neutral form: an engine that speaks the surface's own API sends the body upstream with
+unknown fields intact and answers wire bytes (``WirePart``, relayed as they are); any other
+engine reads the neutral form and answers neutral parts, which the surface renders.
+
+The neutral form of the conversation is built only when an engine asks for it
+(``NeutralCall.messages``): a relayed chat request never pays for it.
+
+    NeutralCall -- messages: Message(role, parts: TextPart | ImagePart | ToolCallPart
+                                          | ToolResultPart | ReasoningPart)
+                   tools: Tool, tool_choice: ToolChoice, output_format: OutputFormat,
+                   reasoning: Reasoning | None, sampling: Sampling, logprobs, stop, caps
+    Answer      -- parts (text, tool calls, reasoning), finish, counts, logprobs
+    stream      -- TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageReport,
+                   or WirePart (bytes already in the surface's shape)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from tokenmill.usage import TokenCounts
+
+Surface = Literal["chat", "completions", "embeddings"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+ToolChoiceMode = Literal["auto", "none", "required", "tool"]
+OutputKind = Literal["text", "json_object", "json_schema"]
+ReasoningEffort = Literal["minimal", "low", "medium", "high", "xhigh"]
+
+
+# --- the conversation ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+    cache_control: dict[str, Any] | None = None  # a prompt-caching breakpoint (Anthropic's)
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    url: str  # http(s) or a data: URL with base64 bytes
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallPart:
+    """An assistant's call of a tool; ``arguments`` is the JSON text as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultPart:
+    tool_call_id: str
+    content: tuple[TextPart | ImagePart, ...]
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningPart:
+    """A model's reasoning (Anthropic's thinking); ``signature`` lets it be sent back."""
+
+    text: str
+    signature: str | None = None
+    redacted: bool = False
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role  # OpenAI's "developer" is "system" here
+    parts: tuple[Part, ...]
+    name: str | None = None
+
+
+# --- what the client asked for -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON schema of the arguments object
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = "auto"
+    name: str | None = None  # mode "tool": the one tool to call
+    parallel: bool = True  # several calls in one turn allowed
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    kind: OutputKind = "text"
+    name: str | None = None
+    schema: dict[str, Any] | None = None  # kind "json_schema"
+    strict: bool = False
+
+
+TEXT_OUTPUT = OutputFormat()
+AUTO_TOOLS = ToolChoice()
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None  # a cap on reasoning tokens (Anthropic's thinking)
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+
+
+NO_SAMPLING = Sampling()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSize:
+    """What the hold's prompt bound is made of, measured on the request body."""
+
+    text_bytes: int  # an upper bound of the prompt's text in UTF-8 bytes (images left out)
+    messages_count: int = 0
+    tools_count: int = 0
+    images_count: int = 0
+
+
+def _no_messages() -> tuple[Message, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
+class NeutralCall:
+    """One request in no surface's words. ``body`` is the client's validated JSON as sent;
+    ``messages`` is read from it on first use."""
+
+    surface: Surface
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    include_usage: bool  # the client asked to see usage in the stream
+    output_tokens_max: int | None  # the request's cap, within the model's; None: no output
+    prompt: PromptSize
+    stop: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = AUTO_TOOLS
+    output_format: OutputFormat = TEXT_OUTPUT
+    reasoning: Reasoning | None = None
+    sampling: Sampling = NO_SAMPLING
+    logprobs: bool = False
+    top_logprobs: int = 0
+    batch: bool = False  # may wait (OpenAI's service_tier "flex"): a plan's batch discount
+    prompt_text: str | None = None  # completions: the prompt
+    inputs: tuple[str | tuple[int, ...], ...] = ()  # embeddings: the items
+    read_messages: Callable[[], tuple[Message, ...]] = field(
+        default=_no_messages, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        assert self.output_tokens_max is None or self.output_tokens_max >= 1
+        assert self.top_logprobs >= 0
+
+    @cached_property
+    def messages(self) -> tuple[Message, ...]:
+        return self.read_messages()
+
+    @property
+    def tools_offered(self) -> bool:
+        """Whether the model may call a tool in this turn."""
+        return bool(self.tools) and self.tool_choice.mode != "none"
+
+
+# --- what the engine answers -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()  # the most likely tokens at this place
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole (non-streamed) answer, for the surface to render."""
+
+    parts: tuple[TextPart | ToolCallPart | ReasoningPart, ...]
+    finish: FinishReason
+    counts: TokenCounts
+    logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsAnswer:
+    vectors: tuple[tuple[float, ...], ...]
+    counts: TokenCounts
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+    signature: str | None = None
+    redacted: bool = False  # ``text`` is the engine's opaque data, not readable reasoning
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the ``index``-th tool call: its id and name come first, then its
+    arguments in pieces of JSON text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: FinishReason
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    counts: TokenCounts
+
+
+@dataclass(frozen=True, slots=True)
+class WirePart:
+    """One event already in the surface's shape (an SSE payload, the bytes after
+    ``data: ``), relayed as it is; ``usage_only`` marks a ``choices: []`` usage chunk."""
+
+    payload: bytes
+    usage_only: bool = False
+
+
+Completed = bytes | Answer | EmbeddingsAnswer  # what a non-streamed engine call answers
+Delta = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageReport
+StreamPart = Delta | WirePart
