@@ -169,3 +169,16 @@ class UpstreamTimeout(TokenmillError):
     http_status = 504
     type = "timeout_error"
     code = "upstream_timeout"
+
+
+def unknown_model(model: str) -> NotFound:
+    """The one answer for a model that does not exist and for one the key may not use.
+
+    Both are the same bytes (a 404 ``model_not_found``), so a key cannot learn from the
+    answer which models exist beyond its allow-list.
+    """
+    return NotFound(
+        f"The model '{model[:200]}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )

@@ -17,14 +17,24 @@ covers every case:
 | `fake-garbage` | a 200 with a body that is not JSON (or not SSE, for streams)      |
 | `fake-cut`     | streams: half the tokens, then the connection closes, no [DONE]   |
 | `fake-slow`    | streams: one token every `slow_s`                                  |
+| `fake-agent`   | chat as a tool-using model would answer it, scripted by `agent`    |
 
 Output: ``max_tokens`` (or ``max_completion_tokens``, default 16) tokens, token i is word
 i of a fixed list plus a space; prompt tokens are the whitespace words of the prompt.
+
+``fake-agent`` (chat only; see ``AgentScript``) answers in OpenAI's exact shapes, streamed
+or not: with ``tools`` offered and a user turn last, a call of the named tool (or the
+first) with the scripted arguments and ``finish_reason: tool_calls``; after a tool result,
+or under ``tool_choice: none``, the scripted text (the scripted JSON instance under a
+``response_format`` of json_schema or json_object) with ``finish_reason: stop``;
+``logprobs`` when asked; usage with the scripted cached and reasoning tokens (or none at
+all: ``reports_usage``). It ignores the output cap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
@@ -90,6 +100,22 @@ class ServerThread:
 
 
 @dataclass
+class AgentScript:
+    """What ``fake-agent`` answers: the arguments of its tool calls, its text, the JSON
+    instance it gives for a response format, and the cached and reasoning tokens its usage
+    reports (the reasoning ones are added to the visible completion tokens, the cached ones
+    to the prompt's words), if it reports any."""
+
+    tool_arguments: dict[str, Any] = field(default_factory=dict)
+    tool_call_id: str = "call_fake_agent_0001"
+    text: str = "It is sunny and mild in the city today."
+    json_instance: Any = field(default_factory=dict)
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    reports_usage: bool = True  # False: no usage anywhere, like fake-nousage
+
+
+@dataclass
 class FakeUpstreamState:
     """What the fake upstream saw; tests compare it with what the gateway metered."""
 
@@ -100,6 +126,7 @@ class FakeUpstreamState:
     retry_after_s: int = 2
     completed_streams: int = 0
     cancelled_streams: int = 0
+    agent: AgentScript = field(default_factory=AgentScript)
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -142,6 +169,8 @@ def fake_upstream_app(state: FakeUpstreamState) -> Starlette:
         if model == "fake-garbage":
             return Response(b"<html>not json", media_type="application/json")
         chat = request.url.path.endswith("/chat/completions")
+        if model == "fake-agent" and chat:
+            return agent_answer(state.agent, body)
         count = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
         tokens = [FAKE_WORDS[i % len(FAKE_WORDS)] + " " for i in range(count)]
         prompt = _prompt_tokens(body)
@@ -260,6 +289,163 @@ async def _stream(
     except asyncio.CancelledError:
         state.cancelled_streams += 1
         raise
+
+
+_AGENT_WORD = re.compile(r"\S+\s*|\s+")  # text: a word and the space after it
+_AGENT_JSON_PIECE = re.compile(r"\w+|\W+")  # arguments: '{"', 'city', '":"', 'Paris', ...
+_AGENT_ALTERNATIVES = ("the", "a", "it", "is", ",")
+
+
+def _agent_pieces(text: str, pattern: re.Pattern[str] = _AGENT_WORD) -> list[str]:
+    """``text`` in tokens (one per stream chunk); they join back to it."""
+    pieces: list[str] = pattern.findall(text)
+    assert "".join(pieces) == text
+    return pieces
+
+
+def _agent_tool(body: dict[str, Any]) -> str | None:
+    """The tool this turn calls: the named one, else the first one while a user spoke last
+    (or a call is required); None when the turn is text."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice", "auto")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name: str = choice["function"]["name"]
+        return name
+    messages = body.get("messages") or [{}]
+    if choice != "required" and messages[-1].get("role") != "user":
+        return None
+    first: str = tools[0]["function"]["name"]
+    return first
+
+
+def _agent_text(script: AgentScript, body: dict[str, Any]) -> str:
+    kind = (body.get("response_format") or {}).get("type")
+    if kind in ("json_schema", "json_object"):
+        return orjson.dumps(script.json_instance).decode()
+    return script.text
+
+
+def _agent_logprobs(body: dict[str, Any], pieces: list[str]) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` of ``pieces`` when asked: token i at -0.01 * (i + 1), its top
+    alternatives each 1.0 below the one before."""
+    if body.get("logprobs") is not True:
+        return None
+    top_count = body.get("top_logprobs") or 0
+    content = []
+    for index, piece in enumerate(pieces):
+        logprob = -0.01 * (index + 1)
+        tops = [(piece, logprob)]
+        tops += [(t, logprob - 1.0 * (n + 1)) for n, t in enumerate(_AGENT_ALTERNATIVES)]
+        content.append(
+            {
+                "token": piece,
+                "logprob": logprob,
+                "bytes": list(piece.encode()),
+                "top_logprobs": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode())}
+                    for t, lp in tops[:top_count]
+                ],
+            }
+        )
+    return {"content": content, "refusal": None}
+
+
+def _agent_usage(script: AgentScript, body: dict[str, Any], pieces_count: int) -> dict[str, Any]:
+    prompt = _prompt_tokens(body) + script.cached_tokens
+    completion = pieces_count + script.reasoning_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": script.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": script.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def agent_answer(script: AgentScript, body: dict[str, Any]) -> Response:
+    """``fake-agent``'s answer to ``body``: a tool call or text, whole or streamed."""
+    tool = _agent_tool(body)
+    if tool is not None:
+        pieces = _agent_pieces(orjson.dumps(script.tool_arguments).decode(), _AGENT_JSON_PIECE)
+    else:
+        pieces = _agent_pieces(_agent_text(script, body))
+    usage = _agent_usage(script, body, len(pieces))
+    head = {
+        "id": "chatcmpl-fake-agent",
+        "object": "chat.completion",
+        "created": 1,
+        "model": body["model"],
+        "system_fingerprint": "fp_fake_agent",
+    }
+    if body.get("stream"):
+        events = _agent_events(script, body, head, tool, pieces, usage)
+        return StreamingResponse(events, media_type="text/event-stream")
+    message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+    if tool is None:
+        message["content"] = "".join(pieces)
+    else:
+        function = {"name": tool, "arguments": "".join(pieces)}
+        message["tool_calls"] = [
+            {"id": script.tool_call_id, "type": "function", "function": function}
+        ]
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None if tool else _agent_logprobs(body, pieces),
+        "finish_reason": "stop" if tool is None else "tool_calls",
+    }
+    answer = {**head, "choices": [choice], "service_tier": "default"}
+    if script.reports_usage:
+        answer["usage"] = usage
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+async def _agent_events(
+    script: AgentScript,
+    body: dict[str, Any],
+    head: dict[str, Any],
+    tool: str | None,
+    pieces: list[str],
+    usage: dict[str, Any],
+) -> AsyncIterator[bytes]:
+    """The chunks OpenAI streams: the role (and, for a call, its id and name with empty
+    arguments), one chunk per piece, the finish, then the usage chunk when asked."""
+    with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    logprobs = None if tool else _agent_logprobs(body, pieces)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, index: int = -1) -> bytes:
+        lp = None
+        if logprobs is not None and index >= 0:
+            lp = {"content": [logprobs["content"][index]], "refusal": None}
+        choice = {"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}
+        data: dict[str, Any] = {**head, "object": "chat.completion.chunk", "choices": [choice]}
+        if with_usage:
+            data["usage"] = None
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+
+    first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+    if tool is not None:
+        function = {"name": tool, "arguments": ""}
+        call = {"index": 0, "id": script.tool_call_id, "type": "function", "function": function}
+        first = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+    yield chunk(first)
+    for index, piece in enumerate(pieces):
+        if tool is None:
+            yield chunk({"content": piece}, index=index)
+        else:
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    yield chunk({}, "stop" if tool is None else "tool_calls")
+    if with_usage and script.reports_usage:
+        data = {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        yield b"data: " + orjson.dumps(data) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 # The fake Anthropic Messages API (POST /v1/messages), for the ``anthropic`` engine. Like the

@@ -267,7 +267,7 @@ class TestAnswers:
                     ],
                 }
             ],
-            "system": "be brief",
+            "system": [{"type": "text", "text": "be brief"}],
             "stop_sequences": ["zulu"],
             "temperature": 0.5,
         }
@@ -409,10 +409,31 @@ class TestBilling:
 REFUSED = [
     ({"n": 2}, "n"),
     ({"logprobs": True}, "logprobs"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    (
+        {
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+            "response_format": {"type": "json_object"},
+        },
+        "response_format",
+    ),
     ({"temperature": 1.7}, "temperature"),
-    ({"messages": [QUESTION, {"role": "tool", "content": "4", "tool_call_id": "c"}]}, None),
+    (
+        {
+            "messages": [
+                QUESTION,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}
+                    ],
+                },
+            ]
+        },
+        None,
+    ),
 ]
 
 
@@ -430,7 +451,7 @@ class TestRefusals:
         state = fake_anthropic[1]
         before = len(state.requests)
         response = post(gateway, key, chat("sonnet", **fields))
-        assert_openai_error(response, 400, param or "messages.[1].role")
+        assert_openai_error(response, 400, param or "messages.[1].tool_calls")
         assert len(state.requests) == before
 
     @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tokenmill.errors import AuthenticationFailed, NotFound, PermissionDenied
+from tokenmill.errors import AuthenticationFailed, PermissionDenied, unknown_model
 from tokenmill.retail.rate_limits import RateLimit, Scope, scopes_for
+
+__all__ = ["unknown_model"]  # re-exported: its home is errors
 
 KEY_PREFIX = "tm-"
 ADMIN_PREFIX = "tmadmin-"
@@ -72,19 +74,6 @@ def check_grant(grant: Grant, now_ms: int) -> None:
 
 def may_use_model(grant: Grant, model: str) -> bool:
     return grant.models is None or model in grant.models
-
-
-def unknown_model(model: str) -> NotFound:
-    """The one answer for a model that does not exist and for one the key may not use.
-
-    Both are the same bytes (a 404 ``model_not_found``), so a key cannot learn from the
-    answer which models exist beyond its allow-list.
-    """
-    return NotFound(
-        f"The model '{model[:200]}' does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
 
 
 def check_model(grant: Grant, model: str) -> None:

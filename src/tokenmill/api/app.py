@@ -32,9 +32,10 @@ from tokenmill.api.openai_routes import (
     server_error,
     store_unavailable,
 )
-from tokenmill.api.request_path import OpenAIEndpoint
+from tokenmill.api.serving.request_path import SurfaceEndpoint
 from tokenmill.config import Settings
 from tokenmill.errors import InvalidRequest, MethodNotAllowed, NotFound
+from tokenmill.surfaces import SURFACES
 
 log = logging.getLogger("tokenmill.api")
 
@@ -43,9 +44,9 @@ class GatewayApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self._hot = {
-            "/v1/chat/completions": OpenAIEndpoint(gateway, "chat"),
-            "/v1/completions": OpenAIEndpoint(gateway, "completions"),
-            "/v1/embeddings": OpenAIEndpoint(gateway, "embeddings"),
+            "/v1/chat/completions": SurfaceEndpoint(gateway.serving, SURFACES["chat"]),
+            "/v1/completions": SurfaceEndpoint(gateway.serving, SURFACES["completions"]),
+            "/v1/embeddings": SurfaceEndpoint(gateway.serving, SURFACES["embeddings"]),
         }
         self._router = BodyGuard(_router(gateway), gateway)
 

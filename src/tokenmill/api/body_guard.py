@@ -1,5 +1,5 @@
 """What a stranger can make the gateway read, on every route but the OpenAI POST endpoints
-(those bound their bodies themselves, in ``request_path.read_body``).
+(those bound their bodies themselves, in ``serving.intake.read_body``).
 
 * The admin API checks its bearer token before it reads a byte of a body: an unauthenticated
   POST of 50 MB costs a hash lookup, not 50 MB of memory and a JSON parse.
@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from tokenmill.api.admin_auth import admin_actor
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.request_path import read_body
+from tokenmill.api.serving.intake import read_body
 from tokenmill.errors import AuthenticationFailed, TokenmillError
 
 ADMIN_PREFIX = "/admin/"

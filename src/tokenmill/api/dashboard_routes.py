@@ -17,7 +17,7 @@ from starlette.routing import Route
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.money_routes import balance_out
 from tokenmill.api.openai_routes import error_response, html_response, json_response
-from tokenmill.api.request_path import authenticate
+from tokenmill.api.serving.intake import authenticate
 from tokenmill.billing import periods
 from tokenmill.billing.statements import build_statement
 from tokenmill.errors import InvalidRequest, TokenmillError
@@ -66,14 +66,14 @@ def render(statement_format: str | None, statement: Statement) -> Response:
 def dashboard_routes(gateway: Gateway) -> list[Route]:
     async def balance(request: Request) -> Response:
         try:
-            grant = authenticate(gateway, request.scope)
+            grant = authenticate(gateway.directory, request.scope)
         except TokenmillError as error:
             return error_response(error)
         return json_response(balance_out(gateway, grant.account_id).model_dump())
 
     async def statement(request: Request) -> Response:
         try:
-            grant = authenticate(gateway, request.scope)
+            grant = authenticate(gateway.directory, request.scope)
             since, until = period(request)
             fmt = request.query_params.get("format")
             if fmt not in (None, "json", "csv", "html"):
@@ -87,7 +87,7 @@ def dashboard_routes(gateway: Gateway) -> list[Route]:
 
     async def usage(request: Request) -> Response:
         try:
-            grant = authenticate(gateway, request.scope)
+            grant = authenticate(gateway.directory, request.scope)
             since, until = period(request)
             found = await run_in_threadpool(
                 build_statement, gateway.db, grant.account_id, since, until
@@ -109,7 +109,7 @@ def dashboard_routes(gateway: Gateway) -> list[Route]:
 
     async def invoices(request: Request) -> Response:
         try:
-            grant = authenticate(gateway, request.scope)
+            grant = authenticate(gateway.directory, request.scope)
             found = await run_in_threadpool(periods.invoices_of, gateway.db, grant.account_id)
         except TokenmillError as error:
             return error_response(error)

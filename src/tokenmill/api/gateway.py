@@ -23,7 +23,8 @@ from tokenmill.access.keys import hash_secret
 from tokenmill.api.fleet_costs import serving_costs
 from tokenmill.api.fleet_router import FleetRouter
 from tokenmill.api.metrics import GatewayMetrics
-from tokenmill.api.request_path import RequestIds
+from tokenmill.api.serving.collaborators import Collaborators
+from tokenmill.api.serving.request_ids import RequestIds
 from tokenmill.billing import service as billing
 from tokenmill.billing.follower import MoneyState, follow_money, load_money, sync_money
 from tokenmill.billing.seeding import configured_prices
@@ -163,12 +164,25 @@ class Gateway:
         )
         self.io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tokenmill-io")
         self._tasks: list[asyncio.Task[None]] = []
+        self.serving = Collaborators(
+            limits=self.limits,
+            models=self.models,
+            allowances=self.allowances,
+            directory=self.directory,
+            funds=self.money.funds,
+            prices=self.money.prices,
+            plans=self.money.plans,
+            rate_limiter=self.rate_limiter,
+            router=self.router,
+            writer=self.writer,
+            metrics=self.metrics,
+            serving_costs=self.serving_costs,
+            request_ids=self.request_ids,
+            report_loss=self.report_loss,
+        )
 
     def simulated(self, model: str) -> bool:
         return all(self.backends[name].simulated for name in self.models[model].deployments)
-
-    def observe(self, record: UsageRecord) -> None:
-        self.metrics.of(record.model, record.endpoint, record.status).observe(record)
 
     def report_loss(self, record: UsageRecord, charge: Charge) -> None:
         """A charge above its hold: the customer paid the hold, the operator the rest."""

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from tokenmill import json_codec
 from tokenmill.access.keys import Grant, may_use_model, unknown_model
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.request_path import authenticate
+from tokenmill.api.serving.intake import authenticate
 from tokenmill.errors import MethodNotAllowed, TokenmillError, Unavailable
 
 log = logging.getLogger("tokenmill.api")
@@ -122,7 +122,7 @@ def routes(gateway: Gateway) -> list[Route]:
     started_s = int(time.time())
 
     def _grant(request: Request) -> Grant:
-        return authenticate(gateway, request.scope)
+        return authenticate(gateway.directory, request.scope)
 
     async def list_models(request: Request) -> Response:
         try:

@@ -23,7 +23,7 @@ import orjson
 from yarl import URL
 
 from tokenmill.config import AnthropicEngineConfig, DeploymentConfig, Limits, OpenAIEngineConfig
-from tokenmill.engines.base import EngineCall, StreamPart
+from tokenmill.engines.base import EngineCall, StreamPart, WirePart
 from tokenmill.errors import (
     InvalidRequest,
     RateLimited,
@@ -43,7 +43,10 @@ from tokenmill.usage import (
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
-_HAS_TEXT = re.compile(rb'"(?:content|text)"\s*:\s*"(?!")')
+_HAS_TEXT = re.compile(rb'"(?:content|text|arguments|reasoning_content)"\s*:\s*"(?!")')
+# What an event produced, if it has any: text, a tool call's arguments, or reasoning.
+_TEXT_KEYS = (b'"content":"', b'"text":"', b'"arguments":"', b'"reasoning_content":"')
+_TEXT_NAMES = (b'"content"', b'"text"', b'"arguments"', b'"reasoning_content"')
 _SSE_FIELDS = (b"event:", b"id:", b"retry:")
 ERROR_BODY_BYTES_MAX = 64 * 1024
 # An idle pooled connection is dropped before the server drops it: uvicorn (vLLM, SGLang)
@@ -219,7 +222,7 @@ class OpenAIBackend:
                 yield parts
         raise UpstreamError(f"upstream {self.engine} closed the stream before [DONE]")
 
-    def _part(self, call: EngineCall, payload: bytes) -> StreamPart:
+    def _part(self, call: EngineCall, payload: bytes) -> WirePart:
         """Meter one event: parse it only if it carries usage; count it if it carries text."""
         usage_only = False
         mentions_usage = b'"usage"' in payload and b'"usage":null' not in payload
@@ -230,17 +233,18 @@ class OpenAIBackend:
             meter.completion_tokens_estimate += 1
             if meter.first_token_at_ns is None:
                 meter.first_token_at_ns = time.perf_counter_ns()
-        return StreamPart(payload, usage_only)
+        return WirePart(payload, usage_only)
 
 
 def _carries_text(payload: bytes) -> bool:
-    """Whether an event has non-empty content or text: a substring test for compact JSON,
-    the regular expression only for spaced JSON (the hot path runs this per event)."""
-    for key in (b'"content":"', b'"text":"'):
+    """Whether an event produced something (content, text, a tool call's arguments or
+    reasoning): a substring test for compact JSON, the regular expression only for spaced
+    JSON (the hot path runs this per event)."""
+    for key in _TEXT_KEYS:
         at = payload.find(key)
-        if at >= 0:
-            return payload[at + len(key) : at + len(key) + 1] != b'"'
-    if b'"content"' in payload or b'"text"' in payload:
+        if at >= 0 and payload[at + len(key) : at + len(key) + 1] != b'"':
+            return True
+    if any(name in payload for name in _TEXT_NAMES):
         return _HAS_TEXT.search(payload) is not None
     return False
 
@@ -269,14 +273,23 @@ def _check_json_object(engine: str, payload: bytes) -> None:
 
 
 def _count_answer_tokens(answer: dict[str, Any]) -> int:
+    """A local count of what an answer produced: text, reasoning and tool-call arguments."""
     total = 0
     for choice in answer.get("choices") or []:
         if not isinstance(choice, dict):
             continue
         message = choice.get("message")
-        text = message.get("content") if isinstance(message, dict) else choice.get("text")
-        if isinstance(text, str):
-            total += count_text_tokens(text)
+        if not isinstance(message, dict):
+            text = choice.get("text")
+            total += count_text_tokens(text) if isinstance(text, str) else 0
+            continue
+        for name in ("content", "reasoning_content"):
+            text = message.get(name)
+            total += count_text_tokens(text) if isinstance(text, str) else 0
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                total += count_text_tokens(function["arguments"])
     return total
 
 

@@ -10,20 +10,40 @@ one token per step. Step times come from ``tokenmill.economics.perf``, scaled by
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
 from tokenmill.config import DeploymentConfig
 from tokenmill.economics import catalog, perf
 from tokenmill.engines import sim_text
-from tokenmill.engines.base import EngineCall, StreamPart
+from tokenmill.engines.base import EngineCall
+from tokenmill.engines.sim_answers import (
+    Piece,
+    SimAnswer,
+    logprob_of,
+    plan_answer,
+    prompt_tokens_of,
+    refuse_unsupported,
+)
 from tokenmill.errors import ConfigurationError, InvalidRequest, TokenmillError, Unavailable
+from tokenmill.neutral import (
+    Answer,
+    EmbeddingsAnswer,
+    Finish,
+    ReasoningDelta,
+    ReasoningPart,
+    StreamPart,
+    TextDelta,
+    TextPart,
+    TokenLogprob,
+    ToolCallDelta,
+    ToolCallPart,
+    UsageReport,
+)
 from tokenmill.usage import (
     TokenCounts,
     count_chat_prompt_tokens,
@@ -36,10 +56,10 @@ from tokenmill.usage import (
 @dataclass(eq=False)
 class _Job:
     prompt_tokens: int
-    tokens: list[str]
+    tokens: list[Piece]
     finish_reason: str
     output_tokens_max: int = 0  # the request's cap: what it could use at most
-    out: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    out: asyncio.Queue[Piece | None] = field(default_factory=asyncio.Queue)
     emitted: int = 0
     cancelled: bool = False
 
@@ -220,99 +240,88 @@ class SimBackend:
     async def aclose(self) -> None:
         await self._scheduler.aclose()
 
-    def _job(self, call: EngineCall) -> _Job:
-        if call.endpoint == "chat":
+    def _job(self, call: EngineCall) -> tuple[_Job, SimAnswer]:
+        neutral = call.call
+        refuse_unsupported(neutral)
+        if neutral.surface == "chat":
             messages = call.body["messages"]
-            prompt_tokens = count_chat_prompt_tokens(messages)
+            prompt_tokens = prompt_tokens_of(neutral, count_chat_prompt_tokens(messages))
             seed_text = orjson.dumps(messages).decode()
         else:
-            prompt = call.body["prompt"]
-            prompt_tokens = count_prompt_tokens(prompt)
-            seed_text = prompt if isinstance(prompt, str) else "\x1e".join(prompt)
+            seed_text = neutral.prompt_text or ""
+            prompt_tokens = count_prompt_tokens(seed_text)
         cap = call.output_tokens_max if call.output_tokens_max is not None else 1
         # ignore_eos (vLLM's extension, for benchmarks): answer exactly max_tokens tokens.
         fill = call.body.get("ignore_eos") is True
         seed = sim_text.seed_of(call.public_model, seed_text)
-        tokens = sim_text.answer_tokens(seed, cap, fill=fill)
-        tokens, stopped = sim_text.cut_at_stop(tokens, call.stop)
-        finish = "stop" if stopped or len(tokens) < cap else "length"
+        answer = plan_answer(neutral, seed, cap, fill=fill)
         call.meter.prompt_tokens_estimate = prompt_tokens
-        job = _Job(prompt_tokens, tokens, finish, output_tokens_max=cap)
+        job = _Job(prompt_tokens, answer.pieces, answer.finish, output_tokens_max=cap)
         # Submitted before anything is sent, so a refusal (too big, queue full) is still an
         # HTTP status and not an error event inside a 200 stream.
         self._scheduler.submit(job)
-        return job
+        return job, answer
 
-    async def _tokens(self, call: EngineCall, job: _Job) -> AsyncIterator[str]:
+    async def _pieces(self, call: EngineCall, job: _Job) -> AsyncIterator[Piece]:
+        reasoning = 0
         try:
-            while (token := await job.out.get()) is not None:
+            while (piece := await job.out.get()) is not None:
                 if call.meter.first_token_at_ns is None:
                     call.meter.first_token_at_ns = time.perf_counter_ns()
                 call.meter.completion_tokens_estimate += 1
-                yield token
+                reasoning += piece.kind == "reasoning"
+                yield piece
         finally:
             job.cancelled = True  # finished jobs are gone already; this stops a cut one
-            call.meter.report(TokenCounts(job.prompt_tokens, call.meter.completion_tokens_estimate))
+            produced = call.meter.completion_tokens_estimate
+            counts = TokenCounts(job.prompt_tokens, produced, reasoning_tokens=reasoning)
+            call.meter.report(counts)
 
-    async def complete(self, call: EngineCall) -> bytes:
+    async def complete(self, call: EngineCall) -> Answer | EmbeddingsAnswer:
         if call.endpoint == "embeddings":
             return await self._embed(call)
-        job = self._job(call)
-        text = "".join([token async for token in self._tokens(call, job)])
-        usage = _usage(job.prompt_tokens, len(job.tokens))
-        if call.endpoint == "chat":
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": job.finish_reason,
-            }
-            obj = "chat.completion"
-        else:
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": job.finish_reason,
-            }
-            obj = "text_completion"
-        return orjson.dumps(self._envelope(call, obj) | {"choices": [choice], "usage": usage})
+        job, answer = self._job(call)
+        pieces = [piece async for piece in self._pieces(call, job)]
+        assert call.meter.reported is not None
+        return Answer(
+            parts=whole_parts(answer, pieces),
+            finish=job.finish_reason,  # type: ignore[arg-type]
+            counts=call.meter.reported,
+            logprobs=self._logprobs(call, pieces) if call.call.logprobs else None,
+            fingerprint=self.fingerprint,
+        )
+
+    def _logprobs(self, call: EngineCall, pieces: list[Piece]) -> tuple[TokenLogprob, ...]:
+        top = call.call.top_logprobs
+        seed = sim_text.seed_of(call.public_model)
+        return tuple(
+            logprob_of(p.text, seed + i, top) for i, p in enumerate(pieces) if p.kind == "text"
+        )
 
     async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
-        job = self._job(call)
+        job, answer = self._job(call)
+        logprobs = call.call.logprobs
+        top = call.call.top_logprobs
+        seed = sim_text.seed_of(call.public_model)
+        opened: set[int] = set()
         try:
-            chat = call.endpoint == "chat"
-            head = self._envelope(call, "chat.completion.chunk" if chat else "text_completion")
-
-            def part(choice: dict[str, Any]) -> list[StreamPart]:
-                choice = {"index": 0, **choice, "logprobs": None}
-                return [StreamPart(orjson.dumps(head | {"choices": [choice]}))]
-
-            if chat:
-                yield part({"delta": {"role": "assistant", "content": ""}, "finish_reason": None})
-            async for token in self._tokens(call, job):
-                text = {"delta": {"content": token}} if chat else {"text": token}
-                yield part({**text, "finish_reason": None})
-            last: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
-            yield part({**last, "finish_reason": job.finish_reason})
-            usage = _usage(job.prompt_tokens, len(job.tokens))
-            yield [
-                StreamPart(orjson.dumps(head | {"choices": [], "usage": usage}), usage_only=True)
-            ]
+            number = 0
+            async for piece in self._pieces(call, job):
+                if piece.kind == "reasoning":
+                    yield [ReasoningDelta(piece.text)]
+                elif piece.kind == "text":
+                    lp = (logprob_of(piece.text, seed + number, top),) if logprobs else None
+                    number += 1
+                    yield [TextDelta(piece.text, lp)]
+                else:
+                    yield [tool_delta(answer, piece, opened)]
+            assert call.meter.reported is not None
+            yield [Finish(job.finish_reason)]  # type: ignore[arg-type]
+            yield [UsageReport(call.meter.reported)]
         finally:
             job.cancelled = True  # a client that left stops its place in the batch
 
-    def _envelope(self, call: EngineCall, obj: str) -> dict[str, Any]:
-        prefix = "chatcmpl" if call.endpoint == "chat" else "cmpl"
-        return {
-            "id": f"{prefix}-{call.request_id}",
-            "object": obj,
-            "created": call.created_s,
-            "model": call.public_model,
-            "system_fingerprint": self.fingerprint,
-        }
-
-    async def _embed(self, call: EngineCall) -> bytes:
+    async def _embed(self, call: EngineCall) -> EmbeddingsAnswer:
         dimensions = call.body.get("dimensions") or self._config.embedding_dimensions
         if dimensions is None:
             raise InvalidRequest("this model does not make embeddings", param="model")
@@ -320,30 +329,38 @@ class SimBackend:
         prompt_tokens = count_embedding_tokens(call.body["input"])
         call.meter.prompt_tokens_estimate = prompt_tokens
         await asyncio.sleep(perf.prefill_time_s(self._setup, prompt_tokens) * self._time_scale)
-        as_base64 = call.body.get("encoding_format") == "base64"
-        data = []
-        for index, text in enumerate(texts):
+        vectors = []
+        for text in texts:
             seed = sim_text.seed_of(call.public_model, str(dimensions), orjson.dumps(text).decode())
-            vector = sim_text.unit_vector(seed, dimensions)
-            embedding: Any = (
-                base64.b64encode(sim_text.pack_float32(vector)).decode() if as_base64 else vector
-            )
-            data.append({"object": "embedding", "index": index, "embedding": embedding})
-        call.meter.report(TokenCounts(prompt_tokens, 0))
+            vectors.append(tuple(sim_text.unit_vector(seed, dimensions)))
+        counts = TokenCounts(prompt_tokens, 0)
+        call.meter.report(counts)
         call.meter.first_token_at_ns = time.perf_counter_ns()
-        return orjson.dumps(
-            {
-                "object": "list",
-                "data": data,
-                "model": call.public_model,
-                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-            }
-        )
+        return EmbeddingsAnswer(tuple(vectors), counts)
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+def whole_parts(
+    answer: SimAnswer, pieces: list[Piece]
+) -> tuple[TextPart | ToolCallPart | ReasoningPart, ...]:
+    """The pieces produced, joined into the parts of a whole answer."""
+    parts: list[TextPart | ToolCallPart | ReasoningPart] = []
+    reasoning = "".join(p.text for p in pieces if p.kind == "reasoning")
+    if reasoning:
+        parts.append(ReasoningPart(reasoning))
+    text = "".join(p.text for p in pieces if p.kind == "text")
+    if text or not answer.tool_calls:
+        parts.append(TextPart(text))
+    for index, (call_id, name) in enumerate(answer.tool_calls):
+        arguments = "".join(p.text for p in pieces if p.kind == "tool" and p.tool_index == index)
+        if arguments or index == 0:
+            parts.append(ToolCallPart(call_id, name, arguments))
+    return tuple(parts)
+
+
+def tool_delta(answer: SimAnswer, piece: Piece, opened: set[int]) -> ToolCallDelta:
+    """A piece of a tool call's arguments; the first of each call names it."""
+    if piece.tool_index in opened:
+        return ToolCallDelta(piece.tool_index, arguments=piece.text)
+    opened.add(piece.tool_index)
+    call_id, name = answer.tool_calls[piece.tool_index]
+    return ToolCallDelta(piece.tool_index, call_id, name, piece.text)

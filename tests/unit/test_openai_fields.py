@@ -1,8 +1,10 @@
-"""Validating OpenAI request bodies (tokenmill.api.openai_wire): pure, no I/O."""
+"""Validating OpenAI request bodies (the chat, completions and embeddings surfaces): pure,
+no I/O."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import pytest
@@ -10,16 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.strategies import optional_token_limits
-from tokenmill.access.keys import Grant, unknown_model
-from tokenmill.api.openai_wire import (
-    LOGIT_BIAS_COUNT_MAX,
-    decode_json,
-    parse_chat,
-    parse_completion,
-    parse_embedding,
-)
+from tokenmill.access.keys import Grant, may_use_model, unknown_model
 from tokenmill.config import Limits, ModelConfig
 from tokenmill.errors import InvalidRequest, NotFound
+from tokenmill.surfaces.chat_request import parse_chat
+from tokenmill.surfaces.completions import parse_completion
+from tokenmill.surfaces.embeddings import parse_embedding
+from tokenmill.surfaces.openai_fields import LOGIT_BIAS_COUNT_MAX, decode_json
 
 HELLO = [{"role": "user", "content": "hello"}]
 CONTEXT = 4096
@@ -160,7 +159,7 @@ class TestParseChat:
         """Model, endpoint and defaults of a minimal chat body."""
         parsed = parse_chat(chat(), models(), Limits())
         assert parsed.model == "chat"
-        assert parsed.endpoint == "chat"
+        assert parsed.surface == "chat"
         assert parsed.stream is False
         assert parsed.include_usage is False
         assert parsed.stop == ()
@@ -194,7 +193,13 @@ class TestParseChat:
         """Content as typed parts, and an assistant message with only tool calls, pass."""
         messages = [
             {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "content": "42", "tool_call_id": "c1"},
         ]
         assert parse_chat(chat(messages=messages), models(), Limits()).model == "chat"
@@ -255,7 +260,7 @@ class TestParseEmbedding:
     def test_every_input_form_is_accepted(self, given_input: Any) -> None:
         """A string, strings, one token array or several are valid inputs."""
         body = {"model": "embed", "input": given_input}
-        assert parse_embedding(body, models(), Limits()).endpoint == "embeddings"
+        assert parse_embedding(body, models(), Limits()).surface == "embeddings"
 
     def test_inputs_beyond_their_limit_are_refused(self) -> None:
         """More than Limits.embedding_inputs_count_max inputs is refused on 'input'."""
@@ -381,8 +386,15 @@ EDGE_CHAT_FIELDS = [
     {"seed": 2**63 - 1},
     {"n": 1, "user": "u" * 256, "safety_identifier": "s" * 64},
     {"metadata": {f"k{i:063}": "v" * 512 for i in range(16)}},
-    {"tools": [{"type": "function"}] * 128, "tool_choice": {"type": "function"}},
-    {"response_format": {"type": "json_schema"}, "store": False, "parallel_tool_calls": True},
+    {
+        "tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(128)],
+        "tool_choice": {"type": "function", "function": {"name": "f127"}},
+    },
+    {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "answer"}},
+        "store": False,
+        "parallel_tool_calls": True,
+    },
     {"modalities": ["text"], "service_tier": "flex", "reasoning_effort": "low"},
 ]
 
@@ -490,7 +502,12 @@ class TestAllowList:
     ) -> None:
         """The same NotFound, byte for byte, as for a model that does not exist."""
         with pytest.raises(NotFound) as hidden:
-            parse(body, models(), Limits(), grant=grant_for("other"))
+            parse(
+                body,
+                models(),
+                Limits(),
+                may_use=functools.partial(may_use_model, grant_for("other")),
+            )
         with pytest.raises(NotFound) as unknown:
             parse({**body, "model": "nope"}, {}, Limits())
         expected = unknown.value.to_body()
@@ -502,8 +519,21 @@ class TestAllowList:
         """A bad field on a hidden model still gets the 404, so the field cannot reveal it."""
         for body in (chat(temperature=9), chat(model="embed"), chat(messages=[])):
             with pytest.raises(NotFound):
-                parse_chat(body, models(), Limits(), grant=grant_for("other"))
+                parse_chat(
+                    body,
+                    models(),
+                    Limits(),
+                    may_use=functools.partial(may_use_model, grant_for("other")),
+                )
 
     def test_a_model_on_the_allow_list_is_parsed(self) -> None:
         """The control case: the listed model passes."""
-        assert parse_chat(chat(), models(), Limits(), grant=grant_for("chat")).model == "chat"
+        assert (
+            parse_chat(
+                chat(),
+                models(),
+                Limits(),
+                may_use=functools.partial(may_use_model, grant_for("chat")),
+            ).model
+            == "chat"
+        )
