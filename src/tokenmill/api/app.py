@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from tokenmill.api.admin_routes import create_admin_app
+from tokenmill.api.admin.routes import create_admin_app
 from tokenmill.api.body_guard import BodyGuard
 from tokenmill.api.dashboard_routes import dashboard_routes
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error

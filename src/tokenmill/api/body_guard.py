@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp
 
-from tokenmill.api.admin_auth import admin_actor
+from tokenmill.api.admin.auth import admin_actor
 from tokenmill.api.error_json import Message, Receive, Scope, Send, send_error
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.serving.intake import read_body

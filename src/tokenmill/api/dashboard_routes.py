@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tokenmill.api.admin.money_routes import balance_out
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.money_routes import balance_out
 from tokenmill.api.openai_routes import error_response, html_response, json_response
 from tokenmill.api.serving.intake import authenticate
 from tokenmill.billing import periods

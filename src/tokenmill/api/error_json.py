@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
 import orjson
-from starlette.types import Message, Receive, Scope, Send
 
 from tokenmill.errors import TokenmillError
+
+# The ASGI types (as the ASGI spec and Starlette define them), here so that the hot path
+# needs no web framework.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 __all__ = ["Message", "Receive", "Scope", "Send"]
 

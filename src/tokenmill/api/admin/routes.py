@@ -19,14 +19,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from tokenmill.access import service
-from tokenmill.api.admin_auth import ADMIN, Actor
-from tokenmill.api.admin_spec import admin_openapi
-from tokenmill.api.fleet_routes import fleet_routes
+from tokenmill.api.admin.auth import ADMIN, Actor
+from tokenmill.api.admin.fleet_routes import fleet_routes
+from tokenmill.api.admin.limit_routes import rate_limit_routes
+from tokenmill.api.admin.money_routes import money_routes
+from tokenmill.api.admin.plan_routes import plan_routes
+from tokenmill.api.admin.spec import admin_openapi
 from tokenmill.api.gateway import Gateway
-from tokenmill.api.limit_routes import rate_limit_routes
-from tokenmill.api.money_routes import money_routes
 from tokenmill.api.openai_routes import server_error, store_unavailable
-from tokenmill.api.plan_routes import plan_routes
 from tokenmill.errors import InvalidRequest, NotFound, TokenmillError
 from tokenmill.instants import ms_of
 from tokenmill.money import format_amount

@@ -14,9 +14,8 @@ from fastapi import FastAPI, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from tokenmill.access import service
-from tokenmill.api.admin_auth import ADMIN, Actor
-from tokenmill.api.gateway import Gateway
-from tokenmill.api.money_wire import (
+from tokenmill.api.admin.auth import ADMIN, Actor
+from tokenmill.api.admin.money_wire import (
     BalanceOut,
     BudgetIn,
     CloseIn,
@@ -33,6 +32,7 @@ from tokenmill.api.money_wire import (
     transfer_out,
     utc_time,
 )
+from tokenmill.api.gateway import Gateway
 from tokenmill.api.openai_routes import html_response
 from tokenmill.billing import periods
 from tokenmill.billing import service as billing

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from tokenmill.api.admin_auth import ADMIN
+from tokenmill.api.admin.auth import ADMIN
 from tokenmill.api.gateway import Gateway
 from tokenmill.money import format_amount
 from tokenmill.store.database import now_ms

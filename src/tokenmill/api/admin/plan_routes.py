@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from tokenmill.api.admin_auth import ADMIN
+from tokenmill.api.admin.auth import ADMIN
 from tokenmill.economics import reference
 from tokenmill.economics.capacity import CapacityQuery, Demand, capacity_answer
 from tokenmill.economics.costing import CostQuery, cost_answer, price_answer

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from tokenmill.access import service
-from tokenmill.api.admin_auth import ADMIN, Actor
+from tokenmill.api.admin.auth import ADMIN, Actor
 from tokenmill.api.gateway import Gateway
 from tokenmill.errors import InvalidRequest
 from tokenmill.retail.rate_limits import ALL_MODELS, RATE_MAX, RateLimit, limits_to_spec
