@@ -468,10 +468,29 @@ async def _agent_events(
 # cut at ``max_tokens`` (stop_reason max_tokens) or before a word named in
 # ``stop_sequences`` (stop_reason stop_sequence); one output token per word. Input tokens
 # are the whitespace words of the system prompt and the messages.
+#
+# Opt-in, by what the request carries (any model; a plain request is answered as above):
+# * ``tools`` and a ``tool_choice`` other than none, the last turn not a tool result: one
+#   ``tool_use`` block (id ``toolu_fake_<request number>``) of the tool ``tool_choice``
+#   names, else the first, its input ``tool_inputs[name]`` or else the least valid instance
+#   of its ``input_schema`` (required properties only: strings "x", numbers 0, enums their
+#   first value); stop_reason tool_use, one output token per JSON piece. After a tool result
+#   (or under tool_choice none) the text above. A forced tool (a JSON output format) is
+#   such a call too.
+# * ``thinking`` enabled: a ``thinking`` block with ``thinking_text`` and
+#   ``thinking_signature`` first; one more output token per word of it.
+# * ``cache_write_tokens`` / ``cache_read_tokens`` set on the state: those cache counts in
+#   every usage, whatever the model.
+# Streams send Anthropic's events block by block: content_block_start (a tool_use with
+# input {}, a thinking block with thinking ""), the deltas (text_delta per word,
+# thinking_delta per word then one signature_delta, input_json_delta: "" then the JSON in
+# pieces), content_block_stop; then message_delta (stop_reason, output usage), message_stop.
 
 FAKE_ANSWER_WORDS_COUNT = 6
 FAKE_CACHE_WRITE_TOKENS = 7
 FAKE_CACHE_READ_TOKENS = 11
+FAKE_THINKING_TEXT = "The user asks about the weather, so I should answer plainly."
+FAKE_THINKING_SIGNATURE = "ZmFrZS10aGlua2luZy1zaWduYXR1cmU="
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -481,11 +500,16 @@ ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+_ANTHROPIC_FAILING_MIDWAY = ("claude-cut", "claude-error", "claude-badjson")
+_SCHEMA_DEFAULTS: dict[str, Any] = {"string": "x", "integer": 0, "number": 0, "boolean": False}
+
+Block = dict[str, Any]
 
 
 @dataclass
 class FakeAnthropicState:
-    """What the fake Anthropic upstream saw, and the API key it accepts."""
+    """What the fake Anthropic upstream saw, the API key it accepts, and what it scripts:
+    tool inputs by tool name, the thinking it shows, and cache counts (None: by model)."""
 
     api_key: str = "sk-ant-fake"
     version: str = "2023-06-01"
@@ -493,6 +517,11 @@ class FakeAnthropicState:
     headers: list[dict[str, str]] = field(default_factory=list)
     hang_s: float = 30.0
     completed_streams: int = 0
+    tool_inputs: dict[str, Any] = field(default_factory=dict)
+    thinking_text: str = FAKE_THINKING_TEXT
+    thinking_signature: str = FAKE_THINKING_SIGNATURE
+    cache_write_tokens: int | None = None
+    cache_read_tokens: int | None = None
 
 
 def anthropic_error(status: int, message: str, **headers: str) -> Response:
@@ -534,16 +563,82 @@ def _anthropic_turn(body: dict[str, Any]) -> tuple[list[str], str, str | None]:
     return tokens, "end_turn", None
 
 
-def _anthropic_usage(body: dict[str, Any], model: str, output_tokens: int) -> dict[str, Any]:
+def _anthropic_usage(
+    state: FakeAnthropicState, body: dict[str, Any], model: str, output_tokens: int
+) -> dict[str, Any]:
     texts = [_anthropic_text(body.get("system", ""))]
     texts.extend(_anthropic_text(message.get("content")) for message in body["messages"])
     cached = model == "claude-cached"
+    written = FAKE_CACHE_WRITE_TOKENS if cached else 0
+    read = FAKE_CACHE_READ_TOKENS if cached else 0
     return {
         "input_tokens": max(1, len(" ".join(texts).split())),
         "output_tokens": output_tokens,
-        "cache_creation_input_tokens": FAKE_CACHE_WRITE_TOKENS if cached else 0,
-        "cache_read_input_tokens": FAKE_CACHE_READ_TOKENS if cached else 0,
+        "cache_creation_input_tokens": _scripted(state.cache_write_tokens, written),
+        "cache_read_input_tokens": _scripted(state.cache_read_tokens, read),
     }
+
+
+def _scripted(scripted: int | None, by_model: int) -> int:
+    return by_model if scripted is None else scripted
+
+
+def schema_instance(schema: dict[str, Any]) -> Any:
+    """The least instance of a JSON schema the fake can make: an object of its required
+    properties, strings "x", numbers 0, an enum's (or a const's) first value, arrays empty."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {
+            name: schema_instance(properties.get(name, {})) for name in schema.get("required", ())
+        }
+    if kind == "array":
+        return []
+    return _SCHEMA_DEFAULTS.get(kind)
+
+
+def _anthropic_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool this turn calls (see the table above); None when the turn is text."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice") or {"type": "auto"}
+    if not tools or choice.get("type") == "none":
+        return None
+    last = body["messages"][-1]
+    content = last.get("content") if last.get("role") == "user" else None
+    if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content or ()):
+        return None
+    name = choice.get("name") if choice.get("type") == "tool" else tools[0]["name"]
+    named: dict[str, Any] = next((tool for tool in tools if tool["name"] == name), tools[0])
+    return named
+
+
+def _anthropic_answer(
+    state: FakeAnthropicState, body: dict[str, Any]
+) -> tuple[list[Block], str, str | None, int]:
+    """(content blocks, stop_reason, stop_sequence, output tokens) of the fake's answer."""
+    blocks: list[Block] = []
+    output_tokens = 0
+    if (body.get("thinking") or {}).get("type") == "enabled":
+        text = state.thinking_text
+        blocks.append({"type": "thinking", "thinking": text, "signature": state.thinking_signature})
+        output_tokens += len(_agent_pieces(text))
+    tool = _anthropic_tool(body)
+    if tool is not None:
+        name = tool["name"]
+        given = state.tool_inputs.get(name)
+        arguments = schema_instance(tool.get("input_schema") or {}) if given is None else given
+        call_id = f"toolu_fake_{len(state.requests):04d}"
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": arguments})
+        pieces = _agent_pieces(orjson.dumps(arguments).decode(), _AGENT_JSON_PIECE)
+        return blocks, "tool_use", None, output_tokens + len(pieces)
+    tokens, stop_reason, stop_sequence = _anthropic_turn(body)
+    blocks.append({"type": "text", "text": "".join(tokens)})
+    return blocks, stop_reason, stop_sequence, output_tokens + len(tokens)
 
 
 def fake_anthropic_app(state: FakeAnthropicState) -> Starlette:
@@ -567,16 +662,16 @@ def fake_anthropic_app(state: FakeAnthropicState) -> Starlette:
             return StreamingResponse(events, media_type="text/event-stream")
         if model == "claude-garbage":
             return Response(b"<html>not json", media_type="application/json")
-        tokens, stop_reason, stop_sequence = _anthropic_turn(body)
+        content, stop_reason, stop_sequence, output_tokens = _anthropic_answer(state, body)
         answer = {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": "".join(tokens)}],
+            "content": content,
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
-            "usage": _anthropic_usage(body, model, len(tokens)),
+            "usage": _anthropic_usage(state, body, model, output_tokens),
         }
         return Response(orjson.dumps(answer), media_type="application/json")
 
@@ -587,13 +682,28 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: ".encode() + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
 
+def _block_stream(block: Block) -> tuple[Block, list[Block]]:
+    """A content block as Anthropic streams it: the block it starts as, then its deltas."""
+    if block["type"] == "thinking":
+        pieces = _agent_pieces(block["thinking"])
+        deltas = [{"type": "thinking_delta", "thinking": piece} for piece in pieces]
+        signed = {"type": "signature_delta", "signature": block["signature"]}
+        return {"type": "thinking", "thinking": ""}, [*deltas, signed]
+    if block["type"] == "tool_use":
+        pieces = ["", *_agent_pieces(orjson.dumps(block["input"]).decode(), _AGENT_JSON_PIECE)]
+        deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
+        return {**block, "input": {}}, deltas
+    pieces = _agent_pieces(block["text"])
+    return {"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in pieces]
+
+
 async def _anthropic_events(
     state: FakeAnthropicState, model: str, body: dict[str, Any]
 ) -> AsyncIterator[bytes]:
     if model == "claude-garbage":
         yield b"this is not an event stream\n\n"
         return
-    tokens, stop_reason, stop_sequence = _anthropic_turn(body)
+    content, stop_reason, stop_sequence, output_tokens = _anthropic_answer(state, body)
     message: dict[str, Any] = {
         "id": "msg_fake",
         "type": "message",
@@ -602,24 +712,27 @@ async def _anthropic_events(
         "model": model,
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _anthropic_usage(body, model, 1),  # Anthropic's placeholder output count
+        "usage": _anthropic_usage(state, body, model, 1),  # Anthropic's placeholder output
     }
     yield _sse("message_start", {"message": message})
     if model == "claude-early":
         yield _sse("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
         return
-    yield _sse("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-    yield _sse("ping", {})
-    for index, token in enumerate(tokens):
-        if index == len(tokens) // 2 and model in ("claude-cut", "claude-error", "claude-badjson"):
-            await asyncio.sleep(0.05)  # the text so far reaches the gateway in reads of its own
-            yield _anthropic_failure(model)
-            return
-        delta = {"type": "text_delta", "text": token}
-        yield _sse("content_block_delta", {"index": 0, "delta": delta})
-    yield _sse("content_block_stop", {"index": 0})
+    for index, block in enumerate(content):
+        start, deltas = _block_stream(block)
+        yield _sse("content_block_start", {"index": index, "content_block": start})
+        if index == 0:
+            yield _sse("ping", {})
+        for number, delta in enumerate(deltas):
+            midway = block["type"] == "text" and number == len(deltas) // 2
+            if midway and model in _ANTHROPIC_FAILING_MIDWAY:
+                await asyncio.sleep(0.05)  # the text so far reaches the gateway in reads of its own
+                yield _anthropic_failure(model)
+                return
+            yield _sse("content_block_delta", {"index": index, "delta": delta})
+        yield _sse("content_block_stop", {"index": index})
     stopped = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
-    yield _sse("message_delta", {"delta": stopped, "usage": {"output_tokens": len(tokens)}})
+    yield _sse("message_delta", {"delta": stopped, "usage": {"output_tokens": output_tokens}})
     if model == "claude-nostop":
         return
     yield _sse("message_stop", {})
