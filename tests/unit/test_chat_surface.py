@@ -24,6 +24,7 @@ from tokenmill.neutral import (
     UsageReport,
     WirePart,
 )
+from tokenmill.surfaces import SURFACES
 from tokenmill.surfaces.chat_render import ChatRenderer
 from tokenmill.surfaces.chat_request import parse_chat
 from tokenmill.usage import TokenCounts
@@ -270,3 +271,15 @@ class TestRendering:
         assert decoded[-2]["choices"][0]["finish_reason"] == "tool_calls"
         assert decoded[-1]["choices"] == [] and chunks[-1].usage_only
         assert [chunk.usage_only for chunk in chunks[:-1]] == [False] * (len(chunks) - 1)
+
+
+class TestWireShape:
+    def test_the_openai_surfaces_write_errors_and_events_in_openais_shape(self) -> None:
+        """An error body, the same error as a stream event, a framed event, the end."""
+        wire = SURFACES["chat"].wire
+        error = InvalidRequest("bad", param="tools")
+        assert orjson.loads(wire.error_body(error)) == error.to_body()
+        assert wire.error_event(error) == b"data: " + wire.error_body(error) + b"\n\n"
+        assert wire.frame(WirePart(b'{"a":1}')) == b'data: {"a":1}\n\n'
+        assert wire.done == b"data: [DONE]\n\n"
+        assert {SURFACES[name].wire for name in ("completions", "embeddings")} == {wire}

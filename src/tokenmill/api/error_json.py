@@ -42,12 +42,17 @@ async def send_bytes(
 
 
 async def send_error(
-    send: Send, error: TokenmillError, request_id: str | None, *headers: tuple[bytes, bytes]
+    send: Send,
+    error: TokenmillError,
+    request_id: str | None,
+    *headers: tuple[bytes, bytes],
+    body: bytes | None = None,
 ) -> None:
+    """An error answer: ``body`` in the caller's surface's shape, OpenAI's by default."""
     extra = list(headers)
     if error.retry_after_s is not None:
         extra.append((b"retry-after", str(error.retry_after_s).encode()))
-    await send_bytes(send, error.http_status, error_body(error), request_id, *extra)
+    await send_bytes(send, error.http_status, body or error_body(error), request_id, *extra)
 
 
 def sse_event(payload: bytes) -> bytes:

@@ -19,6 +19,7 @@ from tokenmill.surfaces.chat_request import parse_chat
 from tokenmill.surfaces.completions import CompletionRenderer, parse_completion
 from tokenmill.surfaces.embeddings import EmbeddingsRenderer, parse_embedding
 from tokenmill.surfaces.openai_fields import ModelAccess, decode_json
+from tokenmill.surfaces.wire import OPENAI_WIRE, WireShape
 from tokenmill.usage import TokenCounts
 
 
@@ -47,12 +48,13 @@ class SurfaceAdapter:
     name: Surface
     parse: Parser
     renderer: Callable[[NeutralCall, str, int], Renderer]  # (call, request id, created s)
+    wire: WireShape  # its errors, event framing and end of stream
 
 
 SURFACES: dict[Surface, SurfaceAdapter] = {
-    "chat": SurfaceAdapter("chat", parse_chat, ChatRenderer),
-    "completions": SurfaceAdapter("completions", parse_completion, CompletionRenderer),
-    "embeddings": SurfaceAdapter("embeddings", parse_embedding, EmbeddingsRenderer),
+    "chat": SurfaceAdapter("chat", parse_chat, ChatRenderer, OPENAI_WIRE),
+    "completions": SurfaceAdapter("completions", parse_completion, CompletionRenderer, OPENAI_WIRE),
+    "embeddings": SurfaceAdapter("embeddings", parse_embedding, EmbeddingsRenderer, OPENAI_WIRE),
 }
 
-__all__ = ["SURFACES", "Parser", "Renderer", "SurfaceAdapter", "decode_json"]
+__all__ = ["SURFACES", "Parser", "Renderer", "SurfaceAdapter", "WireShape", "decode_json"]

@@ -4,12 +4,12 @@ batch, while a watcher stops the engine call when the client goes away."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from tokenmill.api.error_json import Receive, Send
 from tokenmill.api.serving.intake import disconnected
 from tokenmill.errors import TokenmillError
-from tokenmill.neutral import StreamPart
+from tokenmill.neutral import StreamPart, WirePart
 from tokenmill.surfaces import Renderer
 
 Batches = AsyncIterator[list[StreamPart]]
@@ -25,6 +25,7 @@ async def relay(
     first: list[StreamPart] | None,
     parts: Batches,
     renderer: Renderer,
+    frame: Callable[[WirePart], bytes],
     show_usage: bool,
     send: Send,
     watcher: DisconnectWatcher,
@@ -39,7 +40,7 @@ async def relay(
             shown = [p for p in renderer.parts(batch) if show_usage or not p.usage_only]
             if shown:
                 usage_shown = usage_shown or any(p.usage_only for p in shown)
-                body = b"".join([b"data: " + p.payload + b"\n\n" for p in shown])
+                body = b"".join([frame(part) for part in shown])
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             batch = await anext(parts, None)
         return "ok", None, usage_shown

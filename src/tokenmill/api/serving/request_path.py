@@ -20,16 +20,13 @@ from dataclasses import dataclass
 
 from tokenmill.access.keys import Grant, may_use_model
 from tokenmill.api.error_json import (
-    SSE_DONE,
     SSE_TYPE,
     Receive,
     Scope,
     Send,
-    error_body,
     headers_for,
     send_bytes,
     send_error,
-    sse_event,
 )
 from tokenmill.api.fleet_router import ClientGone, monotonic_ms
 from tokenmill.api.serving.attempts import Attempts
@@ -98,7 +95,8 @@ class SurfaceEndpoint:
                 (refusal.error, refusal.headers) if isinstance(refusal, Refused) else (refusal, [])
             )
             parts.metrics.refused.labels(self.surface.name, str(error.http_status)).inc()
-            await send_error(send, error, request_id, *headers)
+            body = self.surface.wire.error_body(error)
+            await send_error(send, error, request_id, *headers, body=body)
             return
         run = Run(parts, self.surface, admitted)
         parts.metrics.in_flight.inc()
@@ -183,6 +181,7 @@ class Run:
         )
         self.attempts = Attempts(parts.router, admitted.backends, engine_call, admitted.deadline_ms)
         self.renderer = surface.renderer(admitted.call, admitted.request_id, engine_call.created_s)
+        self.wire = surface.wire
         self.request_id = admitted.request_id
         admission = admitted.admission
         self.rate_headers = (
@@ -195,14 +194,14 @@ class Run:
             completed = await self.attempts.first(lambda backend, call: backend.complete(call))
         except TokenmillError as failure:
             await self._commit_quietly(self._settle(_ended_by(failure)))
-            await send_error(send, failure, self.request_id)
+            await self._send_error(send, failure)
             return
         self.attempts.end(None)
         body = self.renderer.body(completed)
         try:
             await self._commit(self._settle(OK))
         except Unavailable as error:
-            await send_error(send, error, self.request_id)
+            await self._send_error(send, error)
             return
         await send_bytes(send, 200, body, self.request_id, *self._engine_headers())
 
@@ -218,14 +217,14 @@ class Run:
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             show_usage = self.admitted.call.include_usage
             status, failure, shown = await relay(
-                first, batches, self.renderer, show_usage, send, watcher
+                first, batches, self.renderer, self.wire.frame, show_usage, send, watcher
             )
         finally:
             watcher.stop()
         if status == "ok" and show_usage and not shown:  # an engine that sent no usage
             counts, _ = self.attempts.call.meter.counts()
-            usage = self.renderer.usage(counts).payload
-            await send({"type": "http.response.body", "body": sse_event(usage), "more_body": True})
+            usage = self.wire.frame(self.renderer.usage(counts))
+            await send({"type": "http.response.body", "body": usage, "more_body": True})
         self.attempts.end(failure if status == "error" else None)
         settled = self._settle(Ending(status, 200) if failure is None else _ended_by(failure))
         try:
@@ -235,9 +234,9 @@ class Run:
             status = "error" if status == "ok" else status
         tail = b""
         if failure is not None and status != "cancelled":
-            tail = sse_event(error_body(failure))
+            tail = self.wire.error_event(failure)
         elif status == "ok":
-            tail = SSE_DONE
+            tail = self.wire.done
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _open(
@@ -268,8 +267,11 @@ class Run:
             await self._commit_quietly(self._settle(Ending("cancelled", 499), delivered=False))
         except TokenmillError as failure:
             await self._commit_quietly(self._settle(_ended_by(failure)))
-            await send_error(send, failure, self.request_id)
+            await self._send_error(send, failure)
         return None
+
+    async def _send_error(self, send: Send, error: TokenmillError) -> None:
+        await send_error(send, error, self.request_id, body=self.wire.error_body(error))
 
     def _engine_headers(self) -> list[tuple[bytes, bytes]]:
         backend = self.attempts.backend
