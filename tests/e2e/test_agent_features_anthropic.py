@@ -35,11 +35,8 @@ from openai.types.chat import (
 from pydantic import BaseModel
 
 from tests.conftest import LiveGateway, gateway_config
-from tests.e2e.test_agent_features_openai_upstream import (
-    admin_usage,
-    funded_key,
-    settled_balance_nano,
-)
+from tests.e2e.balances import settled_balance_nano
+from tests.e2e.test_agent_features_openai_upstream import admin_usage, funded_key
 from tests.integration.test_anthropic_engine import served_gateway
 from tokenmill.testing import (
     FAKE_ANSWER_WORDS_COUNT,

@@ -30,6 +30,7 @@ from openai.types.chat import (
 from pydantic import BaseModel
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.e2e.balances import balance_of, settled_balance_nano
 from tokenmill.testing import AgentScript, FakeUpstreamState, ServerThread, fake_upstream_app
 
 NANO = 1_000_000_000
@@ -553,30 +554,6 @@ class TestUsageEstimates:
         assert record.estimated
         assert record.prompt_tokens > 0
         assert record.completion_tokens > 0, record
-
-
-def balance_of(gateway: LiveGateway, account: str) -> dict[str, Any]:
-    """The account's funds as the admin API shows them."""
-    response = httpx.get(
-        f"{gateway.url}/admin/v1/accounts/{account}/balance",
-        headers={"Authorization": f"Bearer {gateway.admin_token}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
-
-
-def settled_balance_nano(gateway: LiveGateway, account: str, within_s: float = 5.0) -> int:
-    """The account's balance once no request holds funds (every charge settled)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        shown = balance_of(gateway, account)
-        if shown["held_nano"] == 0 and shown["holds_count"] == 0:
-            balance: int = shown["balance_nano"]
-            return balance
-        assert time.monotonic() < deadline, f"funds still held after {within_s} s: {shown}"
-        time.sleep(0.02)
 
 
 def funded_key(gateway: LiveGateway, account: str) -> tuple[str, str]:

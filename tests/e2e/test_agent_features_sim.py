@@ -33,6 +33,7 @@ from openai.types.completion_usage import CompletionUsage
 from pydantic import BaseModel, Field
 
 from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.e2e.balances import balance_of, settled_balance_nano
 from tokenmill.billing import service as billing
 
 NANO = 1_000_000_000
@@ -823,30 +824,6 @@ class TestStop:
 
 def admin_headers(gateway: LiveGateway) -> dict[str, str]:
     return {"Authorization": f"Bearer {gateway.admin_token}"}
-
-
-def balance_of(gateway: LiveGateway, account: str) -> dict[str, Any]:
-    """The account's funds as the admin API shows them."""
-    response = httpx.get(
-        f"{gateway.url}/admin/v1/accounts/{account}/balance",
-        headers=admin_headers(gateway),
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
-
-
-def settled_balance_nano(gateway: LiveGateway, account: str, within_s: float = 5.0) -> int:
-    """The account's balance once no request holds funds (every charge settled)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        shown = balance_of(gateway, account)
-        if shown["held_nano"] == 0 and shown["holds_count"] == 0:
-            balance: int = shown["balance_nano"]
-            return balance
-        assert time.monotonic() < deadline, f"funds still held after {within_s} s: {shown}"
-        time.sleep(0.02)
 
 
 def funded_key(gateway: LiveGateway, account: str) -> tuple[str, str]:
