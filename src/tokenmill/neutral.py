@@ -1,8 +1,8 @@
 """The neutral call and the neutral stream of parts: the one language between surfaces and
 engines (pure, ground floor, beside ``usage``).
 
-A surface (OpenAI chat, completions, embeddings; later Anthropic Messages and OpenAI
-Responses) parses its wire request into one ``NeutralCall`` and renders what the engine
+A surface (OpenAI chat, completions, embeddings and Responses; Anthropic Messages)
+parses its wire request into one ``NeutralCall`` and renders what the engine
 answers back into its own shape. The call keeps the client's original ``body`` beside the
 neutral form: an engine that speaks the surface's own API sends the body upstream with
 unknown fields intact and answers wire bytes (``WirePart``, relayed as they are); any other
@@ -11,8 +11,8 @@ engine reads the neutral form and answers neutral parts, which the surface rende
 The neutral form of the conversation is built only when an engine asks for it
 (``NeutralCall.messages``): a relayed chat request never pays for it.
 
-    NeutralCall -- messages: Message(role, parts: TextPart | ImagePart | ToolCallPart
-                                          | ToolResultPart | ReasoningPart)
+    NeutralCall -- messages: Message(role, parts: TextPart | ImagePart | DocumentPart
+                                          | ToolCallPart | ToolResultPart | ReasoningPart)
                    tools: Tool, tool_choice: ToolChoice, output_format: OutputFormat,
                    reasoning: Reasoning | None, sampling: Sampling, logprobs, stop, caps
     Answer      -- parts (text, tool calls, reasoning), finish, counts, logprobs
@@ -27,9 +27,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
-from tokenmill.usage import TokenCounts
+import orjson
 
-Surface = Literal["chat", "completions", "embeddings"]
+from tokenmill.usage import (
+    CHAT_TOKENS_PER_MESSAGE,
+    CHAT_TOKENS_PER_REPLY,
+    TokenCounts,
+    count_text_tokens,
+)
+
+Surface = Literal["chat", "completions", "embeddings", "messages", "responses"]
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 ToolChoiceMode = Literal["auto", "none", "required", "tool"]
@@ -53,6 +60,18 @@ class ImagePart:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentPart:
+    """A document given whole (Anthropic's ``document`` block, OpenAI's ``input_file``): its
+    bytes base64-encoded in ``data`` or at ``url``. A plain-text document is a ``TextPart``."""
+
+    media_type: str  # "application/pdf", ...
+    data: str | None = None  # base64
+    url: str | None = None
+    title: str | None = None
+    cache_control: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallPart:
     """An assistant's call of a tool; ``arguments`` is the JSON text as the model wrote it."""
 
@@ -64,7 +83,7 @@ class ToolCallPart:
 @dataclass(frozen=True, slots=True)
 class ToolResultPart:
     tool_call_id: str
-    content: tuple[TextPart | ImagePart, ...]
+    content: tuple[TextPart | ImagePart | DocumentPart, ...]
     is_error: bool = False
 
 
@@ -77,7 +96,7 @@ class ReasoningPart:
     redacted: bool = False
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
+Part = TextPart | ImagePart | DocumentPart | ToolCallPart | ToolResultPart | ReasoningPart
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +227,7 @@ class Answer:
     counts: TokenCounts
     logprobs: tuple[TokenLogprob, ...] | None = None  # None: not asked for
     fingerprint: str | None = None
+    stop_sequence: str | None = None  # finish "stop" on one of the call's stop sequences
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +263,7 @@ class ToolCallDelta:
 @dataclass(frozen=True, slots=True)
 class Finish:
     reason: FinishReason
+    stop_sequence: str | None = None  # the stop sequence that ended the answer, if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,3 +283,30 @@ class WirePart:
 Completed = bytes | Answer | EmbeddingsAnswer  # what a non-streamed engine call answers
 Delta = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageReport
 StreamPart = Delta | WirePart
+
+
+def prompt_tokens_estimate(call: NeutralCall) -> int:
+    """A local count of a call's prompt from its neutral form (texts, tool calls and
+    results, tool definitions), for engines that do not get the surface's wire body and
+    upstreams that report no usage; images and documents are left out as in
+    ``PromptSize``."""
+    total = CHAT_TOKENS_PER_REPLY
+    for message in call.messages:
+        total += CHAT_TOKENS_PER_MESSAGE
+        total += sum(count_text_tokens(text) for text in _texts_of(message.parts))
+    for tool in call.tools:
+        schema = orjson.dumps(tool.parameters).decode()
+        total += count_text_tokens(f"{tool.name} {tool.description} {schema}")
+    return total
+
+
+def _texts_of(parts: tuple[Part, ...]) -> list[str]:
+    texts = []
+    for part in parts:
+        if isinstance(part, TextPart | ReasoningPart):
+            texts.append(part.text)
+        elif isinstance(part, ToolCallPart):
+            texts.extend((part.name, part.arguments))
+        elif isinstance(part, ToolResultPart):
+            texts.extend(item.text for item in part.content if isinstance(item, TextPart))
+    return texts

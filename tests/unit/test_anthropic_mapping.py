@@ -19,7 +19,6 @@ from tokenmill.engines.anthropic_messages import (
     THINKING_BUDGET_TOKENS_BY_EFFORT,
     json_tool_name,
     messages_request,
-    prompt_tokens_estimate,
 )
 from tokenmill.errors import ConfigurationError, InvalidRequest
 from tokenmill.fleet.routing import Candidate
@@ -39,6 +38,7 @@ from tokenmill.neutral import (
     ToolCallPart,
     ToolChoice,
     ToolResultPart,
+    prompt_tokens_estimate,
 )
 from tokenmill.usage import count_text_tokens
 

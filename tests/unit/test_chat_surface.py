@@ -276,10 +276,13 @@ class TestRendering:
 class TestWireShape:
     def test_the_openai_surfaces_write_errors_and_events_in_openais_shape(self) -> None:
         """An error body, the same error as a stream event, a framed event, the end."""
-        wire = SURFACES["chat"].wire
+        surface = SURFACES["chat"]
+        wire = surface.wire
         error = InvalidRequest("bad", param="tools")
         assert orjson.loads(wire.error_body(error)) == error.to_body()
-        assert wire.error_event(error) == b"data: " + wire.error_body(error) + b"\n\n"
+        assert wire.status(error) == 400
+        renderer = surface.renderer(parse(), "req_1", 1)
+        assert renderer.fail(error) == b"data: " + wire.error_body(error) + b"\n\n"
         assert wire.frame(WirePart(b'{"a":1}')) == b'data: {"a":1}\n\n'
-        assert wire.done == b"data: [DONE]\n\n"
+        assert renderer.end(TokenCounts(1, 1)) == b"data: [DONE]\n\n"
         assert {SURFACES[name].wire for name in ("completions", "embeddings")} == {wire}

@@ -47,12 +47,15 @@ async def send_error(
     request_id: str | None,
     *headers: tuple[bytes, bytes],
     body: bytes | None = None,
+    status: int | None = None,
 ) -> None:
-    """An error answer: ``body`` in the caller's surface's shape, OpenAI's by default."""
+    """An error answer: ``body`` and ``status`` in the caller's surface's shape, OpenAI's
+    by default."""
     extra = list(headers)
     if error.retry_after_s is not None:
         extra.append((b"retry-after", str(error.retry_after_s).encode()))
-    await send_bytes(send, error.http_status, body or error_body(error), request_id, *extra)
+    code = status or error.http_status
+    await send_bytes(send, code, body or error_body(error), request_id, *extra)
 
 
 def sse_event(payload: bytes) -> bytes:

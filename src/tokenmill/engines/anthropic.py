@@ -31,13 +31,12 @@ from tokenmill.engines.anthropic_answers import (
 from tokenmill.engines.anthropic_messages import (
     json_tool_name,
     messages_request,
-    prompt_tokens_estimate,
 )
 from tokenmill.engines.anthropic_stream import EventReader, StreamTranslator, deltas_of_read
 from tokenmill.engines.base import EngineCall, StreamPart
 from tokenmill.engines.openai_compat import UpstreamSession, mapped_errors, status_error
 from tokenmill.errors import UpstreamError
-from tokenmill.neutral import Answer
+from tokenmill.neutral import Answer, prompt_tokens_estimate
 from tokenmill.usage import count_text_tokens
 
 MESSAGES_PATH = "/v1/messages"

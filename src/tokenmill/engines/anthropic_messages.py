@@ -25,23 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from tokenmill.engines.anthropic_blocks import conversation
 from tokenmill.errors import InvalidRequest
 from tokenmill.neutral import (
     NeutralCall,
     OutputFormat,
-    Part,
     Reasoning,
-    ReasoningPart,
     Sampling,
-    TextPart,
-    ToolCallPart,
     ToolChoice,
-    ToolResultPart,
 )
-from tokenmill.usage import CHAT_TOKENS_PER_MESSAGE, CHAT_TOKENS_PER_REPLY, count_text_tokens
 
 SURFACES_SERVED = frozenset({"chat"})
 TEMPERATURE_MAX = 1.0  # Anthropic's range is 0..1, OpenAI's 0..2
@@ -257,38 +249,12 @@ def _user_id(body: dict[str, Any]) -> str | None:
     return None
 
 
-def prompt_tokens_estimate(call: NeutralCall) -> int:
-    """A local count of the prompt (texts, tool calls and results, tool definitions), used
-    only when the upstream reports no usage; images are left out as in ``PromptSize``."""
-    total = CHAT_TOKENS_PER_REPLY
-    for message in call.messages:
-        total += CHAT_TOKENS_PER_MESSAGE
-        total += sum(count_text_tokens(text) for text in _texts_of(message.parts))
-    for tool in call.tools:
-        schema = orjson.dumps(tool.parameters).decode()
-        total += count_text_tokens(f"{tool.name} {tool.description} {schema}")
-    return total
-
-
-def _texts_of(parts: tuple[Part, ...]) -> list[str]:
-    texts = []
-    for part in parts:
-        if isinstance(part, TextPart | ReasoningPart):
-            texts.append(part.text)
-        elif isinstance(part, ToolCallPart):
-            texts.extend((part.name, part.arguments))
-        elif isinstance(part, ToolResultPart):
-            texts.extend(item.text for item in part.content if isinstance(item, TextPart))
-    return texts
-
-
 __all__ = [
     "JSON_TOOL_NAME",
     "THINKING_BUDGET_TOKENS_BY_EFFORT",
     "UNSUPPORTED",
     "json_tool_name",
     "messages_request",
-    "prompt_tokens_estimate",
     "sampling_fields",
     "thinking_field",
     "tool_choice_field",

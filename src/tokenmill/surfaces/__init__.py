@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tokenmill.config import Limits, ModelConfig
+from tokenmill.errors import TokenmillError
 from tokenmill.neutral import Completed, NeutralCall, StreamPart, Surface, WirePart
 from tokenmill.surfaces.chat_render import ChatRenderer
 from tokenmill.surfaces.chat_request import parse_chat
@@ -32,15 +33,30 @@ class Parser(Protocol):
         *,
         may_use: ModelAccess | None = None,
         body_bytes: int | None = None,
-    ) -> NeutralCall: ...
+        prior: tuple[dict[str, Any], ...] = (),
+    ) -> NeutralCall:
+        """``prior``: the stored context a request continues (OpenAI Responses'
+        ``previous_response_id``), as that surface's items; other surfaces get none."""
 
 
 class Renderer(Protocol):
-    def body(self, completed: Completed) -> bytes: ...
+    """One request's rendering, made by the surface for the request path."""
 
-    def parts(self, parts: list[StreamPart]) -> list[WirePart]: ...
+    def body(self, completed: Completed) -> bytes:
+        """The body of a non-streamed answer (an engine's own bytes pass as they are)."""
 
-    def usage(self, counts: TokenCounts) -> WirePart: ...
+    def parts(self, parts: list[StreamPart]) -> list[WirePart]:
+        """A batch of the engine's parts as the surface's events (wire parts as they are)."""
+
+    def usage(self, counts: TokenCounts) -> WirePart:
+        """A usage event where the client asked for one and the engine sent none."""
+
+    def end(self, counts: TokenCounts) -> bytes:
+        """The framed last events of a stream that ended well, sent once its usage
+        (``counts``) is committed: OpenAI's ``[DONE]``, Anthropic's ``message_stop``."""
+
+    def fail(self, error: TokenmillError) -> bytes:
+        """The framed event of an error after the stream began."""
 
 
 @dataclass(frozen=True)

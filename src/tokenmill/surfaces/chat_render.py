@@ -31,6 +31,7 @@ from tokenmill.neutral import (
     UsageReport,
     WirePart,
 )
+from tokenmill.surfaces.wire import OpenAIStreamEnds
 from tokenmill.usage import TokenCounts
 
 
@@ -71,7 +72,7 @@ def tool_call_json(part: ToolCallPart) -> dict[str, Any]:
     }
 
 
-class ChatRenderer:
+class ChatRenderer(OpenAIStreamEnds):
     """One request's rendering: the envelope every body and chunk shares, and the stream's
     state (the role chunk comes once, before the first delta)."""
 

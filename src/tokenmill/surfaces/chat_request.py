@@ -65,6 +65,7 @@ def parse_chat(
     *,
     may_use: ModelAccess | None = None,
     body_bytes: int | None = None,
+    prior: tuple[dict[str, Any], ...] = (),
 ) -> NeutralCall:
     """The neutral call of a chat body; ``body_bytes`` is the size of the body as sent
     (the prompt bound's measure), estimated from the JSON when not given."""

@@ -38,6 +38,7 @@ from tokenmill.surfaces.openai_fields import (
     stop_of,
     stream_of,
 )
+from tokenmill.surfaces.wire import OpenAIStreamEnds
 from tokenmill.usage import TokenCounts
 
 
@@ -62,6 +63,7 @@ def parse_completion(
     *,
     may_use: ModelAccess | None = None,
     body_bytes: int | None = None,
+    prior: tuple[dict[str, Any], ...] = (),
 ) -> NeutralCall:
     name, model = model_of(body, models, may_use)
     check_kind(name, model, "chat")
@@ -112,7 +114,7 @@ def _logprobs(entries: tuple[TokenLogprob, ...] | None, offset: int) -> dict[str
     }
 
 
-class CompletionRenderer:
+class CompletionRenderer(OpenAIStreamEnds):
     def __init__(self, call: NeutralCall, request_id: str, created_s: int) -> None:
         model = call.model
         self._head = {

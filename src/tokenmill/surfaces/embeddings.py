@@ -29,6 +29,7 @@ from tokenmill.surfaces.openai_fields import (
     is_int,
     model_of,
 )
+from tokenmill.surfaces.wire import OpenAIStreamEnds
 from tokenmill.usage import TokenCounts
 
 DIMENSIONS_MAX = 65536
@@ -41,6 +42,7 @@ def parse_embedding(
     *,
     may_use: ModelAccess | None = None,
     body_bytes: int | None = None,
+    prior: tuple[dict[str, Any], ...] = (),
 ) -> NeutralCall:
     name, model = model_of(body, models, may_use)
     check_kind(name, model, "embedding")
@@ -118,7 +120,7 @@ def render_embeddings(answer: EmbeddingsAnswer, model: str, *, as_base64: bool) 
     )
 
 
-class EmbeddingsRenderer:
+class EmbeddingsRenderer(OpenAIStreamEnds):
     """Embeddings have no stream; the renderer only makes the body."""
 
     def __init__(self, call: NeutralCall, request_id: str, created_s: int) -> None:

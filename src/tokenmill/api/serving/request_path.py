@@ -95,8 +95,10 @@ class SurfaceEndpoint:
                 (refusal.error, refusal.headers) if isinstance(refusal, Refused) else (refusal, [])
             )
             parts.metrics.refused.labels(self.surface.name, str(error.http_status)).inc()
-            body = self.surface.wire.error_body(error)
-            await send_error(send, error, request_id, *headers, body=body)
+            wire = self.surface.wire
+            status = wire.status(error)
+            body = wire.error_body(error)
+            await send_error(send, error, request_id, *headers, body=body, status=status)
             return
         run = Run(parts, self.surface, admitted)
         parts.metrics.in_flight.inc()
@@ -234,9 +236,9 @@ class Run:
             status = "error" if status == "ok" else status
         tail = b""
         if failure is not None and status != "cancelled":
-            tail = self.wire.error_event(failure)
+            tail = self.renderer.fail(failure)
         elif status == "ok":
-            tail = self.wire.done
+            tail = self.renderer.end(self.attempts.call.meter.counts()[0])
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _open(
@@ -271,7 +273,10 @@ class Run:
         return None
 
     async def _send_error(self, send: Send, error: TokenmillError) -> None:
-        await send_error(send, error, self.request_id, body=self.wire.error_body(error))
+        wire = self.wire
+        await send_error(
+            send, error, self.request_id, body=wire.error_body(error), status=wire.status(error)
+        )
 
     def _engine_headers(self) -> list[tuple[bytes, bytes]]:
         backend = self.attempts.backend
