@@ -17,6 +17,7 @@ import orjson
 
 from tokenmill.errors import InvalidRequest
 from tokenmill.neutral import (
+    DocumentPart,
     ImagePart,
     Message,
     Part,
@@ -88,6 +89,8 @@ def _block(index: int, role: str, part: Part) -> Block | None:
         return text_block(part) if part.text else None
     if isinstance(part, ImagePart) and role == "user":
         return image_block(part, f"messages.[{index}].content")
+    if isinstance(part, DocumentPart) and role == "user":
+        return document_block(part)
     if isinstance(part, ToolCallPart) and role == "assistant":
         return tool_use_block(index, part)
     if isinstance(part, ReasoningPart) and role == "assistant":
@@ -137,6 +140,20 @@ def image_block(part: ImagePart, param: str) -> Block:
     )
 
 
+def document_block(part: DocumentPart) -> Block:
+    """A base64 or URL document source (Anthropic reads PDFs and plain text)."""
+    if part.data is not None:
+        source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    else:
+        source = {"type": "url", "url": part.url or ""}
+    block: Block = {"type": "document", "source": source}
+    if part.title is not None:
+        block["title"] = part.title
+    if part.cache_control is not None:
+        block["cache_control"] = part.cache_control
+    return block
+
+
 def tool_use_block(index: int, part: ToolCallPart) -> Block:
     """An assistant's tool call; its arguments must be a JSON object (empty reads as {})."""
     param = f"messages.[{index}].tool_calls"
@@ -161,6 +178,8 @@ def tool_result_block(index: int, part: ToolResultPart) -> Block:
     for item in part.content:
         if isinstance(item, ImagePart):
             content.append(image_block(item, f"messages.[{index}].content"))
+        elif isinstance(item, DocumentPart):
+            content.append(document_block(item))
         elif item.text:
             content.append(text_block(item))
     block: Block = {"type": "tool_result", "tool_use_id": part.tool_call_id}
@@ -184,6 +203,7 @@ def thinking_block(part: ReasoningPart) -> Block | None:
 __all__ = [
     "IMAGE_MEDIA_TYPES",
     "conversation",
+    "document_block",
     "image_block",
     "system_blocks",
     "text_block",
