@@ -207,6 +207,20 @@ class NeutralCall:
         """Whether the model may call a tool in this turn."""
         return bool(self.tools) and self.tool_choice.mode != "none"
 
+    @property
+    def output_tokens_min(self) -> int:
+        """The least output cap this call stays valid and useful with, should the funds
+        pay for less than it asked: a thinking budget needs a token beyond it (Anthropic
+        refuses ``budget_tokens`` at or above ``max_tokens``), and a tool call cut
+        mid-JSON is worthless to an agent, so a call offering tools is not lowered."""
+        cap = self.output_tokens_max
+        if cap is None:
+            return 1
+        if self.tools_offered:
+            return cap
+        budget = self.reasoning.budget_tokens if self.reasoning is not None else None
+        return min(cap, budget + 1) if budget is not None else 1
+
 
 # --- what the engine answers -------------------------------------------------------------
 

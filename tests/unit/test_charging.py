@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tests.strategies import counts_within, prices
 from tokenmill.errors import InsufficientFunds, PermissionDenied
-from tokenmill.money import parse_amount
+from tokenmill.money import format_amount, parse_amount
 from tokenmill.retail.charging import ChargeTerms, close_charge, open_charge
 from tokenmill.retail.funds import Funds, FundsBook, Settlement
 from tokenmill.retail.rating import Price, PriceBook, PromptAllowance, PromptSize, charge_nano
@@ -114,6 +114,21 @@ class TestOpenCharge:
         assert caught.value.code == "insufficient_quota"
         assert snapshot(funds) == before
         assert account(funds).held_nano == 0
+
+    def test_a_request_worth_no_less_than_its_least_cap_is_refused_rather_than_lowered(
+        self,
+    ) -> None:
+        """Funds for 1000 output tokens: a request whose least useful cap is 1001 (a
+        thinking budget of 1000, or a tool call it must not cut) gets 402 and holds
+        nothing; one whose least cap is 1000 runs with cap 1000."""
+        funds = book_with(1_000_000)
+        before = snapshot(funds)
+        with pytest.raises(InsufficientFunds) as caught:
+            open_charge(funds, PriceBook([PRICE]), terms(output_cap_min=1001))
+        assert format_amount(PROMPT_HOLD + 1001 * TOKEN) in caught.value.message
+        assert snapshot(funds) == before
+        charge = open_charge(funds, PriceBook([PRICE]), terms(output_cap_min=1000))
+        assert charge.output_cap == 1000
 
     def test_the_refusal_says_what_one_output_token_would_hold(self) -> None:
         """The message names the smallest hold and the funds available."""

@@ -3,6 +3,7 @@ rendered in OpenAI's shapes (pure, no I/O)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from tokenmill.neutral import (
     Answer,
     Finish,
     ImagePart,
+    Reasoning,
     ReasoningDelta,
     TextDelta,
     TextPart,
@@ -137,6 +139,19 @@ class TestTools:
         """A tool message without tool_call_id is a 400 naming it."""
         messages = [{"role": "tool", "content": "4"}]
         assert refusal(messages=messages).param == "messages.[0].tool_call_id"
+
+
+class TestLeastCap:
+    def test_a_call_offering_tools_is_worth_its_whole_cap_and_others_one_token(self) -> None:
+        """The funds may lower a plain answer's cap to one token, never a tool turn's (a
+        call cut mid-JSON is worthless); with tool_choice none it is plain again."""
+        assert parse(max_tokens=300).output_tokens_min == 1
+        assert parse(max_tokens=300, tools=[WEATHER]).output_tokens_min == 300
+        assert parse(max_tokens=300, tools=[WEATHER], tool_choice="none").output_tokens_min == 1
+
+    def test_a_thinking_budget_needs_one_token_beyond_it(self) -> None:
+        call = dataclasses.replace(parse(max_tokens=3000), reasoning=Reasoning(budget_tokens=2048))
+        assert call.output_tokens_min == 2049
 
 
 class TestOutputFormatAndReasoning:

@@ -37,10 +37,10 @@ class TestText:
     def test_a_stop_sequence_cuts_the_text_before_it(self) -> None:
         """The text ends right before the first stop sequence, even mid-token."""
         tokens = ["The", " gateway", " serves", " tokens", "."]
-        kept, stopped = sim_text.cut_at_stop(tokens, ("way ser",))
-        assert stopped and "".join(kept) == "The gate"
-        kept, stopped = sim_text.cut_at_stop(tokens, ("absent",))
-        assert not stopped and kept == tokens
+        kept, stop = sim_text.cut_at_stop(tokens, ("tokens", "way ser"))
+        assert stop == "way ser" and "".join(kept) == "The gate"
+        kept, stop = sim_text.cut_at_stop(tokens, ("absent",))
+        assert stop is None and kept == tokens
 
     def test_embeddings_are_deterministic_unit_vectors(self) -> None:
         """Length one, the declared dimension, the same for the same seed."""

@@ -43,6 +43,7 @@ from tokenmill.neutral import (
     ToolCallDelta,
     ToolCallPart,
     UsageReport,
+    prompt_tokens_estimate,
 )
 from tokenmill.usage import (
     TokenCounts,
@@ -51,6 +52,8 @@ from tokenmill.usage import (
     count_prompt_tokens,
     embedding_inputs,
 )
+
+CONVERSATION_SURFACES = frozenset({"messages", "responses"})  # prompts as neutral messages
 
 
 @dataclass(eq=False)
@@ -247,6 +250,9 @@ class SimBackend:
             messages = call.body["messages"]
             prompt_tokens = prompt_tokens_of(neutral, count_chat_prompt_tokens(messages))
             seed_text = orjson.dumps(messages).decode()
+        elif neutral.surface in CONVERSATION_SURFACES:  # read from the neutral messages
+            prompt_tokens = prompt_tokens_estimate(neutral)
+            seed_text = repr(neutral.messages)
         else:
             seed_text = neutral.prompt_text or ""
             prompt_tokens = count_prompt_tokens(seed_text)
@@ -289,6 +295,7 @@ class SimBackend:
             counts=call.meter.reported,
             logprobs=self._logprobs(call, pieces) if call.call.logprobs else None,
             fingerprint=self.fingerprint,
+            stop_sequence=answer.stop_sequence,
         )
 
     def _logprobs(self, call: EngineCall, pieces: list[Piece]) -> tuple[TokenLogprob, ...]:
@@ -316,7 +323,7 @@ class SimBackend:
                 else:
                     yield [tool_delta(answer, piece, opened)]
             assert call.meter.reported is not None
-            yield [Finish(job.finish_reason)]  # type: ignore[arg-type]
+            yield [Finish(job.finish_reason, answer.stop_sequence)]  # type: ignore[arg-type]
             yield [UsageReport(call.meter.reported)]
         finally:
             job.cancelled = True  # a client that left stops its place in the batch

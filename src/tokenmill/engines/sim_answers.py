@@ -46,6 +46,7 @@ class SimAnswer:
     pieces: list[Piece]
     finish: FinishReason
     tool_calls: tuple[tuple[str, str], ...]  # (id, name) of each call, in order
+    stop_sequence: str | None = None  # the stop sequence that ended the text
 
     @property
     def reasoning_tokens(self) -> int:
@@ -96,15 +97,15 @@ def plan_answer(call: NeutralCall, seed: int, cap: int, *, fill: bool = False) -
         tokens = pieces_of(_json_text(call, seed))
     else:
         tokens = sim_text.answer_tokens(seed, room, fill=fill)
-    kept, stopped = sim_text.cut_at_stop(tokens[:room], call.stop)
-    finish = "stop" if stopped or len(tokens) < room else "length"
-    return SimAnswer(reasoning + [Piece("text", token) for token in kept], finish, ())
+    kept, stop = sim_text.cut_at_stop(tokens[:room], call.stop)
+    finish = "stop" if stop is not None or len(tokens) < room else "length"
+    return SimAnswer(reasoning + [Piece("text", token) for token in kept], finish, (), stop)
 
 
 def _reasoning(call: NeutralCall, seed: int, cap: int) -> list[Piece]:
-    if call.reasoning is None or call.reasoning.effort is None:
+    if call.reasoning is None:
         return []
-    count = REASONING_TOKENS[call.reasoning.effort]
+    count = REASONING_TOKENS[call.reasoning.effort or "medium"]  # a budget alone: medium
     if call.reasoning.budget_tokens is not None:
         count = min(count, call.reasoning.budget_tokens)
     words = sim_text.answer_tokens(seed ^ 0x5EA5, min(count, cap), fill=True)

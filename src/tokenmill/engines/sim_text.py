@@ -127,15 +127,16 @@ def answer_tokens(seed: int, count_max: int, *, fill: bool = False) -> list[str]
     return tokens
 
 
-def cut_at_stop(tokens: list[str], stops: tuple[str, ...]) -> tuple[list[str], bool]:
-    """Tokens before the first stop sequence (the last one trimmed mid-token); stopped?"""
+def cut_at_stop(tokens: list[str], stops: tuple[str, ...]) -> tuple[list[str], str | None]:
+    """Tokens before the first stop sequence (the last one trimmed mid-token), and the stop
+    sequence met (None: none was)."""
     if not stops:
-        return tokens, False
+        return tokens, None
     text = "".join(tokens)
-    cuts = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    cuts = [(i, stop) for stop in stops if (i := text.find(stop)) >= 0]
     if not cuts:
-        return tokens, False
-    cut = min(cuts)
+        return tokens, None
+    cut, stop = min(cuts, key=lambda found: found[0])
     kept: list[str] = []
     length = 0
     for token in tokens:
@@ -145,7 +146,7 @@ def cut_at_stop(tokens: list[str], stops: tuple[str, ...]) -> tuple[list[str], b
             break
         kept.append(token)
         length += len(token)
-    return kept, True
+    return kept, stop
 
 
 def unit_vector(seed: int, dimensions: int) -> list[float]:

@@ -3,8 +3,9 @@
 ``open_charge`` rates the request's worst case at the tariff in force when it started (the
 price, and the account's plan: included tokens, time of day, batch), lowers its output cap
 to what the funds and budgets can pay for, and places the hold; it raises
-InsufficientFunds (402) when not even one output token is affordable, before any engine
-is called. ``close_charge`` rates what was produced and settles the hold.
+InsufficientFunds (402) when not even one output token is affordable, or fewer than the
+least the request is worth (``output_cap_min``: a thinking budget, a tool call), before
+any engine is called. ``close_charge`` rates what was produced and settles the hold.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ChargeTerms:
     key_id: str | None = None  # with the account, whose spend budgets apply
     tier: str = "standard"  # the model's tier, for plans that include tokens by tier
     batch: bool = False  # service_tier "flex": a plan's batch discount applies
+    output_cap_min: int = 1  # the least cap the request is worth: below it, 402, not lowered
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,9 @@ def open_charge(
         else:  # no plan in play: the closed form (the search gives the same)
             affordable = output_tokens_affordable(price, bound, spendable)
             cap = cap if affordable is None else max(0, min(cap, affordable))
-        if cap < 1:
-            needed = tariff_hold(tariff, bound, 1, min(bound + 1, included_available))
+        if cap < terms.output_cap_min:
+            least = terms.output_cap_min
+            needed = tariff_hold(tariff, bound, least, min(bound + least, included_available))
             if room is not None and spendable == room[0] < funds_spendable:
                 raise over_budget(room[1], needed, room[0], account.currency)
             raise insufficient(account, needed)

@@ -169,6 +169,7 @@ class SurfaceEndpoint:
             key_id=grant.key_id,
             tier=model.tier,
             batch=call.batch,
+            output_cap_min=call.output_tokens_min,
         )
 
 
