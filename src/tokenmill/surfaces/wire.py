@@ -53,4 +53,5 @@ class OpenAIStreamEnds:
     def fail(self, error: TokenmillError) -> bytes:
         return openai_error_event(error)
 
+
 OPENAI_WIRE = WireShape(openai_error_body, openai_frame)
