@@ -7,6 +7,11 @@ in ``anthropic_messages`` (with its blocks in ``anthropic_blocks``), the answer 
 ``anthropic_answers``, the event stream in ``anthropic_stream``. Answers are neutral
 (``Answer``, batches of deltas): the surface renders them in its own shape.
 
+A call made on the Messages surface itself is relayed natively: the client's body goes up
+with only the model and ``max_tokens`` (the cap the funds allow) changed, and the answer or
+the events come back as they arrived (``WirePart``: each event's own bytes), metered on the
+way through; ``message_stop`` is the gateway's to send, once the usage is committed.
+
 A request that cannot be translated is refused before anything goes up. The meter gets
 the upstream's usage when there is one, and local counts always: the prompt counted from the
 neutral call only if no usage comes, the output from the text produced.
@@ -36,10 +41,11 @@ from tokenmill.engines.anthropic_stream import EventReader, StreamTranslator, de
 from tokenmill.engines.base import EngineCall, StreamPart
 from tokenmill.engines.openai_compat import UpstreamSession, mapped_errors, status_error
 from tokenmill.errors import UpstreamError
-from tokenmill.neutral import Answer, prompt_tokens_estimate
+from tokenmill.neutral import Answer, WirePart, prompt_tokens_estimate
 from tokenmill.usage import count_text_tokens
 
 MESSAGES_PATH = "/v1/messages"
+NATIVE_SURFACE = "messages"  # a call on this surface is relayed, not translated
 MODELS_PATH = "/v1/models"
 
 
@@ -81,11 +87,16 @@ class AnthropicBackend:
     def _body(self, call: EngineCall) -> bytes:
         """The Messages request; refuses (before any I/O) what cannot be translated."""
         neutral = call.call
-        request = messages_request(neutral, call.output_tokens_max, self._model, self.engine)
         call.meter.prompt_counter = lambda: prompt_tokens_estimate(neutral)
+        if neutral.surface == NATIVE_SURFACE:
+            body = dict(neutral.body)
+            body["model"] = self._model
+            body["max_tokens"] = call.output_tokens_max
+            return orjson.dumps(body)
+        request = messages_request(neutral, call.output_tokens_max, self._model, self.engine)
         return orjson.dumps(request)
 
-    async def complete(self, call: EngineCall) -> Answer:
+    async def complete(self, call: EngineCall) -> Answer | bytes:
         body = self._body(call)
         with mapped_errors(self.engine):
             async with self._session.session().post(self._session.url, data=body) as response:
@@ -101,6 +112,8 @@ class AnthropicBackend:
             call.meter.report(reported)
         else:
             call.meter.completion_tokens_estimate = completion_tokens_estimate(parts)
+        if call.call.surface == NATIVE_SURFACE:
+            return raw  # the upstream's own answer, as it came
         counts, _ = call.meter.counts()
         return Answer(parts, finish, counts)
 
@@ -109,21 +122,46 @@ class AnthropicBackend:
         reader = EventReader(self.engine)
         json_tool = json_tool_name(call.call.output_format)
         translator = StreamTranslator(call.meter, self.engine, time.perf_counter_ns, json_tool)
+        native = call.call.surface == NATIVE_SURFACE
+        held: list[StreamPart] = []  # native events before the first token (failover room)
         with mapped_errors(self.engine):
             async with self._session.session().post(self._session.url, data=body) as response:
                 if response.status != 200:
                     raise await status_error(self.engine, response)
                 async for data in response.content.iter_any():
                     # What arrived together goes on together: one batch per read.
-                    deltas, failure = deltas_of_read(reader, translator, data)
-                    if deltas:
-                        batch: list[StreamPart] = [*deltas]
-                        yield batch
+                    if native:
+                        failure = relayed_events(reader, translator, data, held)
+                        if held and call.meter.first_token_at_ns is not None:
+                            batch, held = held, []
+                            yield batch
+                    else:
+                        deltas, failure = deltas_of_read(reader, translator, data)
+                        if deltas:
+                            yield [*deltas]
                     if failure is not None:
                         raise failure
                     if translator.finished:
+                        if held:
+                            yield held
                         return
         raise UpstreamError(f"upstream {self.engine} closed the stream before message_stop")
+
+
+def relayed_events(
+    reader: EventReader, translator: StreamTranslator, data: bytes, out: list[StreamPart]
+) -> UpstreamError | None:
+    """The events in ``data`` as they came, metered, appended to ``out``; ``message_stop``
+    is kept back (the gateway ends the stream). The failure that ended them, if one did."""
+    try:
+        for event, framed in reader.feed_framed(data):
+            translator.deltas(event)  # meters; raises on an error event
+            if translator.finished:
+                return None
+            out.append(WirePart(framed))
+    except UpstreamError as failure:
+        return failure
+    return None
 
 
 __all__ = ["AnthropicBackend", "AnthropicSession"]

@@ -47,9 +47,16 @@ class EventReader:
         self._pending = b""
         self._data: list[bytes] = []
         self._data_bytes = 0
+        self._framing: list[bytes] = []  # the lines of the event being read
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
         """The events completed by ``data``, one by one: a bad one raises when reached."""
+        for event, _ in self.feed_framed(data):
+            yield event
+
+    def feed_framed(self, data: bytes) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """The events completed by ``data`` with the bytes that framed each, as they came
+        (its ``event:`` and ``data:`` lines and the blank line that ends it)."""
         self._pending += data
         cut = self._pending.rfind(b"\n")
         if cut < 0:
@@ -61,13 +68,16 @@ class EventReader:
             line = raw_line.rstrip(b"\r")
             if not line:
                 if self._data:
-                    yield json_object(b"\n".join(self._data), self._engine, "an event")
-                self._data, self._data_bytes = [], 0
-            elif line.startswith(b"data:"):
+                    event = json_object(b"\n".join(self._data), self._engine, "an event")
+                    yield event, b"\n".join(self._framing) + b"\n\n"
+                self._data, self._data_bytes, self._framing = [], 0, []
+                continue
+            self._framing.append(line)
+            self._data_bytes += len(line)  # of the whole event, comments too
+            if self._data_bytes > LINE_BYTES_MAX:
+                raise UpstreamError(f"upstream {self._engine} sent an over-long event")
+            if line.startswith(b"data:"):
                 self._data.append(line[5:].lstrip(b" "))
-                self._data_bytes += len(line)
-                if self._data_bytes > LINE_BYTES_MAX:
-                    raise UpstreamError(f"upstream {self._engine} sent an over-long event")
             elif not line.startswith(SSE_OTHER_FIELDS):
                 raise UpstreamError(f"upstream {self._engine} sent a malformed event stream")
 
