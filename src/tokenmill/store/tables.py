@@ -233,3 +233,22 @@ credit_notes = Table(
     CheckConstraint("amount_nano > 0", name="ck_credit_notes_amount_positive"),
     Index("ix_credit_notes_invoice", "invoice_number"),
 )
+
+# OpenAI Responses stored for ``previous_response_id`` and GET /v1/responses/{id}: each
+# belongs to one account, expires, and keeps its own input and output items (a chain is
+# walked back through ``previous_response_id``, so nothing is copied from turn to turn).
+stored_responses = Table(
+    "stored_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("previous_response_id", String(64)),
+    Column("model", String(200), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+    Column("input_items", Text, nullable=False),  # JSON array, this request's own input
+    Column("output_items", Text, nullable=False),  # JSON array
+    Column("response", Text, nullable=False),  # JSON: the response object the client got
+    Index("ix_stored_responses_account_created", "account_id", "created_at_ms"),
+    Index("ix_stored_responses_expires", "expires_at_ms"),
+)

@@ -1,0 +1,106 @@
+"""Stored responses in the store, on SQLite and PostgreSQL: scoped to their account, gone
+once expired or deleted, a conversation read back oldest first in one query, pruned to a
+count per account."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from tokenmill.store.database import write_transaction
+from tokenmill.store.responses import (
+    StoredResponse,
+    chain_items,
+    delete_response,
+    insert_response,
+    prune,
+    response_by_id,
+)
+
+
+def row(
+    response_id: str, previous: str | None = None, *, account: str = "acct_a", at: int = 1000
+) -> StoredResponse:
+    return StoredResponse(
+        id=response_id,
+        account_id=account,
+        previous_response_id=previous,
+        model="m",
+        created_at_ms=at,
+        expires_at_ms=at + 10_000,
+        input_items=({"type": "message", "role": "user", "content": f"in {response_id}"},),
+        output_items=({"type": "message", "role": "assistant", "content": f"out {response_id}"},),
+        response={"id": response_id, "status": "completed"},
+    )
+
+
+def save(store: Engine, *rows: StoredResponse) -> None:
+    with write_transaction(store) as connection:
+        for one in rows:
+            insert_response(connection, one)
+
+
+class TestStoredResponses:
+    def test_a_response_is_read_back_by_its_account_only_and_not_once_expired(
+        self, store: Engine
+    ) -> None:
+        save(store, row("resp_1"))
+        with store.connect() as connection:
+            found = response_by_id(connection, "acct_a", "resp_1", 2000)
+            assert found is not None and found.response == {"id": "resp_1", "status": "completed"}
+            assert found.input_items[0]["content"] == "in resp_1"
+            assert response_by_id(connection, "acct_b", "resp_1", 2000) is None
+            assert response_by_id(connection, "acct_a", "resp_1", 11_000) is None
+
+    def test_delete_is_scoped_to_the_account(self, store: Engine) -> None:
+        save(store, row("resp_1"))
+        with write_transaction(store) as connection:
+            assert not delete_response(connection, "acct_b", "resp_1", 2000)
+            assert delete_response(connection, "acct_a", "resp_1", 2000)
+            assert not delete_response(connection, "acct_a", "resp_1", 2000)
+
+    def test_a_conversation_is_read_oldest_first_and_stops_at_another_account(
+        self, store: Engine
+    ) -> None:
+        """resp_3 -> resp_2 -> resp_1: inputs and outputs in order; a chain that points at
+        another tenant's response does not read it."""
+        save(store, row("resp_1"), row("resp_2", "resp_1"), row("resp_3", "resp_2"))
+        save(store, row("resp_x", account="acct_b"), row("resp_4", "resp_x"))
+        with store.connect() as connection:
+            found = chain_items(connection, "acct_a", "resp_3", 2000, 100)
+            assert found is not None
+            texts, cut = found
+            assert not cut
+            assert [t.split('"content":"')[1].split('"')[0] for t in texts] == [
+                "in resp_1",
+                "out resp_1",
+                "in resp_2",
+                "out resp_2",
+                "in resp_3",
+                "out resp_3",
+            ]
+            assert chain_items(connection, "acct_b", "resp_3", 2000, 100) is None
+            only_own = chain_items(connection, "acct_a", "resp_4", 2000, 100)
+            assert only_own is not None and len(only_own[0]) == 2
+
+    def test_a_chain_longer_than_the_bound_says_it_was_cut(self, store: Engine) -> None:
+        save(store, row("resp_1"), row("resp_2", "resp_1"), row("resp_3", "resp_2"))
+        with store.connect() as connection:
+            found = chain_items(connection, "acct_a", "resp_3", 2000, 1)
+            assert found is not None
+            texts, cut = found
+            assert cut and len(texts) == 4  # resp_2 and resp_3
+
+    def test_prune_drops_the_expired_and_the_oldest_beyond_the_count(self, store: Engine) -> None:
+        save(store, *(row(f"resp_{i}", at=1000 + i) for i in range(5)))
+        save(store, row("resp_old", at=0), row("resp_b", account="acct_b", at=1000))
+        with write_transaction(store) as connection:
+            deleted = prune(connection, 10_000, "acct_a", 3)
+        assert deleted == 3  # resp_old expired, resp_0 and resp_1 over the count
+        with store.connect() as connection:
+            kept = [
+                f"resp_{i}"
+                for i in range(5)
+                if response_by_id(connection, "acct_a", f"resp_{i}", 10_001) is not None
+            ]
+            assert kept == ["resp_2", "resp_3", "resp_4"]
+            assert response_by_id(connection, "acct_b", "resp_b", 10_001) is not None
