@@ -1,10 +1,10 @@
 """``create_app(settings)``: the ASGI application of the gateway.
 
-The OpenAI POST endpoints are dispatched straight to their raw-ASGI handlers (the hot path
-skips the router); everything else goes through a Starlette router, with the admin API
-mounted at ``/admin/v1``. Any exception that escapes a handler is a bug: it is logged with
-the request id here, in the one place that catches ``Exception``, and answered with a 500
-in OpenAI's shape when the response has not started.
+The serving POST endpoints (OpenAI's and Anthropic's) are dispatched straight to their
+raw-ASGI handlers (the hot path skips the router); everything else goes through a Starlette
+router, with the admin API mounted at ``/admin/v1``. Any exception that escapes a handler
+is a bug: it is logged with the request id here, in the one place that catches
+``Exception``, and answered with a 500 in OpenAI's shape when the response has not started.
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ from tokenmill.api.openai_routes import (
     server_error,
     store_unavailable,
 )
+from tokenmill.api.responses_routes import responses_routes
+from tokenmill.api.serving.count_tokens import CountTokensEndpoint
 from tokenmill.api.serving.request_path import SurfaceEndpoint
 from tokenmill.config import Settings
 from tokenmill.errors import InvalidRequest, MethodNotAllowed, NotFound
 from tokenmill.surfaces import SURFACES
+from tokenmill.surfaces.messages_request import parse_count_tokens
 
 log = logging.getLogger("tokenmill.api")
 
@@ -43,10 +46,16 @@ log = logging.getLogger("tokenmill.api")
 class GatewayApp:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._hot = {
+        messages = SURFACES["messages"]
+        self._hot: dict[str, SurfaceEndpoint | CountTokensEndpoint] = {
             "/v1/chat/completions": SurfaceEndpoint(gateway.serving, SURFACES["chat"]),
             "/v1/completions": SurfaceEndpoint(gateway.serving, SURFACES["completions"]),
             "/v1/embeddings": SurfaceEndpoint(gateway.serving, SURFACES["embeddings"]),
+            "/v1/messages": SurfaceEndpoint(gateway.serving, messages),
+            "/v1/messages/count_tokens": CountTokensEndpoint(
+                gateway.serving, parse_count_tokens, messages.wire
+            ),
+            "/v1/responses": SurfaceEndpoint(gateway.serving, SURFACES["responses"]),
         }
         self._router = BodyGuard(_router(gateway), gateway)
 
@@ -105,6 +114,7 @@ def _router(gateway: Gateway) -> Starlette:
     return Starlette(
         routes=[
             *routes(gateway),
+            *responses_routes(gateway),
             *dashboard_routes(gateway),
             Mount("/admin/v1", app=create_admin_app(gateway)),
         ],

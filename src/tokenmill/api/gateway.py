@@ -25,6 +25,7 @@ from tokenmill.api.fleet_router import FleetRouter
 from tokenmill.api.metrics import GatewayMetrics
 from tokenmill.api.serving.collaborators import Collaborators
 from tokenmill.api.serving.request_ids import RequestIds
+from tokenmill.api.serving.stored_responses import ResponseStore
 from tokenmill.billing import service as billing
 from tokenmill.billing.follower import MoneyState, follow_money, load_money, sync_money
 from tokenmill.billing.seeding import configured_prices
@@ -179,6 +180,7 @@ class Gateway:
             serving_costs=self.serving_costs,
             request_ids=self.request_ids,
             report_loss=self.report_loss,
+            responses=ResponseStore(self.db, self.io, self.limits),
         )
 
     def simulated(self, model: str) -> bool:

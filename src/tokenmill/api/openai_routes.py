@@ -1,4 +1,6 @@
 """The read-only OpenAI routes (models), health and metrics: small, so Starlette serves them.
+A client that sends ``anthropic-version`` (the Anthropic SDK) gets the models in Anthropic's
+shape.
 
 Each route takes every method and answers one it does not serve itself, with a 405 in
 OpenAI's shape and an ``Allow`` header (Starlette's own 405 would lose the header).
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,6 +25,7 @@ from tokenmill.access.keys import Grant, may_use_model, unknown_model
 from tokenmill.api.gateway import Gateway
 from tokenmill.api.serving.intake import authenticate
 from tokenmill.errors import MethodNotAllowed, TokenmillError, Unavailable
+from tokenmill.surfaces.messages_render import ANTHROPIC_WIRE
 
 log = logging.getLogger("tokenmill.api")
 
@@ -118,6 +122,27 @@ def _model_object(gateway: Gateway, name: str, created_s: int) -> dict[str, Any]
     }
 
 
+def _anthropic_model(gateway: Gateway, name: str, created_s: int) -> dict[str, Any]:
+    """A model as Anthropic's ``GET /v1/models`` lists it."""
+    created = datetime.fromtimestamp(created_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    display = gateway.models[name].description or name
+    return {"type": "model", "id": name, "display_name": display, "created_at": created}
+
+
+def _anthropic_client(request: Request) -> bool:
+    """An Anthropic SDK sends ``anthropic-version``: it gets Anthropic's shapes."""
+    return "anthropic-version" in request.headers
+
+
+def _model_error(request: Request, error: TokenmillError) -> Response:
+    if not _anthropic_client(request):
+        return error_response(error)
+    wire = ANTHROPIC_WIRE
+    return Response(
+        wire.error_body(error), status_code=wire.status(error), media_type="application/json"
+    )
+
+
 def routes(gateway: Gateway) -> list[Route]:
     started_s = int(time.time())
 
@@ -128,12 +153,14 @@ def routes(gateway: Gateway) -> list[Route]:
         try:
             grant = _grant(request)
         except TokenmillError as error:
-            return error_response(error)
-        data = [
-            _model_object(gateway, name, started_s)
-            for name in gateway.models
-            if may_use_model(grant, name)
-        ]
+            return _model_error(request, error)
+        names = [name for name in gateway.models if may_use_model(grant, name)]
+        if _anthropic_client(request):
+            data = [_anthropic_model(gateway, name, started_s) for name in names]
+            first, last = (names[0], names[-1]) if names else (None, None)
+            page = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+            return json_response(page)
+        data = [_model_object(gateway, name, started_s) for name in names]
         return json_response({"object": "list", "data": data})
 
     async def show_model(request: Request) -> Response:
@@ -143,7 +170,9 @@ def routes(gateway: Gateway) -> list[Route]:
             if name not in gateway.models or not may_use_model(grant, name):
                 raise unknown_model(name)
         except TokenmillError as error:
-            return error_response(error)
+            return _model_error(request, error)
+        if _anthropic_client(request):
+            return json_response(_anthropic_model(gateway, name, started_s))
         return json_response(_model_object(gateway, name, started_s))
 
     async def healthz(_request: Request) -> Response:

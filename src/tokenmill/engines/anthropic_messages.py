@@ -35,7 +35,7 @@ from tokenmill.neutral import (
     ToolChoice,
 )
 
-SURFACES_SERVED = frozenset({"chat"})
+SURFACES_SERVED = frozenset({"chat", "messages", "responses"})  # not completions, embeddings
 TEMPERATURE_MAX = 1.0  # Anthropic's range is 0..1, OpenAI's 0..2
 THINKING_TEMPERATURE = 1.0  # the only temperature Anthropic allows beside thinking
 THINKING_TOP_P_MIN = 0.95
@@ -100,7 +100,7 @@ def _refuse_surface(call: NeutralCall, engine: str) -> None:
     if call.surface not in SURFACES_SERVED:
         raise InvalidRequest(
             f"The model '{call.model}' is served by the Anthropic engine '{engine}',"
-            f" which answers chat completions only, not {call.surface}.",
+            f" which answers conversations (chat, Messages, Responses), not {call.surface}.",
             param="model",
         )
 

@@ -19,7 +19,12 @@ from tokenmill.surfaces.chat_render import ChatRenderer
 from tokenmill.surfaces.chat_request import parse_chat
 from tokenmill.surfaces.completions import CompletionRenderer, parse_completion
 from tokenmill.surfaces.embeddings import EmbeddingsRenderer, parse_embedding
+from tokenmill.surfaces.messages_render import ANTHROPIC_WIRE, MessagesRenderer
+from tokenmill.surfaces.messages_request import parse_messages
 from tokenmill.surfaces.openai_fields import ModelAccess, decode_json
+from tokenmill.surfaces.responses_items import KeptResponse
+from tokenmill.surfaces.responses_render import RESPONSES_WIRE, ResponsesRenderer, keep_response
+from tokenmill.surfaces.responses_request import parse_responses
 from tokenmill.surfaces.wire import OPENAI_WIRE, WireShape
 from tokenmill.usage import TokenCounts
 
@@ -59,18 +64,34 @@ class Renderer(Protocol):
         """The framed event of an error after the stream began."""
 
 
+Keeper = Callable[[Renderer, TokenCounts], KeptResponse | None]  # what of a request is stored
+
+
 @dataclass(frozen=True)
 class SurfaceAdapter:
     name: Surface
     parse: Parser
     renderer: Callable[[NeutralCall, str, int], Renderer]  # (call, request id, created s)
-    wire: WireShape  # its errors, event framing and end of stream
+    wire: WireShape  # its errors and event framing
+    keeper: Keeper | None = None  # what of a finished request it keeps; None: nothing
 
 
 SURFACES: dict[Surface, SurfaceAdapter] = {
     "chat": SurfaceAdapter("chat", parse_chat, ChatRenderer, OPENAI_WIRE),
     "completions": SurfaceAdapter("completions", parse_completion, CompletionRenderer, OPENAI_WIRE),
     "embeddings": SurfaceAdapter("embeddings", parse_embedding, EmbeddingsRenderer, OPENAI_WIRE),
+    "messages": SurfaceAdapter("messages", parse_messages, MessagesRenderer, ANTHROPIC_WIRE),
+    "responses": SurfaceAdapter(
+        "responses", parse_responses, ResponsesRenderer, RESPONSES_WIRE, keep_response
+    ),
 }
 
-__all__ = ["SURFACES", "Parser", "Renderer", "SurfaceAdapter", "WireShape", "decode_json"]
+__all__ = [
+    "SURFACES",
+    "KeptResponse",
+    "Parser",
+    "Renderer",
+    "SurfaceAdapter",
+    "WireShape",
+    "decode_json",
+]

@@ -11,6 +11,7 @@ from tokenmill.access.directory import KeyDirectory
 from tokenmill.api.fleet_router import FleetRouter
 from tokenmill.api.metrics import GatewayMetrics
 from tokenmill.api.serving.request_ids import RequestIds
+from tokenmill.api.serving.stored_responses import ResponseStore
 from tokenmill.config import Limits, ModelConfig
 from tokenmill.fleet.costs import ServingCost
 from tokenmill.retail.charging import Charge
@@ -38,3 +39,4 @@ class Collaborators:
     serving_costs: Mapping[str, ServingCost]  # by deployment
     request_ids: RequestIds
     report_loss: Callable[[UsageRecord, Charge], None]
+    responses: ResponseStore  # stored responses (OpenAI Responses' store)

@@ -8,6 +8,12 @@ the usage record and its ledger transfers are committed together (group commit) 
 last byte: the body of a non-streamed answer, or ``data: [DONE]`` of a stream. A request
 is routed before its funds are held, so one that waits for a place holds nothing meanwhile.
 The surface (``tokenmill.surfaces``) is the only part that knows the wire format.
+
+The one exception to "no database before the engine call": a request that continues a
+stored conversation (OpenAI Responses' ``previous_response_id``) reads its earlier turns
+from the store before it is parsed, since they count in its prompt and its hold. A surface
+that keeps its responses (``SurfaceAdapter.keeper``) has each stored after the commit and
+before the last byte.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tokenmill.access.keys import Grant, may_use_model
 from tokenmill.api.error_json import (
@@ -40,6 +47,7 @@ from tokenmill.retail.charging import Charge, ChargeTerms, open_charge
 from tokenmill.retail.rate_limits import Admission, quota_headers
 from tokenmill.retail.rating import prompt_bound_tokens
 from tokenmill.retail.settlement import Ending, Served, Settled, settle_request
+from tokenmill.store.responses import StoredResponse
 from tokenmill.surfaces import SurfaceAdapter, decode_json
 
 STORE_DOWN = Unavailable(
@@ -120,12 +128,18 @@ class SurfaceEndpoint:
             raise Refused(refused, [refused.allow_header])
         grant = authenticate(parts.directory, scope)
         raw = await read_body(scope, receive, parts.limits.request_body_bytes_max)
+        body = decode_json(raw)
+        prior: tuple[dict[str, Any], ...] = ()
+        previous = body.get("previous_response_id") if self.surface.keeper else None
+        if isinstance(previous, str) and previous:  # the parser refuses any other value
+            prior = await parts.responses.context(grant.account_id, previous)
         call = self.surface.parse(
-            decode_json(raw),
+            body,
             parts.models,  # type: ignore[arg-type]
             parts.limits,
             may_use=functools.partial(may_use_model, grant),
             body_bytes=len(raw),
+            prior=prior,
         )
         if parts.writer.store_down:
             raise STORE_DOWN
@@ -185,6 +199,7 @@ class Run:
         self.attempts = Attempts(parts.router, admitted.backends, engine_call, admitted.deadline_ms)
         self.renderer = surface.renderer(admitted.call, admitted.request_id, engine_call.created_s)
         self.wire = surface.wire
+        self.surface = surface
         self.request_id = admitted.request_id
         admission = admitted.admission
         self.rate_headers = (
@@ -206,6 +221,7 @@ class Run:
         except Unavailable as error:
             await self._send_error(send, error)
             return
+        await self._keep()
         await send_bytes(send, 200, body, self.request_id, *self._engine_headers())
 
     async def stream(self, send: Send, receive: Receive) -> None:
@@ -240,6 +256,7 @@ class Run:
             tail = self.renderer.fail(failure)
         elif status == "ok":
             tail = self.renderer.end(self.attempts.call.meter.counts()[0])
+            await self._keep()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _open(
@@ -334,6 +351,31 @@ class Run:
         # A failed commit is logged by the writer; the client needs the request's own error.
         with contextlib.suppress(Unavailable):
             await self._commit(settled)
+
+    async def _keep(self) -> None:
+        """Store the response where the surface keeps them (OpenAI Responses, unless the
+        request said ``store: false``), once its usage is committed and before the client
+        has its last byte."""
+        keeper = self.surface.keeper
+        kept = (
+            None if keeper is None else keeper(self.renderer, self.attempts.call.meter.counts()[0])
+        )
+        if kept is None:
+            return
+        admitted = self.admitted
+        responses = self.parts.responses
+        row = StoredResponse(
+            id=kept.id,
+            account_id=admitted.grant.account_id,
+            previous_response_id=kept.previous_response_id,
+            model=kept.model,
+            created_at_ms=admitted.started_at_ms,
+            expires_at_ms=responses.expiry_ms(admitted.started_at_ms),
+            input_items=kept.input_items,
+            output_items=kept.output_items,
+            response=kept.response,
+        )
+        await responses.save(row)
 
     def finish_limits(self) -> None:
         """Give back the request's rate-limit place and the tokens it reserved but did not
