@@ -11,6 +11,8 @@ exactly what went through the gateway. In one run:
   (metering only), a priced one (billing on: hold, settle, usage transfer), and a priced
   one behind two deployments called with a rate-limited key (routing and limits on), on
   the same upstream, so each layer's cost is a ratio of two neighbours;
+* surfaces: chat, Anthropic Messages and OpenAI Responses through the gateway on one billed
+  model, non-streamed and streamed at c=1 and c=64 (``stream_client.py --surface``);
 * realistic stream: upstreams with ``--delay-ms 100 --itl-ms 20``, 256 tokens, c=256,
   TTFT and inter-token gaps direct vs gateway (``stream_client.py``);
 * optional py-spy profile of the gateway under non-streamed c=16 load (``--profile``);
@@ -48,6 +50,8 @@ ROOT = HERE.parent
 SHARED_DEFAULT = ROOT.parent / "shared" / "bench"
 SUT_CORE, LOAD_CORE = 0, 1
 LONG_MIX = "nonstream=50,stream=40,cut=10"
+SURFACES = ("chat", "messages", "responses")
+SURFACE_CONCURRENCY = (1, 64)
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--skip-long", action="store_true")
+    ap.add_argument("--skip-surfaces", action="store_true", help="no chat/Messages/Responses rows")
     ap.add_argument(
         "--shared-bench",
         type=Path,
@@ -236,6 +241,34 @@ class Bench:
             row[side] = self.client(target, key, args, 2 * a.duration + 6 + 120)
             log(f"{row['case']} {side}: {summarize(row[side])}")
         self.results["realistic"] = row
+
+    def surfaces(self) -> None:
+        """Chat, Messages and Responses through the gateway side by side: the same billed
+        model on the same upstream (Messages and Responses translated to chat on the way),
+        each cell run twice in mirrored order (chat, messages, responses, then back) so a
+        drift of the machine weighs on every surface alike; the two runs are averaged."""
+        a = self.a
+        rows = []
+        order = (*SURFACES, *reversed(SURFACES))
+        for mode in ("nonstream", "stream"):
+            for conc in SURFACE_CONCURRENCY:
+                row: dict[str, Any] = {
+                    "case": f"{mode} c={conc}",
+                    "mode": mode,
+                    "concurrency": conc,
+                }
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SURFACES}
+                for surface in order:
+                    args = ["-c", str(conc), "-d", str(a.duration), "--warmup", str(a.warmup)]
+                    args += ["--max-tokens", "16", "--mix", f"{mode}=1", "-n", "1000000"]
+                    args += ["--model", "fake-billed", "--surface", surface]
+                    limit_s = a.duration + a.warmup + 90
+                    runs[surface].append(self.client(self.gateway_url, self.key, args, limit_s))
+                for surface, pair in runs.items():
+                    row[surface] = report.mean_run(pair)
+                    log(f"surfaces {row['case']} {surface}: {summarize(row[surface])}")
+                rows.append(row)
+        self.results["surfaces"] = rows
 
     def profile(self) -> None:
         assert self.gateway is not None
@@ -448,6 +481,8 @@ def main() -> None:
         if not a.skip_matrix:
             bench.matrix()
             bench.realistic()
+        if not a.skip_surfaces:
+            bench.surfaces()
         if a.profile:
             bench.profile()
         if not a.skip_long:

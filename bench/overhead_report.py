@@ -119,6 +119,51 @@ def fleet_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two or more runs of one cell as one: req/s and latency percentiles averaged, errors
+    and answers summed."""
+    first = runs[0]
+    mean = {**first}
+    mean["rps"] = round(sum(r["rps"] for r in runs) / len(runs), 1)
+    for field in ("latency_ms", "ttft_ms"):
+        blocks = [r.get(field) for r in runs]
+        if all(blocks):
+            mean[field] = {
+                k: round(sum(b[k] for b in blocks) / len(blocks), 3)  # type: ignore[index]
+                for k in first[field]
+            }
+    for field in ("errors", "requests_ok", "done_seen", "usage_seen"):
+        mean[field] = sum(r.get(field, 0) for r in runs)
+    mean["runs"] = len(runs)
+    return mean
+
+
+def surfaces_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Messages and Responses beside chat: one billed model, the same upstream, one run."""
+    out = [
+        "| case | req/s chat | req/s Messages | req/s Responses | Messages / chat "
+        "| Responses / chat | p50 ms chat | p50 ms Messages | p50 ms Responses | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        c, m, r = row["chat"], row["messages"], row["responses"]
+        out.append(
+            "| {} | {:.0f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {} | {} | {} | {} |".format(
+                row["case"],
+                c["rps"],
+                m["rps"],
+                r["rps"],
+                m["rps"] / c["rps"] if c["rps"] else 0.0,
+                r["rps"] / c["rps"] if c["rps"] else 0.0,
+                _f(_p(c, "latency_ms", "p50")),
+                _f(_p(m, "latency_ms", "p50")),
+                _f(_p(r, "latency_ms", "p50")),
+                c["errors"] + m["errors"] + r["errors"],
+            )
+        )
+    return out
+
+
 def realistic_table(row: dict[str, Any]) -> list[str]:
     out = [
         "| realistic stream (c=256, 256 tokens, 100 ms to first token, 20 ms/token) "
@@ -235,6 +280,17 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
             added,
             None if added is None else added < 0.5,
         )
+    for row in results.get("surfaces", []):
+        if row["concurrency"] != 64:
+            continue
+        for surface in ("messages", "responses"):
+            chat = row["chat"]["rps"]
+            ratio = round(row[surface]["rps"] / chat, 3) if chat else None
+            aim(
+                f"{surface} within 10% of chat ({row['mode']} req/s at c=64)",
+                ratio,
+                None if ratio is None else ratio >= 0.9,
+            )
     rss = [m["rss_mib"] for m in results.get("memory", [])]
     aim(
         f"RSS < {RSS_MIB_MAX:.0f} MB",
@@ -278,6 +334,8 @@ def markdown(results: dict[str, Any]) -> str:
             out += [*fleet_table(rows), ""]
     if "realistic" in results:
         out += [*realistic_table(results["realistic"]), ""]
+    if results.get("surfaces"):
+        out += [*surfaces_table(results["surfaces"]), ""]
     out += [*long_tables(results), ""]
     if "metering" in results:
         out += [*metering_lines(results["metering"]), ""]

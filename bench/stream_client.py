@@ -26,7 +26,19 @@ from urllib.parse import urlsplit
 
 import httptools
 
-CONTENT_RE = re.compile(rb'"(?:content|text)":\s*"[^"]')
+CONTENT_RE = re.compile(rb'"(?:content|text|delta)":\s*"[^"]')
+# Each surface's path, and how its stream says it ended well and showed usage.
+SURFACE_PATHS = {"chat": "/chat/completions", "messages": "/messages", "responses": "/responses"}
+DONE_EVENTS = {
+    "chat": (b"data: [DONE]",),
+    "messages": (b"event: message_stop",),
+    "responses": (b"event: response.completed", b"event: response.incomplete"),
+}
+USAGE_MARKS = {
+    "chat": b'"prompt_tokens"',
+    "messages": b'"output_tokens"',
+    "responses": b'"output_tokens"',
+}
 GAPS_COUNT_MAX = 2_000_000  # bound on stored inter-token gaps
 KINDS = ("nonstream", "stream", "cut")
 
@@ -119,10 +131,12 @@ class Connection(asyncio.Protocol):
                 return
 
     def on_event(self, event: bytes, now: float) -> None:
-        if event.startswith(b"data: [DONE]"):
+        run = self.run
+        if event.startswith(run.done_marks):
             self.saw_done = True
+            self.saw_usage = self.saw_usage or run.usage_mark in event
             return
-        if b'"prompt_tokens"' in event:
+        if run.usage_mark in event:
             self.saw_usage = True
         if not CONTENT_RE.search(event):
             return
@@ -182,7 +196,10 @@ class Run:
         if not ((url.hostname or "").startswith("127.") or url.hostname in ("localhost", "::1")):
             sys.exit("stream_client.py only targets loopback addresses")
         self.host, self.port = url.hostname, url.port or 80
-        self.path = url.path + "/chat/completions"
+        self.surface = a.surface
+        self.path = url.path + SURFACE_PATHS[a.surface]
+        self.done_marks = DONE_EVENTS[a.surface]
+        self.usage_mark = USAGE_MARKS[a.surface]
         self.mix = parse_mix(a.mix)
         self.requests = {k: self.request_bytes(k) for k in KINDS}
         self.rng = random.Random(a.seed)
@@ -195,14 +212,17 @@ class Run:
 
     def request_bytes(self, kind: str) -> bytes:
         a = self.a
-        body_obj: dict[str, object] = {
-            "model": a.cut_model if kind == "cut" and a.cut_model else a.model,
-            "max_tokens": a.max_tokens,
-            "messages": [{"role": "user", "content": a.prompt}],
-        }
+        model = a.cut_model if kind == "cut" and a.cut_model else a.model
+        body_obj: dict[str, object] = {"model": model}
+        if self.surface == "responses":
+            body_obj |= {"max_output_tokens": a.max_tokens, "input": a.prompt}
+        else:
+            body_obj |= {"max_tokens": a.max_tokens}
+            body_obj["messages"] = [{"role": "user", "content": a.prompt}]
         if kind != "nonstream":
             body_obj["stream"] = True
-            body_obj["stream_options"] = {"include_usage": True}
+            if self.surface == "chat":
+                body_obj["stream_options"] = {"include_usage": True}
         body = json.dumps(body_obj, separators=(",", ":")).encode()
         head = [
             b"POST %s HTTP/1.1" % self.path.encode(),
@@ -343,6 +363,7 @@ def main() -> None:
     ap.add_argument("--target", default="http://127.0.0.1:9100/v1", help="base URL incl. /v1")
     ap.add_argument("--key", default="", help="API key, sent as Authorization: Bearer")
     ap.add_argument("--model", default="fake")
+    ap.add_argument("--surface", choices=sorted(SURFACE_PATHS), default="chat")
     ap.add_argument("--cut-model", default="", help="model for 'cut' requests (default --model)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--prompt", default="Say hello to the benchmark in a few words please")
