@@ -1,10 +1,12 @@
 """The ``openai`` engine: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, ...).
 
-One pooled aiohttp session per upstream, with explicit connect and read timeouts. The
-client's JSON goes up with only the model name, the output cap and (for streams)
-``stream_options.include_usage`` changed; unknown fields pass through. Stream chunks come
-back as they arrive and are relayed without re-encoding: only chunks that mention ``usage``
-are parsed. Foreign errors are mapped here, where they enter.
+One pooled aiohttp session per upstream, with explicit connect and read timeouts. A chat,
+completions or embeddings call's JSON goes up with only the model name, the output cap and
+(for streams) ``stream_options.include_usage`` changed; unknown fields pass through. Stream
+chunks come back as they arrive and are relayed without re-encoding: only chunks that
+mention ``usage`` are parsed. A call of another surface (Anthropic Messages, OpenAI
+Responses) is translated to chat completions and answered in the neutral language, in
+``openai_translated``. Foreign errors are mapped here, where they enter.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import orjson
 from yarl import URL
 
 from tokenmill.config import AnthropicEngineConfig, DeploymentConfig, Limits, OpenAIEngineConfig
-from tokenmill.engines.base import EngineCall, StreamPart, WirePart
+from tokenmill.engines.base import Completed, EngineCall, StreamPart, WirePart
+from tokenmill.engines.chat_translate import SURFACES_TRANSLATED
 from tokenmill.errors import (
     InvalidRequest,
     RateLimited,
@@ -128,6 +131,10 @@ class OpenAIBackend:
         # Parsed once: aiohttp would parse a string URL on every request.
         self._urls = {name: URL(upstream.base_url + path) for name, path in _PATHS.items()}
         self._models_url = URL(upstream.base_url + "/models")
+        # Imported here: the translating path builds on this module's session and errors.
+        from tokenmill.engines.openai_translated import TranslatedChat
+
+        self._translated = TranslatedChat(self.engine, self._model, upstream, self._urls["chat"])
 
     async def aclose(self) -> None:
         """The session belongs to the upstream; the app closes it once."""
@@ -156,7 +163,9 @@ class OpenAIBackend:
         else:
             call.meter.prompt_counter = lambda: count_embedding_tokens(body["input"])
 
-    async def complete(self, call: EngineCall) -> bytes:
+    async def complete(self, call: EngineCall) -> Completed:
+        if call.endpoint in SURFACES_TRANSLATED:
+            return await self._translated.complete(call)
         self._estimate_prompt(call)
         url = self._urls[call.endpoint]
         with mapped_errors(self.engine):
@@ -178,7 +187,12 @@ class OpenAIBackend:
             call.meter.completion_tokens_estimate = _count_answer_tokens(answer)
         return raw
 
-    async def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
+    def stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
+        if call.endpoint in SURFACES_TRANSLATED:
+            return self._translated.stream(call)
+        return self._relayed_stream(call)
+
+    async def _relayed_stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         self._estimate_prompt(call)
         url = self._urls[call.endpoint]
         with mapped_errors(self.engine):
