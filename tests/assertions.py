@@ -26,3 +26,20 @@ def assert_openai_error(
     assert error["code"] is None or isinstance(error["code"], str), error
     assert error["param"] == param, error
     return dict(error)
+
+
+def assert_anthropic_error(response: httpx.Response, status: int, kind: str | None = None) -> str:
+    """``response`` is ``status`` with exactly Anthropic's error body
+    (``{"type": "error", "error": {"type", "message"}}``) and a request id; ``kind`` must be
+    the error's type when given. Returns the message."""
+    assert response.status_code == status, response.text
+    assert response.headers.get("x-request-id"), response.headers
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"type", "error"} and body["type"] == "error", body
+    error = body["error"]
+    assert set(error) == {"type", "message"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert kind is None or error["type"] == kind, error
+    message: str = error["message"]
+    return message

@@ -142,9 +142,106 @@ def embedding_bodies() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+anthropic_blocks = st.lists(
+    _with_some_of(
+        {"type": fuzzed(st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking"]))},
+        {
+            "text": fuzzed(st.text(max_size=30)),
+            "source": json_values(max_leaves=3),
+            "id": fuzzed(st.text(max_size=8)),
+            "name": fuzzed(st.sampled_from(["get_weather", "", "x" * 70])),
+            "input": json_values(max_leaves=3),
+            "tool_use_id": fuzzed(st.text(max_size=8)),
+            "content": json_values(max_leaves=3),
+            "cache_control": fuzzed(st.just({"type": "ephemeral"})),
+        },
+    ),
+    max_size=3,
+)
+anthropic_turns = st.lists(
+    fuzzed(
+        st.fixed_dictionaries(
+            {
+                "role": fuzzed(st.sampled_from(["user", "assistant", "system"])),
+                "content": fuzzed(st.one_of(st.text(max_size=60), anthropic_blocks)),
+            }
+        )
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def messages_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies shaped like an Anthropic Messages request, any field possibly wrong."""
+    return _with_some_of(
+        {"model": models, "max_tokens": token_counts, "messages": fuzzed(anthropic_turns)},
+        {
+            "system": fuzzed(st.one_of(st.text(max_size=30), anthropic_blocks)),
+            "stream": fuzzed(st.booleans()),
+            "stop_sequences": stops,
+            "temperature": numbers,
+            "top_k": token_counts,
+            "tools": json_values(max_leaves=4),
+            "tool_choice": json_values(max_leaves=3),
+            "thinking": fuzzed(
+                st.fixed_dictionaries(
+                    {"type": st.sampled_from(["enabled", "disabled"])},
+                    optional={"budget_tokens": token_counts},
+                )
+            ),
+            "metadata": json_values(max_leaves=2),
+        },
+    )
+
+
+responses_items = st.lists(
+    fuzzed(
+        _with_some_of(
+            {"type": fuzzed(st.sampled_from(["message", "function_call", "function_call_output"]))},
+            {
+                "role": fuzzed(st.sampled_from(["user", "assistant", "developer"])),
+                "content": fuzzed(st.one_of(st.text(max_size=40), json_values(max_leaves=3))),
+                "call_id": fuzzed(st.text(max_size=8)),
+                "name": fuzzed(st.text(max_size=8)),
+                "arguments": fuzzed(st.text(max_size=20)),
+                "output": fuzzed(st.text(max_size=20)),
+            },
+        )
+    ),
+    max_size=4,
+)
+
+
+def responses_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies shaped like an OpenAI Responses request, any field possibly wrong."""
+    return _with_some_of(
+        {"model": models, "input": fuzzed(st.one_of(st.text(max_size=60), responses_items))},
+        {
+            "instructions": fuzzed(st.text(max_size=30)),
+            "max_output_tokens": token_counts,
+            "stream": fuzzed(st.booleans()),
+            "store": fuzzed(st.booleans()),
+            "previous_response_id": fuzzed(st.text(max_size=12)),
+            "tools": json_values(max_leaves=4),
+            "tool_choice": json_values(max_leaves=3),
+            "text": json_values(max_leaves=3),
+            "reasoning": json_values(max_leaves=2),
+            "temperature": numbers,
+            "include": json_values(max_leaves=2),
+        },
+    )
+
+
 def request_bodies() -> st.SearchStrategy[dict[str, Any]]:
-    """A chat-, completion- or embeddings-shaped body."""
-    return st.one_of(chat_bodies(), completion_bodies(), embedding_bodies())
+    """A chat-, completion-, embeddings-, Messages- or Responses-shaped body."""
+    return st.one_of(
+        chat_bodies(),
+        completion_bodies(),
+        embedding_bodies(),
+        messages_bodies(),
+        responses_bodies(),
+    )
 
 
 def optional_token_limits(most: int) -> st.SearchStrategy[int | None]:

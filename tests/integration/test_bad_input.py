@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import strategies
-from tests.assertions import assert_openai_error
+from tests.assertions import assert_anthropic_error, assert_openai_error
 from tests.conftest import LiveGateway, gateway_config, live_gateway
 from tokenmill.access import service
 from tokenmill.store.usage import query_records
@@ -27,6 +27,9 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 POST_PATHS = (CHAT, COMPLETIONS, EMBEDDINGS)
+MESSAGES = "/v1/messages"
+RESPONSES = "/v1/responses"
+ANTHROPIC_PATHS = (MESSAGES, "/v1/messages/count_tokens")
 HELLO = [{"role": "user", "content": "hello there"}]
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -331,6 +334,110 @@ class TestBadBodies:
         assert usage_count(shared.live) == before + 1
 
 
+def anthropic_message(**fields: Any) -> dict[str, Any]:
+    return {"model": "fake", "max_tokens": 8, "messages": HELLO, **fields}
+
+
+def response_request(**fields: Any) -> dict[str, Any]:
+    return {"model": "fake", "input": "hello there", "max_output_tokens": 8, **fields}
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search"}
+# (body, status, Anthropic error type, a word the message must contain)
+BAD_MESSAGES = [
+    pytest.param(b'{"model": "fake"', 400, "invalid_request_error", "JSON", id="malformed-json"),
+    pytest.param(
+        {"model": "fake", "messages": HELLO}, 400, "invalid_request_error", "max_tokens",
+        id="no-max-tokens",
+    ),
+    pytest.param(
+        anthropic_message(messages=[]), 400, "invalid_request_error", "messages",
+        id="no-messages",
+    ),
+    pytest.param(
+        anthropic_message(tools=[WEB_SEARCH]), 400, "invalid_request_error", "tools",
+        id="server-tool",
+    ),
+    pytest.param(
+        anthropic_message(thinking={"type": "enabled", "budget_tokens": 10}), 400,
+        "invalid_request_error", "budget_tokens", id="thinking-budget-below-1024",
+    ),
+    pytest.param(
+        anthropic_message(temperature=1.5), 400, "invalid_request_error", "temperature",
+        id="temperature-above-1",
+    ),
+    pytest.param(
+        anthropic_message(model="no-such-model"), 404, "not_found_error", "no-such-model",
+        id="unknown-model",
+    ),
+]  # fmt: skip
+# (body, status, param)
+BAD_RESPONSES = [
+    pytest.param(response_request(input=[]), 400, "input", id="no-input"),
+    pytest.param(
+        response_request(tools=[{"type": "web_search"}]), 400, "tools.[0].type",
+        id="built-in-tool",
+    ),
+    pytest.param(
+        response_request(input=[{"type": "computer_call", "id": "x"}]), 400, "input.[0].type",
+        id="unknown-item",
+    ),
+    pytest.param(
+        response_request(previous_response_id="resp_nothing"), 400, "previous_response_id",
+        id="unknown-previous-response",
+    ),
+    pytest.param(response_request(background=True), 400, "background", id="background"),
+    pytest.param(response_request(model="no-such-model"), 404, "model", id="unknown-model"),
+]  # fmt: skip
+
+
+class TestBadBodiesOnEverySurface:
+    @pytest.mark.parametrize(("body", "status", "kind", "word"), BAD_MESSAGES)
+    def test_a_bad_messages_body_gets_anthropics_error_and_changes_nothing(
+        self, shared: Shared, body: dict[str, Any] | bytes, status: int, kind: str, word: str
+    ) -> None:
+        content = body if isinstance(body, bytes) else orjson.dumps(body)
+        headers = {"x-api-key": shared.keys["good"], "anthropic-version": "2023-06-01"}
+        response = post_and_check_nothing_changed(shared, "POST", MESSAGES, headers, content)
+        assert word in assert_anthropic_error(response, status, kind)
+
+    @pytest.mark.parametrize(("body", "status", "param"), BAD_RESPONSES)
+    def test_a_bad_responses_body_gets_openais_error_and_changes_nothing(
+        self, shared: Shared, body: dict[str, Any], status: int, param: str
+    ) -> None:
+        headers = {"Authorization": f"Bearer {shared.keys['good']}"}
+        content = orjson.dumps(body)
+        response = post_and_check_nothing_changed(shared, "POST", RESPONSES, headers, content)
+        error = assert_openai_error(response, status, param)
+        if param == "previous_response_id":
+            assert error["code"] == "previous_response_not_found"
+
+    def test_a_bad_key_on_messages_gets_anthropics_401(self, shared: Shared) -> None:
+        headers = {"x-api-key": shared.keys["revoked"], "anthropic-version": "2023-06-01"}
+        content = orjson.dumps(anthropic_message())
+        response = post_and_check_nothing_changed(shared, "POST", MESSAGES, headers, content)
+        assert_anthropic_error(response, 401, "authentication_error")
+
+    def test_a_wrong_method_on_messages_gets_anthropics_405(self, shared: Shared) -> None:
+        headers = {"x-api-key": shared.keys["good"]}
+        response = post_and_check_nothing_changed(shared, "GET", MESSAGES, headers, b"")
+        assert_anthropic_error(response, 405, "invalid_request_error")
+        assert response.headers["allow"] == "POST"
+
+    def test_valid_bodies_on_the_same_gateway_are_metered(self, shared: Shared) -> None:
+        """The control case: good Messages and Responses requests do write records."""
+        before = usage_count(shared.live)
+        key = shared.keys["good"]
+        answered = shared.client.post(
+            MESSAGES, headers={"x-api-key": key}, json=anthropic_message()
+        )
+        assert answered.status_code == 200, answered.text
+        headers = {"Authorization": f"Bearer {key}"}
+        answered = shared.client.post(RESPONSES, headers=headers, json=response_request())
+        assert answered.status_code == 200, answered.text
+        assert usage_count(shared.live) == before + 2
+
+
 # The Authorization header; {good}, {revoked}, ... stand for the keys made by _make_keys.
 BAD_AUTH = [
     pytest.param(None, 401, "missing_api_key", id="no-header"),
@@ -530,12 +637,17 @@ class TestOversizedBodies:
 
 
 def _assert_no_server_error(client: httpx.Client, content: bytes) -> None:
-    for path in POST_PATHS:
+    for path in (*POST_PATHS, RESPONSES):
         response = client.post(path, content=content)
         assert response.status_code != 500, (path, content[:300], response.text[:300])
         assert response.headers.get("x-request-id"), (path, response.headers)
         if response.status_code >= 300:
             assert_openai_error(response, response.status_code, response.json()["error"]["param"])
+    for path in ANTHROPIC_PATHS:
+        response = client.post(path, content=content)
+        assert response.status_code != 500, (path, content[:300], response.text[:300])
+        if response.status_code >= 300:
+            assert_anthropic_error(response, response.status_code)
 
 
 @pytest.fixture
@@ -557,7 +669,8 @@ class TestFuzzedInput:
     def test_any_request_shaped_body_gets_no_500(
         self, client: httpx.Client, body: dict[str, Any]
     ) -> None:
-        """Chat-, completion- and embedding-shaped bodies with fuzzed fields never get a 500."""
+        """Chat-, completion-, embedding-, Messages- and Responses-shaped bodies with fuzzed
+        fields never get a 500, on any surface."""
         _assert_no_server_error(client, json.dumps(body).encode())
 
     @FUZZ
