@@ -324,3 +324,14 @@ def _texts_of(parts: tuple[Part, ...]) -> list[str]:
         elif isinstance(part, ToolResultPart):
             texts.extend(item.text for item in part.content if isinstance(item, TextPart))
     return texts
+
+
+def completion_tokens_estimate(parts: tuple[TextPart | ToolCallPart | ReasoningPart, ...]) -> int:
+    """A local count of an answer's output, for when the upstream reports no usage."""
+    total = 0
+    for part in parts:
+        if isinstance(part, ToolCallPart):
+            total += count_text_tokens(part.name) + count_text_tokens(part.arguments)
+        else:
+            total += count_text_tokens(part.text)
+    return total

@@ -20,7 +20,8 @@ import pytest
 
 from tokenmill.config import DeploymentConfig, Limits, OpenAIEngineConfig
 from tokenmill.engines.base import Completed, EngineCall, StreamPart
-from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
+from tokenmill.engines.openai_compat import OpenAIBackend
+from tokenmill.engines.upstream import UpstreamSession
 from tokenmill.errors import InvalidRequest, RateLimited, TokenmillError, UpstreamError
 from tokenmill.neutral import (
     Answer,

@@ -12,7 +12,6 @@ import pytest
 
 from tokenmill.engines.anthropic_answers import (
     answer_parts,
-    completion_tokens_estimate,
     finish_reason,
     usage_counts,
 )
@@ -28,6 +27,7 @@ from tokenmill.neutral import (
     ToolCallDelta,
     ToolCallPart,
     UsageReport,
+    completion_tokens_estimate,
 )
 from tokenmill.usage import Meter, TokenCounts, count_text_tokens
 

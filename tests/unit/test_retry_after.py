@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 from multidict import CIMultiDict
 
-from tokenmill.engines.openai_compat import RETRY_AFTER_S_MAX, retry_after_s
+from tokenmill.engines.upstream import RETRY_AFTER_S_MAX, retry_after_s
 from tokenmill.fleet.breakers import Breaker
 
 

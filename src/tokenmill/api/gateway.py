@@ -38,8 +38,9 @@ from tokenmill.config import (
 )
 from tokenmill.engines.anthropic import AnthropicBackend, AnthropicSession
 from tokenmill.engines.base import Backend
-from tokenmill.engines.openai_compat import OpenAIBackend, UpstreamSession
+from tokenmill.engines.openai_compat import OpenAIBackend
 from tokenmill.engines.sim import SimBackend
+from tokenmill.engines.upstream import UpstreamSession
 from tokenmill.errors import (
     ConfigurationError,
     InsufficientFunds,

@@ -28,8 +28,6 @@ from yarl import URL
 from tokenmill.config import AnthropicEngineConfig, DeploymentConfig, Limits
 from tokenmill.engines.anthropic_answers import (
     answer_parts,
-    completion_tokens_estimate,
-    json_object,
     reasoning_text,
     usage_counts,
 )
@@ -39,9 +37,14 @@ from tokenmill.engines.anthropic_messages import (
 )
 from tokenmill.engines.anthropic_stream import EventReader, StreamTranslator, deltas_of_read
 from tokenmill.engines.base import EngineCall, StreamPart
-from tokenmill.engines.openai_compat import UpstreamSession, mapped_errors, status_error
+from tokenmill.engines.upstream import UpstreamSession, json_object, mapped_errors, status_error
 from tokenmill.errors import UpstreamError
-from tokenmill.neutral import Answer, WirePart, prompt_tokens_estimate
+from tokenmill.neutral import (
+    Answer,
+    WirePart,
+    completion_tokens_estimate,
+    prompt_tokens_estimate,
+)
 from tokenmill.usage import count_text_tokens
 
 MESSAGES_PATH = "/v1/messages"

@@ -20,7 +20,7 @@ import orjson
 
 from tokenmill.errors import UpstreamError
 from tokenmill.neutral import FinishReason, ReasoningPart, TextPart, ToolCallPart
-from tokenmill.usage import TokenCounts, count_text_tokens
+from tokenmill.usage import TokenCounts
 
 FINISH_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -93,17 +93,6 @@ def reasoning_text(parts: tuple[AnswerPart, ...]) -> str:
     return " ".join(part.text for part in parts if isinstance(part, ReasoningPart))
 
 
-def completion_tokens_estimate(parts: tuple[AnswerPart, ...]) -> int:
-    """A local count of an answer's output, for when the upstream reports no usage."""
-    total = 0
-    for part in parts:
-        if isinstance(part, ToolCallPart):
-            total += count_text_tokens(part.name) + count_text_tokens(part.arguments)
-        else:
-            total += count_text_tokens(part.text)
-    return total
-
-
 def usage_counts(usage: Any, reasoning_tokens_estimate: int = 0) -> TokenCounts | None:
     """Anthropic ``usage`` -> counts: the prompt is input plus cache writes plus cache
     reads; reasoning is the estimate given, at most the output; None when absent or
@@ -125,24 +114,11 @@ def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
 
 
-def json_object(raw: bytes, engine: str, what: str) -> dict[str, Any]:
-    """``raw`` as a JSON object; UpstreamError naming ``what`` if it is not one."""
-    try:
-        decoded = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"upstream {engine} sent invalid JSON in {what}") from exc
-    if not isinstance(decoded, dict):
-        raise UpstreamError(f"upstream {engine} sent {what} that is not a JSON object")
-    return decoded
-
-
 __all__ = [
     "FINISH_REASONS",
     "answer_part",
     "answer_parts",
-    "completion_tokens_estimate",
     "finish_reason",
-    "json_object",
     "reasoning_text",
     "usage_counts",
 ]

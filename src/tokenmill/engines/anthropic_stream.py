@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tokenmill.engines.anthropic_answers import finish_reason, json_object, usage_counts
-from tokenmill.engines.openai_compat import LINE_BYTES_MAX
+from tokenmill.engines.anthropic_answers import finish_reason, usage_counts
+from tokenmill.engines.upstream import LINE_BYTES_MAX, json_object
 from tokenmill.errors import UpstreamError
 from tokenmill.neutral import (
     Delta,

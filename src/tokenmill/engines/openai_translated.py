@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from yarl import URL
 
-from tokenmill.engines.anthropic_answers import completion_tokens_estimate, json_object
 from tokenmill.engines.base import EngineCall, StreamPart
 from tokenmill.engines.chat_translate import (
     ChatChunkTranslator,
@@ -28,14 +27,15 @@ from tokenmill.engines.chat_translate import (
     chat_logprobs,
     chat_request,
 )
-from tokenmill.engines.openai_compat import (
+from tokenmill.engines.upstream import (
     LINE_BYTES_MAX,
     UpstreamSession,
+    json_object,
     mapped_errors,
     status_error,
 )
 from tokenmill.errors import UpstreamError
-from tokenmill.neutral import Answer, Delta, prompt_tokens_estimate
+from tokenmill.neutral import Answer, Delta, completion_tokens_estimate, prompt_tokens_estimate
 from tokenmill.usage import parse_usage
 
 SSE_OTHER_FIELDS = (b":", b"event:", b"id:", b"retry:")

@@ -1,0 +1,190 @@
+"""The HTTP side every remote engine shares: one pooled aiohttp session per upstream (its
+credential, connect and read timeouts, a bounded pool), and the mapping of what fails on
+the wire (statuses, timeouts, dropped connections, ``Retry-After``) to tokenmill's errors,
+once, where they enter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from tokenmill.config import AnthropicEngineConfig, Limits, OpenAIEngineConfig
+from tokenmill.errors import (
+    InvalidRequest,
+    RateLimited,
+    TokenmillError,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+ERROR_BODY_BYTES_MAX = 64 * 1024
+# An idle pooled connection is dropped before the server drops it: uvicorn (vLLM, SGLang)
+# closes idle keep-alive connections after 5 s, and a request sent on a connection the server
+# is closing at that moment fails before its first byte (aiohttp keeps them 15 s by default).
+KEEPALIVE_S = 3.0
+LINE_BYTES_MAX = 4 * 1024 * 1024
+
+
+class UpstreamSession:
+    """The pooled HTTP client of one upstream (shared by its deployments): explicit connect
+    and read timeouts, a bounded pool, and the upstream's own headers (its credential)."""
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIEngineConfig | AnthropicEngineConfig,
+        limits: Limits,
+        api_key: str | None,
+    ):
+        self.name = name
+        self.base_url = config.base_url.rstrip("/")
+        self._headers = {"Content-Type": "application/json", **self.credential_headers(api_key)}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=config.timeout_s_connect or limits.timeout_s_connect,
+            sock_read=config.timeout_s_read or limits.timeout_s_read,
+        )
+        self._connections_max = config.connections_max or limits.upstream_connections_max
+        # A health check waits for a connection and an answer, not for a generation.
+        self.health_timeout = aiohttp.ClientTimeout(
+            total=2 * (config.timeout_s_connect or limits.timeout_s_connect)
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def credential_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connections_max,
+                ttl_dns_cache=300,
+                keepalive_timeout=KEEPALIVE_S,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                read_bufsize=256 * 1024,
+                max_line_size=LINE_BYTES_MAX,
+                max_field_size=64 * 1024,
+            )
+        return self._session
+
+    async def check_health(self, url: URL) -> bool:
+        """Whether the upstream answers at all: a GET of ``url`` gets any status below 500
+        in time (a server without that route still answers 404: it is up)."""
+        try:
+            async with self.session().get(url, timeout=self.health_timeout) as response:
+                return response.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+async def status_error(engine: str, response: aiohttp.ClientResponse) -> TokenmillError:
+    body = await response.content.read(ERROR_BODY_BYTES_MAX)
+    message = body.decode("utf-8", "replace")[:500]
+    try:
+        decoded = orjson.loads(body)
+        if isinstance(decoded, dict) and isinstance(decoded.get("error"), dict):
+            message = str(decoded["error"].get("message", message))[:500]
+        elif isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+            message = decoded["error"][:500]
+    except orjson.JSONDecodeError:
+        pass
+    status = response.status
+    if status in (400, 413, 422):
+        return InvalidRequest(f"upstream {engine} rejected the request: {message}")
+    wait_s = retry_after_s(response.headers)
+    if status == 429:
+        return RateLimited(f"upstream {engine} is rate limiting: {message}", retry_after_s=wait_s)
+    if status in (503, 529):
+        return Unavailable(
+            f"upstream {engine} is unavailable ({status}): {message}", retry_after_s=wait_s
+        )
+    return UpstreamError(f"upstream {engine} answered {status}: {message}")
+
+
+RETRY_AFTER_S_MAX = 3600  # an upstream asking for longer is heeded for an hour
+
+
+def retry_after_s(headers: Mapping[str, str]) -> int | None:
+    """An upstream's ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), in
+    whole seconds rounded up and at most ``RETRY_AFTER_S_MAX``; None when absent or
+    unreadable."""
+    millis = _whole_number(headers.get("retry-after-ms"))
+    if millis is not None:
+        return min(RETRY_AFTER_S_MAX, -(-millis // 1000))
+    text = headers.get("retry-after")
+    if text is None:
+        return None
+    seconds = _whole_number(text)
+    if seconds is not None:
+        return min(RETRY_AFTER_S_MAX, seconds)
+    try:
+        when = parsedate_to_datetime(text.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    wait = math.ceil((when - datetime.now(UTC)).total_seconds())
+    return min(RETRY_AFTER_S_MAX, max(0, wait))
+
+
+def _whole_number(text: str | None) -> int | None:
+    """ASCII digits as an int, capped (an absurdly long number is just very long)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    return int(text) if len(text) <= 12 else 10**12
+
+
+@contextmanager
+def mapped_errors(engine: str) -> Iterator[None]:
+    """Map aiohttp and timeout errors to ours, once, where they enter."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream {engine} timed out") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise Unavailable(f"upstream {engine} is unreachable") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamError(f"upstream {engine} closed the connection mid-answer") from exc
+    except (aiohttp.ClientError, ValueError) as exc:
+        raise UpstreamError(f"upstream {engine} failed: {exc.__class__.__name__}") from exc
+
+
+def json_object(raw: bytes, engine: str, what: str) -> dict[str, Any]:
+    """``raw`` as a JSON object; UpstreamError naming ``what`` if it is not one."""
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"upstream {engine} sent invalid JSON in {what}") from exc
+    if not isinstance(decoded, dict):
+        raise UpstreamError(f"upstream {engine} sent {what} that is not a JSON object")
+    return decoded
+
+
+__all__ = [
+    "LINE_BYTES_MAX",
+    "UpstreamSession",
+    "json_object",
+    "mapped_errors",
+    "retry_after_s",
+    "status_error",
+]
