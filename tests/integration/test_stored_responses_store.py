@@ -4,9 +4,14 @@ count per account."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+import asyncio
 
+import pytest
+from sqlalchemy import Engine, text
+
+from tokenmill.errors import Unavailable
 from tokenmill.store.database import write_transaction
+from tokenmill.store.group_commit import GroupCommitWriter
 from tokenmill.store.responses import (
     StoredResponse,
     chain_items,
@@ -15,6 +20,8 @@ from tokenmill.store.responses import (
     prune,
     response_by_id,
 )
+from tokenmill.store.usage import record_by_request_id
+from tokenmill.usage import UsageRecord
 
 
 def row(
@@ -104,3 +111,52 @@ class TestStoredResponses:
             ]
             assert kept == ["resp_2", "resp_3", "resp_4"]
             assert response_by_id(connection, "acct_b", "resp_b", 10_001) is not None
+
+
+class TestStoredWithTheirUsage:
+    def test_the_group_commit_stores_a_response_with_its_usage_record_or_neither(
+        self, store: Engine
+    ) -> None:
+        """A response handed to the writer with its usage record is readable once submit
+        returns; when the commit fails, neither the record nor the response is there."""
+
+        async def scenario() -> None:
+            writer = GroupCommitWriter(store, queue_count_max=100, batch_count_max=10)
+            writer.start()
+            await writer.submit(usage_record("req_1"), (), row("resp_1"))
+            with store.begin() as connection:
+                connection.execute(text("ALTER TABLE usage_records RENAME TO usage_hidden"))
+            with pytest.raises(Unavailable):
+                await writer.submit(usage_record("req_2"), (), row("resp_2"))
+            with store.begin() as connection:
+                connection.execute(text("ALTER TABLE usage_hidden RENAME TO usage_records"))
+            await writer.close()
+
+        asyncio.run(scenario())
+        with store.connect() as connection:
+            assert response_by_id(connection, "acct_a", "resp_1", 2000) is not None
+            assert record_by_request_id(connection, "req_1") is not None
+            assert response_by_id(connection, "acct_a", "resp_2", 2000) is None
+            assert record_by_request_id(connection, "req_2") is None
+
+
+def usage_record(request_id: str) -> UsageRecord:
+    return UsageRecord(
+        request_id=request_id,
+        account_id="acct_a",
+        key_id="key_a",
+        model="m",
+        deployment="d",
+        engine="sim",
+        endpoint="responses",
+        prompt_tokens=3,
+        completion_tokens=2,
+        cached_tokens=0,
+        estimated=False,
+        status="ok",
+        http_status=200,
+        error_type=None,
+        started_at_ms=1000,
+        ttft_ms=1,
+        duration_ms=2,
+    )

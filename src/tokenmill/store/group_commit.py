@@ -49,13 +49,16 @@ from tokenmill.store.ledger import (
     transfer_row,
 )
 from tokenmill.store.ownership import Deposed, check_fence, fence_sql
+from tokenmill.store.responses import StoredResponse, response_insert_sql, response_row
 from tokenmill.store.spool import UsageSpool
 from tokenmill.store.usage import insert_sql, record_row
 from tokenmill.usage import UsageRecord
 
 log = logging.getLogger("tokenmill.store")
 
-_Item = tuple[UsageRecord, tuple[Transfer, ...], "asyncio.Future[None]"]
+# A usage record, its transfers, what the request kept beside it (a stored response), and
+# the future its request waits on.
+_Item = tuple[UsageRecord, tuple[Transfer, ...], StoredResponse | None, "asyncio.Future[None]"]
 _Rows = list[tuple[Any, ...]]
 LOCK_WAIT_S_MAX = 10.0  # how long a commit waits for SQLite's write lock held by another process
 # A WAL checkpoint after this many commits or records, whichever comes first: each commit
@@ -71,13 +74,14 @@ RECOVERY_INTERVAL_S = 1.0  # while the store is down, how often a replay of the 
 
 
 class _Batch:
-    """The rows of one commit: usage records, transfers, balance updates."""
+    """The rows of one commit: usage records, transfers, balance updates, stored responses."""
 
-    __slots__ = ("balances", "records", "transfers")
+    __slots__ = ("balances", "records", "responses", "transfers")
 
     def __init__(self, items: list[_Item]) -> None:
-        self.records: _Rows = [record_row(record) for record, _, _ in items]
-        moved = [transfer for _, transfers, _ in items for transfer in transfers]
+        self.records: _Rows = [record_row(record) for record, _, _, _ in items]
+        moved = [transfer for _, transfers, _, _ in items for transfer in transfers]
+        self.responses: _Rows = [response_row(kept) for _, _, kept, _ in items if kept]
         self.transfers: _Rows = [transfer_row(transfer) for transfer in moved]
         self.balances: _Rows = list(balance_rows(moved, time.time_ns() // 1_000_000))
 
@@ -130,13 +134,20 @@ class GroupCommitWriter:
         assert self._task is None
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
-    async def submit(self, record: UsageRecord, transfers: tuple[Transfer, ...] = ()) -> None:
-        """Return once ``record`` and ``transfers`` are committed (together); raise
-        Unavailable if the commit failed."""
+    async def submit(
+        self,
+        record: UsageRecord,
+        transfers: tuple[Transfer, ...] = (),
+        kept: StoredResponse | None = None,
+    ) -> None:
+        """Return once ``record``, ``transfers`` and ``kept`` are committed (together);
+        raise Unavailable if the commit failed. A batch that goes to the spool keeps its
+        records and transfers only: a response served while the store is down is not
+        stored."""
         if self._task is None or self._task.done():
             raise Unavailable("the usage writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put((record, transfers, future))
+        await self._queue.put((record, transfers, kept, future))
         # A cancelled caller (client gone) must not cancel the commit: shield the wait, and
         # let the outcome be collected (the writer logs a failure) rather than left unread.
         try:
@@ -212,7 +223,7 @@ class GroupCommitWriter:
         what they were charged); if even that fails, they fail."""
         assert self._spool is not None
         try:
-            self._spool.append([(record, transfers) for record, transfers, _ in batch])
+            self._spool.append([(record, transfers) for record, transfers, _, _ in batch])
         except OSError as exc:
             log.error("usage spool append failed: %s", exc)
             self._settle(batch, error or _unavailable(exc))
@@ -247,7 +258,7 @@ class GroupCommitWriter:
         log.warning("the store is back; usage commits resume")
 
     def _settle(self, batch: list[_Item], error: Exception | None) -> None:
-        for _, _, future in batch:
+        for _, _, _, future in batch:
             if not future.done():
                 if error is None:
                     future.set_result(None)
@@ -278,6 +289,7 @@ class _SqliteWriter:
         self._path = database
         self._synchronous = synchronous
         self._sql = (insert_sql("?"), transfer_insert_sql("?"), balance_upsert_sql("?"))
+        self._responses_sql = response_insert_sql("?")
         self._connection: sqlite3.Connection | None = None
         self._records_since_checkpoint = 0
         self._commits_since_checkpoint = 0
@@ -378,6 +390,8 @@ class _SqliteWriter:
             if batch.transfers:
                 connection.executemany(transfers_sql, batch.transfers)
                 connection.executemany(balances_sql, batch.balances)
+            if batch.responses:
+                connection.executemany(self._responses_sql, batch.responses)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -439,6 +453,8 @@ class _PostgresWriter:
             if batch.transfers:
                 await cursor.executemany(transfers_sql, batch.transfers)
                 await cursor.executemany(balances_sql, batch.balances)
+            if batch.responses:
+                await cursor.executemany(response_insert_sql("%s"), batch.responses)
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -31,20 +31,43 @@ class StoredResponse:
     response: dict[str, Any]
 
 
-def insert_response(connection: Connection, row: StoredResponse) -> None:
-    connection.execute(
-        insert(table).values(
-            id=row.id,
-            account_id=row.account_id,
-            previous_response_id=row.previous_response_id,
-            model=row.model,
-            created_at_ms=row.created_at_ms,
-            expires_at_ms=row.expires_at_ms,
-            input_items=orjson.dumps(row.input_items).decode(),
-            output_items=orjson.dumps(row.output_items).decode(),
-            response=orjson.dumps(row.response).decode(),
-        )
+_FIELDS = (
+    "id",
+    "account_id",
+    "previous_response_id",
+    "model",
+    "created_at_ms",
+    "expires_at_ms",
+    "input_items",
+    "output_items",
+    "response",
+)
+
+
+def response_row(row: StoredResponse) -> tuple[Any, ...]:
+    """``row`` as the values of ``response_insert_sql``, its items as JSON text."""
+    return (
+        row.id,
+        row.account_id,
+        row.previous_response_id,
+        row.model,
+        row.created_at_ms,
+        row.expires_at_ms,
+        orjson.dumps(row.input_items).decode(),
+        orjson.dumps(row.output_items).decode(),
+        orjson.dumps(row.response).decode(),
     )
+
+
+def response_insert_sql(placeholder: str) -> str:
+    """The INSERT of one stored response (the group commit writes them with their usage
+    records), with the driver's placeholder (``?`` or ``%s``)."""
+    marks = ", ".join([placeholder] * len(_FIELDS))
+    return f"INSERT INTO stored_responses ({', '.join(_FIELDS)}) VALUES ({marks})"
+
+
+def insert_response(connection: Connection, row: StoredResponse) -> None:
+    connection.execute(insert(table).values(dict(zip(_FIELDS, response_row(row), strict=True))))
 
 
 def _live(account_id: str, now_ms: int) -> Any:

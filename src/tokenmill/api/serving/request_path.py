@@ -12,8 +12,8 @@ The surface (``tokenmill.surfaces``) is the only part that knows the wire format
 The one exception to "no database before the engine call": a request that continues a
 stored conversation (OpenAI Responses' ``previous_response_id``) reads its earlier turns
 from the store before it is parsed, since they count in its prompt and its hold. A surface
-that keeps its responses (``SurfaceAdapter.keeper``) has each stored after the commit and
-before the last byte.
+that keeps its responses (``SurfaceAdapter.keeper``) has each stored with its usage record,
+in one commit, before the last byte.
 """
 
 from __future__ import annotations
@@ -217,11 +217,10 @@ class Run:
         self.attempts.end(None)
         body = self.renderer.body(completed)
         try:
-            await self._commit(self._settle(OK))
+            await self._commit(self._settle(OK), self._kept())
         except Unavailable as error:
             await self._send_error(send, error)
             return
-        await self._keep()
         await send_bytes(send, 200, body, self.request_id, *self._engine_headers())
 
     async def stream(self, send: Send, receive: Receive) -> None:
@@ -247,7 +246,7 @@ class Run:
         self.attempts.end(failure if status == "error" else None)
         settled = self._settle(Ending(status, 200) if failure is None else _ended_by(failure))
         try:
-            await self._commit(settled)
+            await self._commit(settled, self._kept() if status == "ok" else None)
         except Unavailable as commit_error:
             failure = failure or commit_error
             status = "error" if status == "ok" else status
@@ -256,7 +255,6 @@ class Run:
             tail = self.renderer.fail(failure)
         elif status == "ok":
             tail = self.renderer.end(self.attempts.call.meter.counts()[0])
-            await self._keep()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _open(
@@ -336,15 +334,18 @@ class Run:
             parts.report_loss(record, admitted.charge)
         return settled
 
-    async def _commit(self, settled: Settled) -> None:
-        """Commit the record with its transfers; if that fails, the charge is undone in
-        memory too (the client gets an error, not the whole answer, and owes nothing)."""
+    async def _commit(self, settled: Settled, kept: StoredResponse | None = None) -> None:
+        """Commit the record with its transfers (and the response the surface keeps, if
+        any); if that fails, the charge is undone in memory too (the client gets an error,
+        not the whole answer, and owes nothing)."""
         record = settled.record
         try:
-            await self.parts.writer.submit(record, settled.transfers)
+            await self.parts.writer.submit(record, settled.transfers, kept)
         except Unavailable:
             self.parts.funds.add(record.account_id, record.charge_nano)
             raise
+        if kept is not None:
+            self.parts.responses.kept(kept.account_id, kept.created_at_ms)
 
     async def _commit_quietly(self, settled: Settled) -> None:
         """Commit the record of a failed request; the client gets the original error."""
@@ -352,30 +353,28 @@ class Run:
         with contextlib.suppress(Unavailable):
             await self._commit(settled)
 
-    async def _keep(self) -> None:
-        """Store the response where the surface keeps them (OpenAI Responses, unless the
-        request said ``store: false``), once its usage is committed and before the client
-        has its last byte."""
+    def _kept(self) -> StoredResponse | None:
+        """The response to store with the usage record, where the surface keeps them
+        (OpenAI Responses, unless the request said ``store: false``): committed together,
+        before the client has its last byte, so it can be read back at once."""
         keeper = self.surface.keeper
         kept = (
             None if keeper is None else keeper(self.renderer, self.attempts.call.meter.counts()[0])
         )
         if kept is None:
-            return
+            return None
         admitted = self.admitted
-        responses = self.parts.responses
-        row = StoredResponse(
+        return StoredResponse(
             id=kept.id,
             account_id=admitted.grant.account_id,
             previous_response_id=kept.previous_response_id,
             model=kept.model,
             created_at_ms=admitted.started_at_ms,
-            expires_at_ms=responses.expiry_ms(admitted.started_at_ms),
+            expires_at_ms=self.parts.responses.expiry_ms(admitted.started_at_ms),
             input_items=kept.input_items,
             output_items=kept.output_items,
             response=kept.response,
         )
-        await responses.save(row)
 
     def finish_limits(self) -> None:
         """Give back the request's rate-limit place and the tokens it reserved but did not

@@ -4,8 +4,9 @@ written on the gateway's I/O threads, never on the event loop.
 
 These are the only reads of the store before an engine call: a request that continues a
 conversation (``previous_response_id``) needs its earlier turns, and they live in the store,
-not in one process's memory. A response is saved after its usage is committed and before
-its last byte, so a client that has the answer can read it back at once.
+not in one process's memory. A response is written by the group commit in the same
+transaction as its usage record, before the last byte, so a client that has the answer can
+read it back at once; it is pruned here, in the background.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class ResponseStore:
         self._io = io
         self._limits = limits
         self._saves = 0
+        self._pruning: set[asyncio.Task[None]] = set()
 
     async def _run(self, work: Callable[..., T], *args: Any) -> T:
         try:
@@ -74,21 +76,27 @@ class ResponseStore:
             depth_max = self._limits.response_chain_count_max - 1
             return rows.chain_items(connection, account_id, response_id, now_ms(), depth_max)
 
-    async def save(self, row: StoredResponse) -> None:
-        """Keep ``row``; a failure is logged, not raised (the client has its answer)."""
+    def kept(self, account_id: str, now_ms: int) -> None:
+        """A response of ``account_id`` was stored (by the group commit, with its usage
+        record); every ``PRUNE_EVERY_COUNT``-th one, prune in the background: expired rows,
+        and the account's oldest beyond its count."""
         self._saves += 1
-        prune = self._saves % PRUNE_EVERY_COUNT == 0
-        try:
-            await self._run(self._save, row, prune)
-        except Unavailable:
-            log.warning("response %s could not be stored", row.id, exc_info=True)
+        if self._saves % PRUNE_EVERY_COUNT:
+            return
+        task = asyncio.get_running_loop().create_task(self._prune(account_id, now_ms))
+        self._pruning.add(task)
+        task.add_done_callback(self._pruning.discard)
 
-    def _save(self, row: StoredResponse, prune: bool) -> None:
+    async def _prune(self, account_id: str, now_ms: int) -> None:
+        try:
+            await self._run(self._prune_now, account_id, now_ms)
+        except Unavailable:
+            log.warning("stored responses could not be pruned", exc_info=True)
+
+    def _prune_now(self, account_id: str, now_ms: int) -> None:
         with write_transaction(self._db) as connection:
-            rows.insert_response(connection, row)
-            if prune:
-                count_max = self._limits.responses_stored_count_max
-                rows.prune(connection, row.created_at_ms, row.account_id, count_max)
+            count_max = self._limits.responses_stored_count_max
+            rows.prune(connection, now_ms, account_id, count_max)
 
     def expiry_ms(self, created_at_ms: int) -> int:
         return created_at_ms + int(self._limits.responses_retention_s * 1000)
