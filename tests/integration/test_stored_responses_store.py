@@ -35,8 +35,11 @@ def row(
         created_at_ms=at,
         expires_at_ms=at + 10_000,
         input_items=({"type": "message", "role": "user", "content": f"in {response_id}"},),
-        output_items=({"type": "message", "role": "assistant", "content": f"out {response_id}"},),
-        response={"id": response_id, "status": "completed"},
+        response={
+            "id": response_id,
+            "status": "completed",
+            "output": [{"type": "message", "role": "assistant", "content": f"out {response_id}"}],
+        },
     )
 
 
@@ -53,7 +56,8 @@ class TestStoredResponses:
         save(store, row("resp_1"))
         with store.connect() as connection:
             found = response_by_id(connection, "acct_a", "resp_1", 2000)
-            assert found is not None and found.response == {"id": "resp_1", "status": "completed"}
+            assert found is not None and found.response["status"] == "completed"
+            assert found.response["output"][0]["content"] == "out resp_1"
             assert found.input_items[0]["content"] == "in resp_1"
             assert response_by_id(connection, "acct_b", "resp_1", 2000) is None
             assert response_by_id(connection, "acct_a", "resp_1", 11_000) is None
@@ -77,7 +81,8 @@ class TestStoredResponses:
             assert found is not None
             texts, cut = found
             assert not cut
-            assert [t.split('"content":"')[1].split('"')[0] for t in texts] == [
+            contents = [t.split('"content":"')[1].split('"')[0] for pair in texts for t in pair]
+            assert contents == [
                 "in resp_1",
                 "out resp_1",
                 "in resp_2",
@@ -87,7 +92,7 @@ class TestStoredResponses:
             ]
             assert chain_items(connection, "acct_b", "resp_3", 2000, 100) is None
             only_own = chain_items(connection, "acct_a", "resp_4", 2000, 100)
-            assert only_own is not None and len(only_own[0]) == 2
+            assert only_own is not None and len(only_own[0]) == 1  # resp_4 alone
 
     def test_a_chain_longer_than_the_bound_says_it_was_cut(self, store: Engine) -> None:
         save(store, row("resp_1"), row("resp_2", "resp_1"), row("resp_3", "resp_2"))
@@ -95,7 +100,7 @@ class TestStoredResponses:
             found = chain_items(connection, "acct_a", "resp_3", 2000, 1)
             assert found is not None
             texts, cut = found
-            assert cut and len(texts) == 4  # resp_2 and resp_3
+            assert cut and len(texts) == 2  # resp_2 and resp_3
 
     def test_prune_drops_the_expired_and_the_oldest_beyond_the_count(self, store: Engine) -> None:
         save(store, *(row(f"resp_{i}", at=1000 + i) for i in range(5)))

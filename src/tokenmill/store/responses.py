@@ -27,8 +27,7 @@ class StoredResponse:
     created_at_ms: int
     expires_at_ms: int
     input_items: tuple[dict[str, Any], ...]
-    output_items: tuple[dict[str, Any], ...]
-    response: dict[str, Any]
+    response: dict[str, Any]  # its ``output`` is the response's output items
 
 
 _FIELDS = (
@@ -39,7 +38,6 @@ _FIELDS = (
     "created_at_ms",
     "expires_at_ms",
     "input_items",
-    "output_items",
     "response",
 )
 
@@ -54,7 +52,6 @@ def response_row(row: StoredResponse) -> tuple[Any, ...]:
         row.created_at_ms,
         row.expires_at_ms,
         orjson.dumps(row.input_items).decode(),
-        orjson.dumps(row.output_items).decode(),
         orjson.dumps(row.response).decode(),
     )
 
@@ -90,7 +87,6 @@ def response_by_id(
         created_at_ms=found.created_at_ms,
         expires_at_ms=found.expires_at_ms,
         input_items=tuple(orjson.loads(found.input_items)),
-        output_items=tuple(orjson.loads(found.output_items)),
         response=orjson.loads(found.response),
     )
 
@@ -112,7 +108,7 @@ _CHAIN = text(
         FROM stored_responses r JOIN chain c ON r.id = c.previous_response_id
         WHERE r.account_id = :account AND r.expires_at_ms > :now AND c.depth < :depth_max
     )
-    SELECT r.input_items, r.output_items, c.depth
+    SELECT r.input_items, r.response, c.depth
     FROM chain c JOIN stored_responses r ON r.id = c.id
     ORDER BY c.depth DESC
     """
@@ -121,19 +117,18 @@ _CHAIN = text(
 
 def chain_items(
     connection: Connection, account_id: str, response_id: str, now_ms: int, depth_max: int
-) -> tuple[list[str], bool] | None:
-    """The JSON texts of the items of a conversation up to and including ``response_id``,
-    oldest first (each response's input, then its output), at most ``depth_max`` + 1
-    responses; and whether older ones were left out. None: no such live response."""
+) -> tuple[list[tuple[str, str]], bool] | None:
+    """The JSON texts of a conversation up to and including ``response_id``, oldest first:
+    each response's input items and the response (whose ``output`` follows them), at most
+    ``depth_max`` + 1 responses; and whether older ones were left out. None: no such live
+    response."""
     rows = connection.execute(
         _CHAIN,
         {"id": response_id, "account": account_id, "now": now_ms, "depth_max": depth_max},
     ).all()
     if not rows:
         return None
-    texts: list[str] = []
-    for row in rows:
-        texts.extend((row.input_items, row.output_items))
+    texts = [(row.input_items, row.response) for row in rows]
     return texts, rows[0].depth >= depth_max
 
 

@@ -247,8 +247,7 @@ stored_responses = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
     Column("input_items", Text, nullable=False),  # JSON array, this request's own input
-    Column("output_items", Text, nullable=False),  # JSON array
-    Column("response", Text, nullable=False),  # JSON: the response object the client got
+    Column("response", Text, nullable=False),  # JSON: the response object, its output in it
     Index("ix_stored_responses_account_created", "account_id", "created_at_ms"),
     Index("ix_stored_responses_expires", "expires_at_ms"),
 )

@@ -237,7 +237,11 @@ class MessagesRenderer:
         if not text:
             return []
         events = [] if self._open == "text" else self._open_block({"type": "text", "text": ""})
-        events.append(self._block_delta({"type": "text_delta", "text": text}))
+        # What a stream is mostly made of, written without a dict: as ``event`` would.
+        events.append(
+            b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+            b'"delta":{"type":"text_delta","text":%s}}\n\n' % (self._index, orjson.dumps(text))
+        )
         return events
 
     def _reasoning(self, part: ReasoningDelta) -> list[bytes]:

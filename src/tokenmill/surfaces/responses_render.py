@@ -71,6 +71,7 @@ class _OpenItem:
     tool_index: int = -1
     signature: str | None = None
     summary_open: bool = False
+    delta_head: bytes = b""  # its delta events up to the piece (the hot path: no dict)
 
     def added(self) -> dict[str, Any]:
         """The item as it is added, before any piece of it."""
@@ -249,14 +250,33 @@ class ResponsesRenderer:
             return []
         events = self._continue("message")
         assert self._open is not None
-        logprobs = [logprob_json(entry) for entry in delta.logprobs or ()]
         self._open.pieces.append(delta.text)
+        if not delta.logprobs:
+            events.append(self._delta_event("response.output_text.delta", delta.text))
+            return events
+        logprobs = [logprob_json(entry) for entry in delta.logprobs]
         self._open.logprobs.extend(logprobs)
         where = self._where()
         events.append(
             self._event("response.output_text.delta", **where, delta=delta.text, logprobs=logprobs)
         )
         return events
+
+    def _delta_event(self, kind: str, piece: str) -> bytes:
+        """A delta event of the open message or call, as ``_event`` would write it but
+        from a head made once per item: a stream is mostly these."""
+        item = self._open
+        assert item is not None
+        if not item.delta_head:
+            where = self._where("content_index" if item.kind == "message" else None)
+            head = {"type": kind, **where} | ({"logprobs": []} if item.kind == "message" else {})
+            item.delta_head = b"event: %s\ndata: %s" % (kind.encode(), orjson.dumps(head)[:-1])
+        number = self._sequence
+        self._sequence += 1
+        return item.delta_head + b',"delta":%s,"sequence_number":%d}\n\n' % (
+            orjson.dumps(piece),
+            number,
+        )
 
     def _reasoning(self, delta: ReasoningDelta) -> list[bytes]:
         if delta.redacted or not (delta.text or delta.signature):
@@ -291,11 +311,8 @@ class ResponsesRenderer:
         assert self._open is not None
         if delta.arguments:
             self._open.pieces.append(delta.arguments)
-            where = self._where(None)
             events.append(
-                self._event(
-                    "response.function_call_arguments.delta", **where, delta=delta.arguments
-                )
+                self._delta_event("response.function_call_arguments.delta", delta.arguments)
             )
         return events
 

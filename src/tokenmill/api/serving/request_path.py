@@ -372,7 +372,6 @@ class Run:
             created_at_ms=admitted.started_at_ms,
             expires_at_ms=self.parts.responses.expiry_ms(admitted.started_at_ms),
             input_items=kept.input_items,
-            output_items=kept.output_items,
             response=kept.response,
         )
 

@@ -62,16 +62,22 @@ class ResponseStore:
                 code="previous_response_not_found",
             )
         texts, cut = found
-        if cut or sum(len(item) for item in texts) > limits.response_context_bytes_max:
+        if cut or sum(len(a) + len(b) for a, b in texts) > limits.response_context_bytes_max:
             raise InvalidRequest(
                 f"The conversation of '{response_id[:64]}' is longer than this gateway"
                 f" continues ({limits.response_chain_count_max} responses or"
                 f" {limits.response_context_bytes_max} bytes); send its items as 'input'.",
                 param="previous_response_id",
             )
-        return tuple(item for text in texts for item in orjson.loads(text))
+        items: list[dict[str, Any]] = []
+        for inputs, response in texts:
+            items.extend(orjson.loads(inputs))
+            items.extend(orjson.loads(response)["output"])
+        return tuple(items)
 
-    def _chain(self, account_id: str, response_id: str) -> tuple[list[str], bool] | None:
+    def _chain(
+        self, account_id: str, response_id: str
+    ) -> tuple[list[tuple[str, str]], bool] | None:
         with self._db.connect() as connection:
             depth_max = self._limits.response_chain_count_max - 1
             return rows.chain_items(connection, account_id, response_id, now_ms(), depth_max)

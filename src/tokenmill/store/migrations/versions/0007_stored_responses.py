@@ -24,7 +24,6 @@ def upgrade() -> None:
         sa.Column("created_at_ms", sa.BigInteger, nullable=False),
         sa.Column("expires_at_ms", sa.BigInteger, nullable=False),
         sa.Column("input_items", sa.Text, nullable=False),
-        sa.Column("output_items", sa.Text, nullable=False),
         sa.Column("response", sa.Text, nullable=False),
     )
     op.create_index(
