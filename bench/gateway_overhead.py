@@ -74,6 +74,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--long-concurrency", type=int, default=64)
     ap.add_argument("--profile", action="store_true", help="py-spy the gateway, c=16 non-stream")
     ap.add_argument("--profile-seconds", type=float, default=10.0)
+    ap.add_argument("--profile-surface", choices=SURFACES, default="chat")
+    ap.add_argument("--profile-stream", action="store_true", help="profile streamed requests")
     ap.add_argument(
         "--profile-model", default="fake", help="fake (metering only) or fake-billed (billing on)"
     )
@@ -278,27 +280,16 @@ class Bench:
             return
         seconds = self.a.profile_seconds
         raw = self.workdir / "profile.raw"
-        load_cmd = [
-            "taskset",
-            "-c",
-            str(LOAD_CORE),
-            self.python,
-            str(self.load_py),
-            "--target",
-            self.gateway_url,
-            "--key",
-            self.key,
-            "-c",
-            "16",
-            "-d",
-            str(seconds + 3),
-            "--warmup",
-            "1",
-            "-n",
-            "10000000",
-            "--model",
-            self.a.profile_model,
-        ]
+        load_cmd = ["taskset", "-c", str(LOAD_CORE), self.python]
+        common = ["--target", self.gateway_url, "--key", self.key, "-c", "16"]
+        common += ["-d", str(seconds + 3), "--warmup", "1", "-n", "10000000"]
+        common += ["--model", self.a.profile_model]
+        if self.a.profile_surface == "chat" and not self.a.profile_stream:
+            load_cmd += [str(self.load_py), *common]
+        else:  # the shared load.py speaks chat only
+            mode = "stream" if self.a.profile_stream else "nonstream"
+            load_cmd += [str(self.client_py), *common, "--surface", self.a.profile_surface]
+            load_cmd += ["--mix", f"{mode}=1"]
         with subprocess.Popen(load_cmd, stdout=subprocess.PIPE, text=True) as load_proc:
             try:
                 time.sleep(2)

@@ -68,7 +68,7 @@ class Limits(_Frozen):
     failover_deadline_s: float = Field(30.0, gt=0)
     health_check_interval_s: float = Field(10.0, ge=0)
     responses_retention_s: float = Field(30 * 24 * 3600.0, gt=0)
-    responses_stored_count_max: int = Field(10_000, ge=1)
+    responses_stored_count_max: int = Field(100_000, ge=1)
     response_chain_count_max: int = Field(1000, ge=1)
     response_context_bytes_max: int = Field(16 * 1024 * 1024, ge=1024)
 

@@ -1,6 +1,8 @@
 """Billed exactly once across kill -9: every answer a client received in full has one usage
 record and one usage transfer of exactly its price, and the ledger still balances after the
 gateway is killed under load and restarted on the same database (SQLite and PostgreSQL).
+The load mixes every serving surface (chat, Messages, Responses), streamed and not, and the
+kill cuts a stream of each.
 
 Charges are computed here by hand from the configured price (1.00 per million input tokens,
 2.00 per million output tokens: 1000 and 2000 nano-units a token) and the usage the client
@@ -16,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,17 @@ from sqlalchemy import text
 
 from tests.conftest import gateway_config
 from tests.fault.conftest import ClientThreads
+from tests.surface_requests import (
+    PATHS,
+    SURFACES,
+    Outcome,
+    StreamReader,
+    Surface,
+    exchange,
+    key_headers,
+    opened,
+    request_body,
+)
 from tokenmill.store.database import open_engine
 from tokenmill.store.ledger import cached_balances
 from tokenmill.testing import free_port
@@ -41,14 +55,19 @@ MID_LOAD_TOPUP_NANO = NANO  # another, from the CLI while the load runs
 INPUT_NANO_PER_TOKEN = 1_000  # "1.00" per million tokens
 OUTPUT_NANO_PER_TOKEN = 2_000  # "2.00" per million tokens
 CLIENTS_COUNT = 8
-RECEIVED_BEFORE_KILL = 150  # answers received in full before the kill is aimed
-AFTER_RESTART_COUNT = 6
+RECEIVED_BEFORE_KILL = 150  # answers received in full on each surface before the kill
+PROMPT = "bill me exactly once, please"
 
 
 def priced_config() -> dict[str, Any]:
-    """The sim models, chat priced; sim time slowed so a stream lasts some tens of ms."""
+    """The sim models, chat priced; sim time slowed so a stream lasts some tens of ms. A
+    second sim, slower, serves 'sim-slow' at the same price: a stream of it lasts seconds."""
     config = gateway_config(None, time_scale=0.5)
-    config["models"]["sim-chat"]["price"] = {"input": "1.00", "output": "2.00"}
+    price = {"input": "1.00", "output": "2.00"}
+    config["models"]["sim-chat"]["price"] = dict(price)
+    config["engines"]["sim-slow"] = {"kind": "sim", "time_scale": 16.0}
+    config["deployments"]["sim-slow-8b"] = config["deployments"]["sim-8b"] | {"engine": "sim-slow"}
+    config["models"]["sim-slow"] = {"deployments": ["sim-slow-8b"], "price": dict(price)}
     return config
 
 
@@ -142,56 +161,14 @@ def serve(
         log.close()
 
 
-@dataclass
-class Outcome:
-    """One request as its client saw it."""
-
-    request_id: str | None  # None: cut before the response headers arrived
-    stream: bool
-    complete: bool  # received in full: [DONE] for a stream, a whole JSON body otherwise
-    usage: dict[str, Any] | None  # the usage the client was shown
-
-
-def chat(http: httpx.Client, key: str, stream: bool, max_tokens: int, on_body: Any) -> Outcome:
-    """One chat request; a stream asks for its usage chunk. Raises TransportError if cut
-    (the outcome so far is passed to ``on_body`` once the headers arrived)."""
-    body: dict[str, Any] = {
-        "model": "sim-chat",
-        "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": "bill me exactly once, please"}],
-    }
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    headers = {"Authorization": f"Bearer {key}"}
-    if not stream:
-        response = http.post("/v1/chat/completions", json=body, headers=headers)
-        rid = response.headers.get("x-request-id")
-        if response.status_code != 200:
-            return Outcome(rid, False, False, None)
-        answer = response.json()
-        complete = bool(answer.get("choices")) and isinstance(answer.get("usage"), dict)
-        return Outcome(rid, False, complete, answer.get("usage"))
-    with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
-        outcome = Outcome(response.headers.get("x-request-id"), True, False, None)
-        if response.status_code != 200:
-            response.read()
-            return outcome
-        on_body(outcome)
-        last = None
-        for line in response.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            last = line.removeprefix("data: ")
-            if last != "[DONE]":
-                chunk = orjson.loads(last)
-                if chunk.get("usage"):
-                    outcome.usage = chunk["usage"]
-        outcome.complete = last == "[DONE]" and outcome.usage is not None
-        return outcome
+def received_in_full(outcome: Outcome) -> bool:
+    """A 200 read to its good end ([DONE], message_stop, response.completed) with usage."""
+    return outcome.status == 200 and outcome.ended and outcome.usage is not None
 
 
 class Load(ClientThreads):
-    """Clients that send chat requests, streamed and not, until told to stop."""
+    """Clients that send requests, each on a surface drawn at random, streamed and not,
+    until told to stop."""
 
     clients_count = CLIENTS_COUNT
 
@@ -203,15 +180,16 @@ class Load(ClientThreads):
         self.mid_stream: set[int] = set()  # clients reading a stream's body now
         super().__init__()
 
-    def received_count(self) -> int:
+    def received_count(self, surface: Surface) -> int:
         with self._lock:
-            return sum(1 for outcome in self.outcomes if outcome.complete)
+            return sum(o.surface == surface and received_in_full(o) for o in self.outcomes)
 
     def _client(self, index: int) -> None:
         rng = random.Random(index)
         with httpx.Client(base_url=self.url, timeout=15) as http:
             while not self.stop.is_set():
-                stream = rng.random() < 0.5
+                surface = rng.choice(SURFACES)
+                raw = request_body(surface, PROMPT, rng.randint(4, 24), stream=rng.random() < 0.5)
                 started: list[Outcome] = []
 
                 def on_body(outcome: Outcome, started: list[Outcome] = started) -> None:
@@ -220,7 +198,7 @@ class Load(ClientThreads):
                         self.mid_stream.add(index)
 
                 try:
-                    outcome = chat(http, self.key, stream, rng.randint(4, 24), on_body)
+                    outcome = exchange(http, surface, self.key, raw, on_body)
                 except httpx.TransportError:
                     with self._lock:
                         self.cut.extend(started)
@@ -229,6 +207,73 @@ class Load(ClientThreads):
                 with self._lock:
                     self.outcomes.append(outcome)
                     self.mid_stream.discard(index)
+
+
+class SlowStream(threading.Thread):
+    """One stream of 'sim-slow' on ``surface``, read in a thread until it ends or is cut:
+    ``showing`` is set once its first text arrived (or it failed)."""
+
+    def __init__(self, url: str, key: str, surface: Surface) -> None:
+        super().__init__(daemon=True)
+        self.url, self.key, self.surface = url, key, surface
+        self.showing = threading.Event()
+        self.outcome: Outcome | None = None
+        self.cut = False  # the body was cut (the gateway went away)
+        self.error: BaseException | None = None  # for the test thread to report
+
+    def run(self) -> None:
+        raw = request_body(self.surface, PROMPT, 64, stream=True, model="sim-slow")
+        try:
+            with httpx.stream(
+                "POST",
+                self.url + PATHS[self.surface],
+                content=raw,
+                headers=key_headers(self.key),
+                timeout=30,
+            ) as response:
+                self.outcome = outcome = opened(self.surface, response)
+                reader = StreamReader(outcome)
+                for line in response.iter_lines():
+                    reader.feed(line)
+                    if outcome.pieces:
+                        self.showing.set()
+        except httpx.TransportError:
+            self.cut = True
+        except BaseException as exc:  # reported by the test thread
+            self.error = exc
+        finally:
+            self.showing.set()
+
+
+def kill_under_load(
+    gateway: Gateway, database_url: str, home: Path, key: str
+) -> tuple[list[Outcome], list[Outcome], list[SlowStream]]:
+    """Load every surface (with a CLI top-up meanwhile) until each has answers received in
+    full; open a slow stream on each; once all show text and a load client is mid-stream,
+    kill -9. Returns the load's outcomes, its streams cut, and the slow streams."""
+    with Load(gateway.url, key) as load:
+        # A top-up from the CLI while the gateway commits under load.
+        topup(gateway, database_url, home, "1.00", "mid-load")
+        deadline = time.monotonic() + 60
+        while min(load.received_count(surface) for surface in SURFACES) < RECEIVED_BEFORE_KILL:
+            counts = {surface: load.received_count(surface) for surface in SURFACES}
+            assert time.monotonic() < deadline, f"only {counts} answers before the deadline"
+            time.sleep(0.005)
+        slow = [SlowStream(gateway.url, key, surface) for surface in SURFACES]
+        for stream in slow:
+            stream.start()
+        for stream in slow:
+            assert stream.showing.wait(timeout=30), f"no text on {stream.surface} in 30 s"
+            assert stream.error is None and not stream.cut, (stream.surface, stream.error)
+        while not load.mid_stream:
+            assert time.monotonic() < deadline, "no load client is mid-stream"
+            time.sleep(0.005)
+        os.kill(gateway.process.pid, signal.SIGKILL)
+        gateway.process.wait(timeout=10)
+    for stream in slow:
+        stream.join(timeout=30)
+        assert not stream.is_alive(), f"the slow {stream.surface} stream hangs"
+    return list(load.outcomes), list(load.cut), slow
 
 
 def topup(gateway: Gateway, database_url: str, home: Path, amount: str, key: str) -> None:
@@ -282,8 +327,9 @@ def ledger_rows(database_url: str) -> tuple[list[Any], list[Any], dict[str, int]
             records = list(
                 connection.execute(
                     text(
-                        "SELECT request_id, account_id, status, prompt_tokens, completion_tokens,"
-                        " cached_tokens, charge_nano, loss_nano FROM usage_records"
+                        "SELECT request_id, account_id, endpoint, status, prompt_tokens,"
+                        " completion_tokens, cached_tokens, charge_nano, loss_nano"
+                        " FROM usage_records"
                     )
                 )
             )
@@ -315,19 +361,12 @@ class TestBilledOnceAcrossKill:
         with serve(home, database_url, port, admin_token) as gateway:
             key = start_account(gateway, database_url, home)
             account_id = gateway.admin("GET", "/accounts/acme").json()["id"]
-            with Load(gateway.url, key) as load:
-                # A top-up from the CLI while the gateway commits under load.
-                topup(gateway, database_url, home, "1.00", "mid-load")
-                deadline = time.monotonic() + 20
-                while load.received_count() < RECEIVED_BEFORE_KILL or not load.mid_stream:
-                    assert time.monotonic() < deadline, (
-                        f"only {load.received_count()} answers before the deadline"
-                    )
-                    time.sleep(0.005)
-                os.kill(gateway.process.pid, signal.SIGKILL)
-                gateway.process.wait(timeout=10)
-        before_kill = list(load.outcomes)
-        assert load.cut, "the kill cut no stream in flight"
+            before_kill, cut, slow = kill_under_load(gateway, database_url, home, key)
+        assert cut, "the kill cut no stream in flight"
+        for stream in slow:  # a stream of each surface was cut mid-way
+            assert stream.error is None, (stream.surface, stream.error)
+            assert stream.outcome is not None and stream.outcome.pieces, stream.surface
+            assert stream.cut and not stream.outcome.ended, stream.outcome
 
         with serve(home, database_url, port, admin_token) as gateway:
             _, _, balances = ledger_rows(database_url)
@@ -336,19 +375,22 @@ class TestBilledOnceAcrossKill:
             assert restarted["balance_nano"] == balances[account_id]
             with httpx.Client(base_url=gateway.url, timeout=15) as http:
                 after = [
-                    chat(http, key, i % 2 == 0, 8, lambda _outcome: None)
-                    for i in range(AFTER_RESTART_COUNT)
+                    exchange(http, surface, key, request_body(surface, PROMPT, 8, stream=stream))
+                    for surface in SURFACES
+                    for stream in (False, True)
                 ]
-            assert all(outcome.complete for outcome in after), after
+            assert all(received_in_full(outcome) for outcome in after), after
             settled = gateway.balance("acme")
             assert settled["balance_nano"] > TOPUP_NANO, "the mid-load top-up is missing"
             assert (settled["held_nano"], settled["holds_count"]) == (0, 0)
             gateway.process.send_signal(signal.SIGTERM)
             assert gateway.process.wait(timeout=30) == 0
 
-        received = [outcome for outcome in before_kill + after if outcome.complete]
-        assert len(received) >= RECEIVED_BEFORE_KILL + AFTER_RESTART_COUNT
-        assert any(o.stream for o in received) and any(not o.stream for o in received)
+        received = [outcome for outcome in before_kill + after if received_in_full(outcome)]
+        assert len(received) >= len(SURFACES) * RECEIVED_BEFORE_KILL + len(after)
+        for surface in SURFACES:
+            streamed = [o.streamed for o in received if o.surface == surface]
+            assert any(streamed) and not all(streamed), surface
         records, transfers, balances = ledger_rows(database_url)
 
         transfer_ids = [row.id for row in transfers]
@@ -366,9 +408,9 @@ class TestBilledOnceAcrossKill:
             assert rid is not None and rid in record_of, f"no usage record for {rid}"
             record = record_of[rid]
             assert outcome.usage is not None
-            shown = (outcome.usage["prompt_tokens"], outcome.usage["completion_tokens"])
+            shown = outcome.usage
             assert (record.prompt_tokens, record.completion_tokens) == shown, rid
-            assert record.status == "ok", rid
+            assert (record.status, record.endpoint) == ("ok", outcome.surface), rid
             expected = price_nano(*shown)
             assert expected > 0
             assert (record.charge_nano, record.loss_nano) == (expected, 0), rid

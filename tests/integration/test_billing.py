@@ -1,8 +1,10 @@
 """Retail billing over real HTTP: holds before the engine call, exact charges after it, the
 ledger they leave, top-ups, prices, credit limits, and one gateway per database.
 
-Every test runs on SQLite and on PostgreSQL. Amounts are computed here by hand from the
-configured prices (exact fractions, one rounding up), never by the code under test.
+Every test runs on SQLite and on PostgreSQL; those of a request's money run on every
+serving surface (chat, Messages, Responses: ``tests/surface_requests.py``). Amounts are
+computed here by hand from the configured prices (exact fractions, one rounding up), never
+by the code under test.
 """
 
 from __future__ import annotations
@@ -27,6 +29,20 @@ import pytest
 
 from tests.assertions import assert_openai_error
 from tests.conftest import LiveGateway, gateway_config, live_gateway
+from tests.surface_requests import (
+    CAP_FIELDS,
+    INSUFFICIENT_FUNDS,
+    PATHS,
+    SURFACES,
+    Surface,
+    assert_complete_stream,
+    assert_error,
+    key_headers,
+    outcome_of,
+    post,
+    read_until,
+    request_body,
+)
 from tokenmill.api.gateway import Gateway
 from tokenmill.billing import service as billing
 from tokenmill.config import Settings, parse_config
@@ -48,7 +64,7 @@ OUTPUT_HEAVY = {"input": "0.10", "output": "20.00"}
 # Template allowance of the default prompt_allowance: 32 per request, 8 per message.
 TEMPLATE_TOKENS = 32
 TOKENS_PER_MESSAGE = 8
-HELLO = [{"role": "user", "content": "hello there"}]
+HELLO = "hello there"  # each request's one message
 # The sim's time scale for slow streams: about 6 ms a token at 1, so 51 ms at 8.
 SLOW = 8.0
 # Streams of a burst last long enough (16 tokens, about 0.3 s) for their holds to overlap.
@@ -67,20 +83,11 @@ def priced_config(
 
 def chat_body(max_tokens: int, *, stream: bool = False, **fields: Any) -> bytes:
     """The exact request body bytes (the hold's prompt bound is measured on them)."""
-    body: dict[str, Any] = {"model": "sim-chat", "messages": HELLO, "max_tokens": max_tokens}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    return orjson.dumps(body | fields)
-
-
-def key_headers(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    return request_body("chat", HELLO, max_tokens, stream=stream, **fields)
 
 
 def post_chat(live: LiveGateway, secret: str, raw: bytes) -> httpx.Response:
-    return httpx.post(
-        live.url + "/v1/chat/completions", content=raw, headers=key_headers(secret), timeout=30
-    )
+    return post(live.url, "chat", secret, raw)
 
 
 def units(text: str) -> Fraction:
@@ -104,9 +111,11 @@ def hold_nano(price: dict[str, str], raw: bytes, max_tokens: int) -> int:
     return cost_nano(price, prompt_bound(raw), max_tokens)
 
 
-def usage_of(response: httpx.Response) -> tuple[int, int]:
-    usage = response.json()["usage"]
-    return usage["prompt_tokens"], usage["completion_tokens"]
+def usage_of(response: httpx.Response, surface: Surface = "chat") -> tuple[int, int]:
+    """The usage of a whole answer (not streamed) that ended well."""
+    outcome = outcome_of(surface, response)
+    assert outcome.ended and outcome.usage is not None, response.text
+    return outcome.usage
 
 
 def admin_client(live: LiveGateway) -> httpx.Client:
@@ -192,31 +201,17 @@ def sse_payloads(text: str) -> list[str]:
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
 
 
-def assert_complete_stream(response: httpx.Response) -> tuple[int, int]:
-    """A 200 stream that ran to its end: every chunk, a finish reason, usage, [DONE].
-    Returns its (prompt, completion) usage."""
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/event-stream")
-    payloads = sse_payloads(response.text)
-    assert payloads and payloads[-1] == "[DONE]", payloads[-3:]
-    chunks = [orjson.loads(p) for p in payloads[:-1]]
-    assert not any("error" in chunk for chunk in chunks), chunks
-    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
-    assert finishes[-1] in ("stop", "length"), finishes
-    texts = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
-    (usage,) = [c["usage"] for c in chunks if c.get("usage")]
-    assert usage["completion_tokens"] == len([t for t in texts if t])
-    return usage["prompt_tokens"], usage["completion_tokens"]
-
-
 @dataclass
 class Burst:
     responses: list[httpx.Response]
     balances_seen: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def burst(live: LiveGateway, account: str, secret: str, raw: bytes, count: int) -> Burst:
-    """``count`` concurrent streams of ``raw``, while the account's balance is polled."""
+async def burst(
+    live: LiveGateway, account: str, secret: str, raw: bytes, count: int, path: str
+) -> Burst:
+    """``count`` concurrent streams of ``raw`` to ``path``, while the account's balance is
+    polled."""
     limits = httpx.Limits(max_connections=count + 8, max_keepalive_connections=count + 8)
     admin_headers = {"Authorization": f"Bearer {live.admin_token}"}
     result = Burst([])
@@ -235,7 +230,7 @@ async def burst(live: LiveGateway, account: str, secret: str, raw: bytes, count:
 
         async def one() -> httpx.Response:
             async with client.stream(
-                "POST", "/v1/chat/completions", content=raw, headers=key_headers(secret)
+                "POST", path, content=raw, headers=key_headers(secret)
             ) as response:
                 await response.aread()
                 return response
@@ -257,31 +252,32 @@ def billed_gateway(
         yield live, admin
 
 
+@pytest.mark.parametrize("surface", SURFACES)
 class TestNoOverspend:
     def test_concurrent_streams_never_spend_more_than_the_funds(
-        self, database_url: str, tmp_path: Path
+        self, database_url: str, tmp_path: Path, surface: Surface
     ) -> None:
         """200 concurrent streams on funds for a few: each completes or gets a clean 402, the
         balance never goes below zero, and the ledger holds exactly what was spent."""
         max_tokens = 16
-        raw = chat_body(max_tokens, stream=True)
+        raw = request_body(surface, HELLO, max_tokens, stream=True)
         hold = hold_nano(PRICE, raw, max_tokens)
         funded = 5 * hold
         config = priced_config(time_scale=BURST)
         with billed_gateway(database_url, tmp_path, config) as (live, admin):
             secret, key_id, account_id = live.new_key("acme")
             top_up(admin, account_id, funded)
-            seen = asyncio.run(burst(live, account_id, secret, raw, 200))
+            seen = asyncio.run(burst(live, account_id, secret, raw, 200, PATHS[surface]))
 
             served: dict[str, tuple[int, int]] = {}
             refused = 0
             for response in seen.responses:
                 if response.status_code == 402:
-                    error = assert_openai_error(response, 402)
-                    assert error["code"] == "insufficient_quota", error
+                    assert_error(surface, response, 402, like=INSUFFICIENT_FUNDS[surface])
                     refused += 1
                 else:
-                    served[response.headers["x-request-id"]] = assert_complete_stream(response)
+                    rid = response.headers["x-request-id"]
+                    served[rid] = assert_complete_stream(surface, response)
             assert served and refused, (len(served), refused)
             assert len(served) + refused == 200
 
@@ -310,11 +306,13 @@ class TestNoOverspend:
             records = {r.request_id: r for r in live.records(key_id)}
             assert set(records) == set(served)
             assert all(r.status == "ok" and r.loss_nano == 0 for r in records.values())
+            assert {r.endpoint for r in records.values()} == {surface}
 
 
+@pytest.mark.parametrize("surface", SURFACES)
 class TestCharges:
     def test_a_request_is_charged_the_price_of_its_usage(
-        self, database_url: str, tmp_path: Path
+        self, database_url: str, tmp_path: Path, surface: Surface
     ) -> None:
         """Streamed or not, the charge is the usage at the price, rounded up once; the
         record's charge is the transfer's amount, and the balance falls by exactly that."""
@@ -323,19 +321,14 @@ class TestCharges:
             funded = NANO
             top_up(admin, account_id, funded)
 
-            answer = post_chat(live, secret, chat_body(16))
+            answer = post(live.url, surface, secret, request_body(surface, HELLO, 16))
             assert answer.status_code == 200, answer.text
-            with httpx.stream(
-                "POST",
-                live.url + "/v1/chat/completions",
-                content=chat_body(20, stream=True),
-                headers=key_headers(secret),
-                timeout=30,
-            ) as streamed:
-                streamed.read()
+            streamed = post(
+                live.url, surface, secret, request_body(surface, HELLO, 20, stream=True)
+            )
             usages = {
-                answer.headers["x-request-id"]: usage_of(answer),
-                streamed.headers["x-request-id"]: assert_complete_stream(streamed),
+                answer.headers["x-request-id"]: usage_of(answer, surface),
+                streamed.headers["x-request-id"]: assert_complete_stream(surface, streamed),
             }
 
             ledger = ledger_of(live, account_id)
@@ -347,6 +340,7 @@ class TestCharges:
                     prompt_tokens,
                     completion_tokens,
                 )
+                assert record.endpoint == surface
                 assert record.charge_nano == expected
                 assert record.loss_nano == 0
                 transfer = usage_transfer(ledger, request_id)
@@ -364,7 +358,7 @@ class TestCharges:
             assert_ledger_balanced(ledger)
 
     def test_a_request_refused_before_any_token_costs_nothing(
-        self, database_url: str, tmp_path: Path
+        self, database_url: str, tmp_path: Path, surface: Surface
     ) -> None:
         """The sim refuses a request bigger than its KV cache: a 400, a record charged 0, no
         usage transfer, the whole hold given back."""
@@ -383,12 +377,11 @@ class TestCharges:
             secret, _, account_id = live.new_key("acme")
             funded = NANO
             top_up(admin, account_id, funded)
-            raw = chat_body(90_000, model="sim-small")
-            assert hold_nano(PRICE, raw, 90_000) < funded  # the hold is placed, not a 402
             for stream in (False, True):
-                raw = chat_body(90_000, model="sim-small", stream=stream)
-                response = post_chat(live, secret, raw)
-                assert_openai_error(response, 400, "max_tokens")
+                raw = request_body(surface, HELLO, 90_000, model="sim-small", stream=stream)
+                assert hold_nano(PRICE, raw, 90_000) < funded  # the hold is placed, not a 402
+                response = post(live.url, surface, secret, raw)
+                assert_error(surface, response, 400, CAP_FIELDS[surface])
                 record = live.record(response.headers["x-request-id"])
                 assert record.status == "error"
                 assert (record.prompt_tokens, record.completion_tokens) == (0, 0)
@@ -401,19 +394,20 @@ class TestCharges:
             assert_ledger_balanced(ledger)
 
 
+@pytest.mark.parametrize("surface", SURFACES)
 class TestInsufficientFunds:
     @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
     def test_an_empty_account_gets_402_until_it_is_topped_up(
-        self, database_url: str, tmp_path: Path, stream: bool
+        self, database_url: str, tmp_path: Path, stream: bool, surface: Surface
     ) -> None:
-        """A zero balance: 402 insufficient_quota in OpenAI's shape, nothing charged; a top-up
-        by the admin API makes the same request succeed within a second."""
-        raw = chat_body(16, stream=stream)
+        """A zero balance: 402 in the surface's shape (OpenAI's insufficient_quota,
+        Anthropic's billing_error), nothing charged or recorded; a top-up by the admin API
+        makes the same request succeed within a second."""
+        raw = request_body(surface, HELLO, 16, stream=stream)
         with billed_gateway(database_url, tmp_path, priced_config()) as (live, admin):
             secret, key_id, account_id = live.new_key("acme")
-            refused = post_chat(live, secret, raw)
-            error = assert_openai_error(refused, 402)
-            assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
+            refused = post(live.url, surface, secret, raw)
+            assert_error(surface, refused, 402, like=INSUFFICIENT_FUNDS[surface])
             assert balance(admin, account_id)["balance_nano"] == 0
             assert ledger_of(live, account_id).all == []
             assert live.records(key_id) == []
@@ -421,26 +415,29 @@ class TestInsufficientFunds:
             funded = 10 * hold_nano(PRICE, raw, 16)
             top_up(admin, account_id, funded)
             deadline = time.monotonic() + 1.0
-            while (response := post_chat(live, secret, raw)).status_code == 402:
+            while (response := post(live.url, surface, secret, raw)).status_code == 402:
                 assert time.monotonic() < deadline, "still 402 a second after the top-up"
                 time.sleep(0.02)
             assert response.status_code == 200, response.text
-            usage = assert_complete_stream(response) if stream else usage_of(response)
+            usage = (
+                assert_complete_stream(surface, response) if stream else usage_of(response, surface)
+            )
             ledger = ledger_of(live, account_id)
             assert [t.amount_nano for t in ledger.usage] == [cost_nano(PRICE, *usage)]
             assert balance(admin, account_id)["balance_nano"] == funded - cost_nano(PRICE, *usage)
             assert_ledger_balanced(ledger)
 
     def test_funds_short_of_one_output_token_get_402(
-        self, database_url: str, tmp_path: Path
+        self, database_url: str, tmp_path: Path, surface: Surface
     ) -> None:
         """Funds that pay for the prompt bound but not one output token: 402, nothing held."""
-        raw = chat_body(16)
+        raw = request_body(surface, HELLO, 16)
         short = hold_nano(PRICE, raw, 1) - 1
         with billed_gateway(database_url, tmp_path, priced_config()) as (live, admin):
             secret, _, account_id = live.new_key("acme")
             top_up(admin, account_id, short)
-            assert_openai_error(post_chat(live, secret, raw), 402)
+            refused = post(live.url, surface, secret, raw)
+            assert_error(surface, refused, 402, like=INSUFFICIENT_FUNDS[surface])
             after = balance(admin, account_id)
             assert (after["balance_nano"], after["held_nano"], after["holds_count"]) == (
                 short,
@@ -449,7 +446,7 @@ class TestInsufficientFunds:
             )
             assert ledger_of(live, account_id).usage == []
             top_up(admin, account_id, 1)
-            assert post_chat(live, secret, raw).status_code == 200
+            assert post(live.url, surface, secret, raw).status_code == 200
 
 
 def post_concurrently(
@@ -649,33 +646,31 @@ class TestPriceChanges:
             assert_ledger_balanced(ledger)
 
 
+@pytest.mark.parametrize("surface", SURFACES)
 class TestOutputCap:
     @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
     def test_the_output_cap_is_lowered_to_what_the_funds_pay_for(
-        self, database_url: str, tmp_path: Path, stream: bool
+        self, database_url: str, tmp_path: Path, stream: bool, surface: Surface
     ) -> None:
-        """Funds for 5 output tokens and max_tokens 500: 5 tokens, finish_reason 'length',
+        """Funds for 5 output tokens and a cap of 500: 5 tokens, cut for length (chat's
+        'length', Anthropic's 'max_tokens', Responses' incomplete for max_output_tokens),
         and a balance that stays at or above zero."""
         affordable = 5
         max_tokens = 500
-        raw = chat_body(max_tokens, stream=stream)
+        raw = request_body(surface, HELLO, max_tokens, stream=stream)
         # The prompt bound at 1000 nano a token, 5 output tokens at 2000, and less than a 6th.
         funded = prompt_bound(raw) * 1000 + affordable * 2000 + 1500
         assert hold_nano(PRICE, raw, affordable) <= funded < hold_nano(PRICE, raw, affordable + 1)
         with billed_gateway(database_url, tmp_path, priced_config()) as (live, admin):
             secret, _, account_id = live.new_key("acme")
             top_up(admin, account_id, funded)
-            response = post_chat(live, secret, raw)
+            response = post(live.url, surface, secret, raw)
             assert response.status_code == 200, response.text
-            if stream:
-                usage = assert_complete_stream(response)
-                chunks = [orjson.loads(p) for p in sse_payloads(response.text)[:-1]]
-                finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
-            else:
-                usage = usage_of(response)
-                finish = response.json()["choices"][0]["finish_reason"]
+            usage = (
+                assert_complete_stream(surface, response) if stream else usage_of(response, surface)
+            )
             assert usage[1] == affordable
-            assert finish == "length"
+            assert outcome_of(surface, response).finish == "length"
             after = balance(admin, account_id)
             assert after["balance_nano"] == funded - cost_nano(PRICE, *usage)
             assert after["balance_nano"] >= 0
@@ -683,31 +678,33 @@ class TestOutputCap:
             assert_ledger_balanced(ledger_of(live, account_id))
 
 
+@pytest.mark.parametrize("surface", SURFACES)
 class TestDisconnect:
     def test_a_client_that_leaves_pays_for_what_was_produced(
-        self, database_url: str, tmp_path: Path
+        self, database_url: str, tmp_path: Path, surface: Surface
     ) -> None:
-        """Closing a slow stream after a few chunks: a cancelled record charged the price of
-        its tokens, the same amount transferred, and the hold released."""
+        """Closing a slow stream after a few pieces of text: a cancelled record of at least
+        the tokens the client saw, charged their price, the same amount transferred, and the
+        hold released."""
         config = priced_config(time_scale=SLOW)
         with billed_gateway(database_url, tmp_path, config) as (live, admin):
             secret, _, account_id = live.new_key("acme")
             top_up(admin, account_id, NANO)
             with httpx.stream(
                 "POST",
-                live.url + "/v1/chat/completions",
-                content=chat_body(SIM_ANSWER_TOKENS_MIN, stream=True),
+                live.url + PATHS[surface],
+                content=request_body(surface, HELLO, SIM_ANSWER_TOKENS_MIN, stream=True),
                 headers=key_headers(secret),
                 timeout=30,
             ) as response:
                 assert response.status_code == 200
                 request_id = response.headers["x-request-id"]
-                lines = response.iter_lines()
-                seen = [line for _, line in zip(range(8), lines, strict=False)]
-                assert sum('"content"' in line for line in seen) >= 3
+                seen = read_until(surface, response, 3)
+                assert len(seen.pieces) >= 3 and not seen.ended, seen
             record = wait_for_record(live, request_id)
             assert record.status == "cancelled"
-            assert 0 < record.completion_tokens < SIM_ANSWER_TOKENS_MIN
+            assert record.endpoint == surface
+            assert len(seen.pieces) <= record.completion_tokens < SIM_ANSWER_TOKENS_MIN
             assert record.charge_nano == cost_nano(
                 PRICE, record.prompt_tokens, record.completion_tokens
             )
@@ -750,13 +747,14 @@ class TestOneGatewayPerDatabase:
             assert post_chat(again, secret, chat_body(16)).status_code == 200
 
 
+@pytest.mark.parametrize("surface", SURFACES)
 class TestPostpaid:
     def test_a_credit_limit_lets_the_balance_go_down_to_minus_the_limit_and_no_further(
-        self, database_url: str, tmp_path: Path
+        self, database_url: str, tmp_path: Path, surface: Surface
     ) -> None:
         """With a credit limit and no funds, requests are served below zero, concurrent or
         not, until the balance nears minus the limit; it never passes it."""
-        raw = chat_body(16, stream=True)
+        raw = request_body(surface, HELLO, 16, stream=True)
         hold = hold_nano(OUTPUT_HEAVY, raw, 16)
         limit = 5 * hold
         config = priced_config(OUTPUT_HEAVY, time_scale=BURST)
@@ -770,13 +768,13 @@ class TestPostpaid:
             assert (before["balance_nano"], before["credit_limit_nano"]) == (0, limit)
             assert before["available_nano"] == limit
 
-            seen = asyncio.run(burst(live, account_id, secret, raw, 60))
+            seen = asyncio.run(burst(live, account_id, secret, raw, 60, PATHS[surface]))
             served = 0
             for response in seen.responses:
                 if response.status_code == 402:
-                    assert_openai_error(response, 402)
+                    assert_error(surface, response, 402, like=INSUFFICIENT_FUNDS[surface])
                 else:
-                    assert_complete_stream(response)
+                    assert_complete_stream(surface, response)
                     served += 1
             assert served >= 1
             for polled in [*seen.balances_seen, balance(admin, account_id)]:
@@ -785,12 +783,12 @@ class TestPostpaid:
 
             # One at a time until refused: the balance ends within one request of the limit.
             for _ in range(100):
-                response = post_chat(live, secret, chat_body(16))
+                response = post(live.url, surface, secret, request_body(surface, HELLO, 16))
                 if response.status_code == 402:
                     break
                 assert response.status_code == 200, response.text
                 assert balance(admin, account_id)["balance_nano"] >= -limit
-            assert_openai_error(response, 402)
+            assert_error(surface, response, 402, like=INSUFFICIENT_FUNDS[surface])
             after = wait_for_no_holds(admin, account_id)
             assert -limit <= after["balance_nano"] < -limit + hold
             assert (after["held_nano"], after["holds_count"]) == (0, 0)

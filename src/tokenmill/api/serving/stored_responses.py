@@ -28,7 +28,7 @@ from tokenmill.store.database import now_ms, write_transaction
 from tokenmill.store.responses import StoredResponse
 
 log = logging.getLogger("tokenmill.responses")
-PRUNE_EVERY_COUNT = 100  # saves between two prunes (expired rows, accounts over their count)
+PRUNE_EVERY_COUNT = 1000  # saves between two prunes (expired rows, accounts over their count)
 T = TypeVar("T")
 
 
