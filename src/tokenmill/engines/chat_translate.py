@@ -61,6 +61,7 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
+TEXT_ONLY = frozenset({"content", "role", "refusal"})  # a delta that carries only text
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # the first non-empty one is taken
 
 AnswerPart = TextPart | ToolCallPart | ReasoningPart
@@ -412,11 +413,16 @@ class ChatChunkTranslator:
         self.counts: TokenCounts | None = None
 
     def deltas(self, chunk: Any) -> list[Delta]:
+        fast = self._text_only(chunk)
+        if fast is not None:
+            return [self._metered(TextDelta(fast), fast)]
         choice = _first_choice(chunk, self._engine, "a chunk")
-        counts = parse_usage(chunk.get("usage"))
-        if counts is not None:
-            self.counts = counts  # totals, not increments: the last one wins
-            self._meter.report(counts)
+        usage = chunk.get("usage")
+        if usage is not None:
+            counts = parse_usage(usage)
+            if counts is not None:
+                self.counts = counts  # totals, not increments: the last one wins
+                self._meter.report(counts)
         if choice is None:
             return []  # the usage chunk
         delta = choice.get("delta", {})
@@ -430,6 +436,23 @@ class ChatChunkTranslator:
             self.finish = finish_reason(finish, self._engine, bool(self._tool_indexes))
             deltas.append(Finish(self.finish))
         return deltas
+
+    def _text_only(self, chunk: Any) -> str | None:
+        """The text of a chunk that carries one piece of text and nothing else (most chunks
+        of a stream: read without the general path, checked as fully); None otherwise."""
+        if type(chunk) is not dict or chunk.get("usage") is not None or "error" in chunk:
+            return None
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1 or self._logprobs:
+            return None
+        choice = choices[0]
+        if type(choice) is not dict or choice.get("finish_reason") is not None:
+            return None
+        delta = choice.get("delta")
+        if type(delta) is not dict or not TEXT_ONLY.issuperset(delta):
+            return None
+        text = delta.get("content")
+        return text if type(text) is str and text else None
 
     def end(self) -> list[Delta]:
         deltas: list[Delta] = []

@@ -174,6 +174,8 @@ class MessagesRenderer:
         if parts and type(parts[0]) is WirePart:
             self._relayed = True
             return parts  # type: ignore[return-value]  # an engine's batch is all one kind
+        if len(parts) == 1 and self._open == "text" and type(parts[0]) is TextDelta:
+            return [WirePart(self._text_delta(parts[0].text))] if parts[0].text else []
         events: list[bytes] = []
         for part in parts:
             if isinstance(part, WirePart):
@@ -184,7 +186,7 @@ class MessagesRenderer:
                 if not self._started:
                     events.extend(self._start(_last_report(parts) or self._reported))
                 events.extend(self._delta(part))
-        return [WirePart(payload) for payload in events]
+        return [WirePart(b"".join(events))] if events else []  # framed already: one write
 
     def usage(self, counts: TokenCounts) -> WirePart:
         return WirePart(self._message_delta(counts))
@@ -237,12 +239,15 @@ class MessagesRenderer:
         if not text:
             return []
         events = [] if self._open == "text" else self._open_block({"type": "text", "text": ""})
-        # What a stream is mostly made of, written without a dict: as ``event`` would.
-        events.append(
+        events.append(self._text_delta(text))
+        return events
+
+    def _text_delta(self, text: str) -> bytes:
+        """What a stream is mostly made of, written without a dict: as ``event`` would."""
+        return (
             b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
             b'"delta":{"type":"text_delta","text":%s}}\n\n' % (self._index, orjson.dumps(text))
         )
-        return events
 
     def _reasoning(self, part: ReasoningDelta) -> list[bytes]:
         if part.redacted:  # Anthropic sends redacted thinking whole, in its block's start

@@ -142,6 +142,12 @@ class ResponsesRenderer:
         """A batch of the engine's parts as framed events (wire parts pass as they are)."""
         if parts and type(parts[0]) is WirePart:
             return parts  # type: ignore[return-value]  # an engine's batch is all one kind
+        item = self._open
+        if len(parts) == 1 and item is not None and item.kind == "message":
+            part = parts[0]  # the hot path: one more piece of the text being written
+            if type(part) is TextDelta and part.text and not part.logprobs:
+                item.pieces.append(part.text)
+                return [WirePart(self._delta_event("response.output_text.delta", part.text))]
         events = self._start()
         for part in parts:
             if isinstance(part, WirePart):
@@ -157,7 +163,7 @@ class ResponsesRenderer:
                 events.extend(self._reasoning(part))
             elif isinstance(part, ToolCallDelta):
                 events.extend(self._tool_call(part))
-        return [WirePart(event) for event in events]
+        return [WirePart(b"".join(events))] if events else []  # framed already: one write
 
     def usage(self, counts: TokenCounts) -> WirePart:
         """Nothing to send: usage travels in the last event, ``response.completed``."""
