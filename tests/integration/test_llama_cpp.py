@@ -170,7 +170,7 @@ class TestLlamaCpp:
         message = client.messages.create(
             model="smollm2-135m",
             max_tokens=12,
-            temperature=0,
+            extra_body={"temperature": 0},  # this SDK has no temperature argument any more
             system="You answer in a few words.",
             messages=[{"role": "user", "content": "Name three colours."}],
         )
