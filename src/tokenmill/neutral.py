@@ -188,6 +188,7 @@ class NeutralCall:
     logprobs: bool = False
     top_logprobs: int = 0
     batch: bool = False  # may wait (OpenAI's service_tier "flex"): a plan's batch discount
+    cap_param: str = "max_tokens"  # the field the surface reads the cap from, for errors
     prompt_text: str | None = None  # completions: the prompt
     inputs: tuple[str | tuple[int, ...], ...] = ()  # embeddings: the items
     read_messages: Callable[[], tuple[Message, ...]] = field(

@@ -97,12 +97,14 @@ class SimScheduler:
     def running_count(self) -> int:
         return len(self._running)
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: _Job, cap_param: str = "max_tokens") -> None:
+        """Queue ``job``; a 400 naming ``cap_param`` (the request's cap field) if it could
+        never fit."""
         if job.kv_tokens_worst > self.kv_capacity_tokens:
             raise InvalidRequest(
-                f"prompt plus max_tokens ({job.kv_tokens_worst} tokens) exceed what this"
+                f"prompt plus {cap_param} ({job.kv_tokens_worst} tokens) exceed what this"
                 f" deployment's KV cache holds ({self.kv_capacity_tokens} tokens)",
-                param="max_tokens",
+                param=cap_param,
             )
         if len(self._waiting) >= self._queue_count_max:
             raise Unavailable("the simulated deployment is at capacity; retry shortly")
@@ -265,7 +267,7 @@ class SimBackend:
         job = _Job(prompt_tokens, answer.pieces, answer.finish, output_tokens_max=cap)
         # Submitted before anything is sent, so a refusal (too big, queue full) is still an
         # HTTP status and not an error event inside a 200 stream.
-        self._scheduler.submit(job)
+        self._scheduler.submit(job, neutral.cap_param)
         return job, answer
 
     async def _pieces(self, call: EngineCall, job: _Job) -> AsyncIterator[Piece]:

@@ -56,6 +56,7 @@ class ChargeTerms:
     tier: str = "standard"  # the model's tier, for plans that include tokens by tier
     batch: bool = False  # service_tier "flex": a plan's batch discount applies
     output_cap_min: int = 1  # the least cap the request is worth: below it, 402, not lowered
+    cap_param: str = "max_tokens"  # the request's cap field, named in a refusal
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def open_charge(
             needed = tariff_hold(tariff, bound, least, min(bound + least, included_available))
             if room is not None and spendable == room[0] < funds_spendable:
                 raise over_budget(room[1], needed, room[0], account.currency)
-            raise insufficient(account, needed)
+            raise insufficient(account, needed, terms.cap_param)
     included = min(bound + (cap or 0), included_available)
     amount = tariff_hold(tariff, bound, cap or 0, included)
     hold = funds.place(

@@ -211,10 +211,12 @@ class FundsBook:
         return sum(hold.amount_nano for hold in self._holds.values())
 
 
-def insufficient(funds: Funds, needed_nano: int) -> InsufficientFunds:
+def insufficient(
+    funds: Funds, needed_nano: int, cap_param: str = "max_tokens"
+) -> InsufficientFunds:
     available = max(0, funds.available_nano)
     return InsufficientFunds(
         f"Insufficient funds: this request can cost up to {format_amount(needed_nano)}"
         f" {funds.currency} and the account has {format_amount(available)} {funds.currency}"
-        " available. Top up the account or lower max_tokens.",
+        f" available. Top up the account or lower {cap_param}.",
     )

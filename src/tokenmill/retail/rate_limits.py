@@ -249,8 +249,9 @@ def _check(scope: Scope, state: _State, tokens: int) -> None:
         if tokens > state.tokens.per_minute:
             raise RateLimited(
                 f"Request too large for {scope.name}: it may use up to {tokens} tokens (its"
-                f" prompt bound plus max_tokens) and the limit is {limit.tokens_per_minute}"
-                " tokens per minute. Send a shorter prompt or a lower max_tokens.",
+                f" prompt bound plus its output cap) and the limit is"
+                f" {limit.tokens_per_minute} tokens per minute. Send a shorter prompt or a"
+                " lower output cap (max_tokens, max_output_tokens).",
                 code="request_too_large",
             )
         if state.tokens.wait_ms(tokens):

@@ -94,6 +94,7 @@ def parse_chat(
         stream=stream,
         include_usage=include_usage,
         output_tokens_max=output_cap(body, model, limits),
+        cap_param="max_completion_tokens" if "max_completion_tokens" in body else "max_tokens",
         prompt=PromptSize(
             (body_bytes if body_bytes is not None else _json_bytes(body)) - image_bytes,
             len(messages),

@@ -184,6 +184,7 @@ class SurfaceEndpoint:
             tier=model.tier,
             batch=call.batch,
             output_cap_min=call.output_tokens_min,
+            cap_param=call.cap_param,
         )
 
 
