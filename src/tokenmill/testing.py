@@ -28,7 +28,9 @@ first) with the scripted arguments and ``finish_reason: tool_calls``; after a to
 or under ``tool_choice: none``, the scripted text (the scripted JSON instance under a
 ``response_format`` of json_schema or json_object) with ``finish_reason: stop``;
 ``logprobs`` when asked; usage with the scripted cached and reasoning tokens (or none at
-all: ``reports_usage``). It ignores the output cap.
+all: ``reports_usage``); asked for a ``reasoning_effort``, the scripted ``reasoning_text``
+(if any) as ``reasoning_content``, before the answer, as vLLM sends a reasoning model's. It
+ignores the output cap.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class AgentScript:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     reports_usage: bool = True  # False: no usage anywhere, like fake-nousage
+    reasoning_text: str = ""  # shown as reasoning_content when a reasoning_effort is asked
 
 
 @dataclass
@@ -327,6 +330,11 @@ def _agent_text(script: AgentScript, body: dict[str, Any]) -> str:
     return script.text
 
 
+def _agent_reasoning(script: AgentScript, body: dict[str, Any]) -> str:
+    """The reasoning the agent shows: its script's, when the request asks for an effort."""
+    return script.reasoning_text if body.get("reasoning_effort") else ""
+
+
 def _agent_logprobs(body: dict[str, Any], pieces: list[str]) -> dict[str, Any] | None:
     """OpenAI's ``logprobs`` of ``pieces`` when asked: token i at -0.01 * (i + 1), its top
     alternatives each 1.0 below the one before."""
@@ -388,6 +396,9 @@ def agent_answer(script: AgentScript, body: dict[str, Any]) -> Response:
         events = _agent_events(script, body, head, tool, pieces, usage)
         return StreamingResponse(events, media_type="text/event-stream")
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+    reasoning = _agent_reasoning(script, body)
+    if reasoning:
+        message["reasoning_content"] = reasoning
     if tool is None:
         message["content"] = "".join(pieces)
     else:
@@ -435,6 +446,13 @@ async def _agent_events(
         function = {"name": tool, "arguments": ""}
         call = {"index": 0, "id": script.tool_call_id, "type": "function", "function": function}
         first = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+    # The reasoning (if shown) comes first, in chunks of its own, as vLLM streams it.
+    for number, piece in enumerate(_agent_pieces(_agent_reasoning(script, body))):
+        yield chunk(
+            {"role": "assistant", "reasoning_content": piece}
+            if number == 0
+            else {"reasoning_content": piece}
+        )
     yield chunk(first)
     for index, piece in enumerate(pieces):
         if tool is None:
@@ -481,6 +499,9 @@ async def _agent_events(
 #   ``thinking_signature`` first; one more output token per word of it.
 # * ``cache_write_tokens`` / ``cache_read_tokens`` set on the state: those cache counts in
 #   every usage, whatever the model.
+# * ``output_config.format`` of type json_schema (structured outputs), no tool called: one
+#   text block, the JSON of ``json_instance`` or else the least valid instance of the
+#   schema; stop_reason end_turn, one output token per JSON piece.
 # Streams send Anthropic's events block by block: content_block_start (a tool_use with
 # input {}, a thinking block with thinking ""), the deltas (text_delta per word,
 # thinking_delta per word then one signature_delta, input_json_delta: "" then the JSON in
@@ -509,7 +530,8 @@ Block = dict[str, Any]
 @dataclass
 class FakeAnthropicState:
     """What the fake Anthropic upstream saw, the API key it accepts, and what it scripts:
-    tool inputs by tool name, the thinking it shows, and cache counts (None: by model)."""
+    tool inputs by tool name, the thinking it shows, cache counts (None: by model), and the
+    JSON it answers an output format with."""
 
     api_key: str = "sk-ant-fake"
     version: str = "2023-06-01"
@@ -522,6 +544,7 @@ class FakeAnthropicState:
     thinking_signature: str = FAKE_THINKING_SIGNATURE
     cache_write_tokens: int | None = None
     cache_read_tokens: int | None = None
+    json_instance: Any = None  # the answer to an output_config.format (None: the schema's least)
 
 
 def anthropic_error(status: int, message: str, **headers: str) -> Response:
@@ -636,6 +659,14 @@ def _anthropic_answer(
         blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": arguments})
         pieces = _agent_pieces(orjson.dumps(arguments).decode(), _AGENT_JSON_PIECE)
         return blocks, "tool_use", None, output_tokens + len(pieces)
+    output_format = (body.get("output_config") or {}).get("format") or {}
+    if output_format.get("type") == "json_schema":
+        given = state.json_instance
+        instance = schema_instance(output_format.get("schema") or {}) if given is None else given
+        text = orjson.dumps(instance).decode()
+        blocks.append({"type": "text", "text": text})
+        pieces = _agent_pieces(text, _AGENT_JSON_PIECE)
+        return blocks, "end_turn", None, output_tokens + len(pieces)
     tokens, stop_reason, stop_sequence = _anthropic_turn(body)
     blocks.append({"type": "text", "text": "".join(tokens)})
     return blocks, stop_reason, stop_sequence, output_tokens + len(tokens)

@@ -24,11 +24,13 @@ from tokenmill.errors import (
     UpstreamTimeout,
 )
 from tokenmill.neutral import (
+    TEXT_OUTPUT,
     Answer,
     DocumentPart,
     Finish,
     ImagePart,
     Message,
+    OutputFormat,
     Reasoning,
     ReasoningDelta,
     ReasoningPart,
@@ -214,6 +216,41 @@ class TestThinking:
         error = refusal(max_tokens=20_000, thinking={"type": "enabled", "budget_tokens": 9000})
         assert error.param == "thinking.budget_tokens"
         assert "8192" in error.message
+
+
+class TestOutputFormat:
+    def test_a_json_schema_output_format_is_the_calls_strict_output_format(self) -> None:
+        """``output_config.format`` (Anthropic's structured outputs) is read into the
+        neutral output format, so an engine that is not Anthropic's answers JSON too."""
+        schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+        config = {"format": {"type": "json_schema", "schema": schema}, "effort": "high"}
+        call = parse(output_config=config)
+        assert call.output_format == OutputFormat("json_schema", schema=schema, strict=True)
+        assert call.body["output_config"] == config  # relayed as sent
+
+    def test_no_format_is_a_text_answer(self) -> None:
+        assert parse().output_format == TEXT_OUTPUT
+        assert parse(output_config={"effort": "low"}).output_format == TEXT_OUTPUT
+        assert parse(output_config={"format": None}).output_format == TEXT_OUTPUT
+
+    def test_count_tokens_reads_it_too(self) -> None:
+        body: dict[str, Any] = {"model": "claude", "messages": HELLO}
+        body["output_config"] = {"format": {"type": "json_schema", "schema": {}}}
+        assert parse_count_tokens(body, MODELS, Limits()).output_format.kind == "json_schema"
+
+    @pytest.mark.parametrize(
+        ("config", "param"),
+        [
+            ("json", "output_config"),
+            ({"effort": 3}, "output_config.effort"),
+            ({"format": "json_schema"}, "output_config.format"),
+            ({"format": {"type": "json_object"}}, "output_config.format.type"),
+            ({"format": {"type": "json_schema"}}, "output_config.format.schema"),
+            ({"format": {"type": "json_schema", "schema": "{}"}}, "output_config.format.schema"),
+        ],
+    )
+    def test_a_bad_output_config_is_refused_naming_it(self, config: Any, param: str) -> None:
+        assert refusal(output_config=config).param == param
 
 
 class TestTools:

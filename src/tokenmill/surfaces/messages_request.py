@@ -2,11 +2,11 @@
 ``/v1/messages/count_tokens`` one) checked and read into a ``NeutralCall`` (pure).
 
 What every engine acts on (the output cap, tools and the tool choice, extended thinking,
-sampling, stop sequences) is read into neutral fields here, at once; the conversation is
-checked here too, block by block (``messages_blocks``), but read into neutral messages only
-when an engine asks, since an Anthropic engine relays the body as it came. Unknown
-top-level fields are kept for that relay; what no engine here can do (server tools, MCP
-servers, containers) is refused naming the field.
+sampling, stop sequences, a JSON output format) is read into neutral fields here, at once;
+the conversation is checked here too, block by block (``messages_blocks``), but read into
+neutral messages only when an engine asks, since an Anthropic engine relays the body as it
+came. Unknown top-level fields are kept for that relay; what no engine here can do (server
+tools, MCP servers, containers) is refused naming the field.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from tokenmill.config import Limits, ModelConfig
 from tokenmill.errors import InvalidRequest
 from tokenmill.neutral import (
     AUTO_TOOLS,
+    TEXT_OUTPUT,
     NeutralCall,
+    OutputFormat,
     PromptSize,
     Reasoning,
     Sampling,
@@ -141,6 +143,7 @@ def _call(
         stop=_stop_sequences(body.get("stop_sequences")),
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
+        output_format=_output_format(body.get("output_config")),
         reasoning=_thinking(body.get("thinking"), max_tokens, cap),
         sampling=sampling,
         read_messages=lambda: read_messages(system, messages),
@@ -254,6 +257,33 @@ def _tool_choice(choice: Any, tools: tuple[Tool, ...]) -> ToolChoice:
     return ToolChoice(
         TOOL_CHOICE_MODES[kind], name if kind == "tool" else None, disable is not True
     )
+
+
+def _output_format(config: Any) -> OutputFormat:
+    """``output_config.format``: a JSON schema the answer's text is an instance of
+    (Anthropic's structured outputs, strict by nature). Read here so that every engine keeps
+    it: an engine that is not Anthropic's would otherwise answer free text to a client
+    that parses JSON. ``effort`` is a hint an Anthropic upstream gets relayed."""
+    if config is None:
+        return TEXT_OUTPUT
+    if not isinstance(config, dict):
+        raise invalid_type("output_config", "an object")
+    effort = config.get("effort")
+    if effort is not None and not isinstance(effort, str):
+        raise invalid_type("output_config.effort", "a string")
+    spec = config.get("format")
+    if spec is None:
+        return TEXT_OUTPUT
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        raise InvalidRequest(
+            "'output_config.format' must be an object of type json_schema.",
+            param="output_config.format.type" if isinstance(spec, dict) else "output_config.format",
+            code="invalid_value",
+        )
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise invalid_type("output_config.format.schema", "a JSON schema object")
+    return OutputFormat("json_schema", schema=schema, strict=True)
 
 
 def _stop_sequences(stops: Any) -> tuple[str, ...]:
