@@ -184,10 +184,12 @@ class TestInput:
         items = [
             {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
             {"type": "reasoning", "summary": [{"type": "summary_text", "text": "x"}]},
+            {"type": "function_call_output", "call_id": "c1", "output": "4 C"},
         ]
-        first, second = parse(input=items).messages
+        first, second, result = parse(input=items).messages
         assert first.parts == (ToolCallPart("c1", "f", "{}"),)
         assert second.parts == (ReasoningPart("x"),)
+        assert result.parts == (ToolResultPart("c1", (TextPart("4 C"),)),)
 
     def test_the_prior_context_goes_between_instructions_and_input(self) -> None:
         """Stored items are read after the instructions and before this request's input."""
@@ -452,6 +454,42 @@ class TestRefusals:
         assert error.param == "tools.[1].type"
         assert error.code == "unsupported_value"
         assert "built-in tool" in error.message
+
+    def test_a_function_call_without_its_output_is_a_400_on_input(self) -> None:
+        """A call left open (as OpenAI's API, and every upstream, refuses it) is named."""
+        items = [
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "4 C"},
+            {"role": "user", "content": "and?"},
+        ]
+        error = refusal(input=items)
+        assert (error.param, error.http_status) == ("input", 400)
+        assert "'c2'" in error.message
+
+    def test_an_output_without_its_call_is_a_400_on_input(self) -> None:
+        """An output must answer a call made before it."""
+        items = [
+            {"type": "function_call_output", "call_id": "c1", "output": "4 C"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        ]
+        error = refusal(input=items)
+        assert (error.param, error.http_status) == ("input", 400)
+        assert "'c1'" in error.message
+
+    def test_a_stored_call_is_answered_by_this_input_or_refused(self) -> None:
+        """The check spans the stored context and this input: a continuation answers the
+        stored calls, and one that does not is a 400; a call answered before needs
+        nothing more, and a call id made again needs its own output."""
+        call = {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f",
+                "arguments": "{}", "status": "completed"}  # fmt: skip
+        output = {"type": "function_call_output", "call_id": "c1", "output": "4 C"}
+        answered = parse(prior=(call,), input=[output]).messages
+        assert [message.role for message in answered] == ["assistant", "tool"]
+        assert refusal(prior=(call,), input="and?").param == "input"
+        assert parse(prior=(call, output), input="and?").messages[-1].role == "user"
+        assert refusal(prior=(call, output, call), input="and?").param == "input"
 
     def test_input_is_bounded_by_the_messages_limit(self) -> None:
         """More input items than messages_count_max is a 400."""

@@ -86,7 +86,7 @@ def messages_request(
     request.update(tool_fields(call, engine))
     if call.reasoning is not None:
         _refuse_beside_thinking(call)
-        request["thinking"] = thinking_field(call.reasoning, output_tokens_max)
+        request["thinking"] = thinking_field(call.reasoning, output_tokens_max, call.cap_param)
     user_id = _user_id(call.body)
     if user_id is not None:
         request["metadata"] = {"user_id": user_id}
@@ -200,16 +200,18 @@ def tool_choice_field(choice: ToolChoice, names: set[str], engine: str) -> dict[
     return field
 
 
-def thinking_field(reasoning: Reasoning, output_tokens_max: int) -> dict[str, Any]:
+def thinking_field(
+    reasoning: Reasoning, output_tokens_max: int, cap_param: str = "max_tokens"
+) -> dict[str, Any]:
     """Extended thinking with a budget of at least 1024 tokens and below ``max_tokens``
     (thinking is part of the output); a cap that leaves no room for 1024 is refused: the
     hold was computed for that cap, so it cannot be raised here."""
     if output_tokens_max <= THINKING_BUDGET_TOKENS_MIN:
         raise InvalidRequest(
-            f"'max_tokens' must be above {THINKING_BUDGET_TOKENS_MIN} for reasoning on this"
+            f"'{cap_param}' must be above {THINKING_BUDGET_TOKENS_MIN} for reasoning on this"
             f" model (Anthropic's least thinking budget is {THINKING_BUDGET_TOKENS_MIN}"
             " tokens, part of the output).",
-            param="max_tokens",
+            param=cap_param,
         )
     wanted = reasoning.budget_tokens
     if wanted is None:

@@ -183,6 +183,31 @@ def _check_reasoning(param: str, item: dict[str, Any]) -> None:
         )
 
 
+def check_tool_outputs(items: Sequence[dict[str, Any]]) -> None:
+    """Every function call of a conversation (the stored context, then this input) has an
+    output after it, and every output answers a call before it: OpenAI's Responses API
+    refuses either, and so do the upstreams a call left open would reach (a chat server
+    wants a tool message after each call, Anthropic a tool_result after each tool_use)."""
+    answered: dict[str, bool] = {}  # by call id, in the order called
+    for item in items:
+        kind = item.get("type")
+        if kind == "function_call":
+            answered[item["call_id"]] = False
+        elif kind == "function_call_output":
+            call_id = item["call_id"]
+            if call_id not in answered:
+                raise InvalidRequest(
+                    f"No tool call found for function call output with call_id '{call_id[:64]}'.",
+                    param="input",
+                )
+            answered[call_id] = True
+    unanswered = [call_id for call_id, done in answered.items() if not done]
+    if unanswered:
+        raise InvalidRequest(
+            f"No tool output found for function call '{unanswered[0][:64]}'.", param="input"
+        )
+
+
 # --- read when an engine asks --------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from tokenmill.surfaces.responses_content import images_in
 from tokenmill.surfaces.responses_items import (
     ID_CHARS_MAX,
     check_items,
+    check_tool_outputs,
     input_items,
     read_messages,
 )
@@ -114,6 +115,7 @@ def parse_responses(
     logprobs = "message.output_text.logprobs" in (body.get("include") or ())
     instructions = body.get("instructions")
     context = (*prior, *items)
+    check_tool_outputs(context)
     return NeutralCall(
         surface="responses",
         model=name,
@@ -121,6 +123,7 @@ def parse_responses(
         stream=body.get("stream") is True,
         include_usage=False,  # usage travels in response.completed
         output_tokens_max=_output_cap(body, model, limits),
+        cap_param="max_output_tokens",
         prompt=_prompt_size(body, body_bytes, prior, len(items), (images_count, image_bytes)),
         tools=tools,
         tool_choice=tool_choice_of(body, tools),
