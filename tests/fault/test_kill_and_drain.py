@@ -1,4 +1,5 @@
-"""The gateway as a process: a kill -9 loses no record a client saw; SIGTERM drains."""
+"""The gateway as a process: a kill -9 loses no record a client saw; SIGTERM drains. The
+load and the streams drained are on every serving surface (chat, Messages, Responses)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,16 @@ import pytest
 import yaml
 
 from tests.conftest import gateway_config
+from tests.surface_requests import (
+    PATHS,
+    SURFACES,
+    StreamReader,
+    Surface,
+    exchange,
+    key_headers,
+    opened,
+    request_body,
+)
 from tokenmill.store.database import open_engine
 from tokenmill.store.usage import record_by_request_id
 from tokenmill.testing import free_port
@@ -96,39 +107,42 @@ def _chat(url: str, key: str, stream: bool) -> httpx.Response:
 
 class TestKill:
     def test_every_answer_a_client_received_survives_a_kill_9(self, tmp_path: Path) -> None:
-        """Clients load the gateway; kill -9; every fully received answer has its record."""
+        """Clients load the gateway on every surface; kill -9; every fully received answer
+        has its record, of its surface."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        received: list[str] = []
+        received: dict[Surface, list[str]] = {surface: [] for surface in SURFACES}
         stop = threading.Event()
 
-        def client(stream: bool) -> None:
-            while not stop.is_set():
-                try:
-                    response = _chat(url, key, stream)
-                except httpx.TransportError:
-                    return
-                complete = response.status_code == 200 and (
-                    not stream or response.text.rstrip().endswith("data: [DONE]")
-                )
-                if complete:
-                    received.append(response.headers["x-request-id"])
+        def client(surface: Surface, stream: bool) -> None:
+            raw = request_body(surface, "count the records", 8, stream=stream)
+            with httpx.Client(base_url=url, timeout=10) as http:
+                while not stop.is_set():
+                    try:
+                        outcome = exchange(http, surface, key, raw)
+                    except httpx.TransportError:
+                        return
+                    if outcome.status == 200 and outcome.ended and outcome.request_id:
+                        received[surface].append(outcome.request_id)
 
+        pairs = [(surface, stream) for surface in SURFACES for stream in (False, True)]
         with serve(tmp_path / "home", gateway_config(None), port) as (process, key):
-            threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(8)]
+            threads = [threading.Thread(target=client, args=pair) for pair in pairs * 2]
             for thread in threads:
                 thread.start()
             deadline = time.monotonic() + 15
-            while len(received) < 200 and time.monotonic() < deadline:
+            while min(map(len, received.values())) < 200 and time.monotonic() < deadline:
                 time.sleep(0.05)
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
             stop.set()
             for thread in threads:
                 thread.join(timeout=15)
-        assert len(received) >= 50, "too little load reached the gateway before the kill"
-        found = stored_records(tmp_path / "home", received)
-        assert [rid for rid in received if found[rid] is None] == []
+        for surface, request_ids in received.items():
+            assert len(request_ids) >= 50, f"too little {surface} load before the kill"
+            found = stored_records(tmp_path / "home", request_ids)
+            assert [rid for rid in request_ids if found[rid] is None] == [], surface
+            assert {record.endpoint for record in found.values() if record} == {surface}
 
     def test_a_restarted_gateway_serves_the_same_keys_and_keeps_the_records(
         self, tmp_path: Path
@@ -150,35 +164,46 @@ class TestKill:
 
 class TestDrain:
     def test_sigterm_lets_a_stream_in_flight_finish_then_exits_zero(self, tmp_path: Path) -> None:
-        """SIGTERM mid-stream: the stream still ends with [DONE], its record is kept, exit 0."""
+        """SIGTERM with a stream showing text on every surface: each still ends well
+        ([DONE], message_stop, response.completed), its record is kept, and the exit is 0."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        config = gateway_config(None, time_scale=1.0)
-        with serve(tmp_path / "home", config, port) as (process, key):
-            body = {
-                "model": "sim-chat",
-                "max_tokens": 120,
-                "stream": True,
-                "messages": [{"role": "user", "content": "a long answer please"}],
-            }
-            with httpx.stream(
-                "POST",
-                url + "/v1/chat/completions",
-                json=body,
-                timeout=30,
-                headers={"Authorization": f"Bearer {key}"},
-            ) as response:
+        # About 25 ms a token: an answer (24 tokens or more) outlasts opening all three.
+        config = gateway_config(None, time_scale=4.0)
+        with serve(tmp_path / "home", config, port) as (process, key), ExitStack() as stack:
+            streams: list[tuple[StreamReader, Iterator[str]]] = []
+            for surface in SURFACES:
+                response = stack.enter_context(
+                    httpx.stream(
+                        "POST",
+                        url + PATHS[surface],
+                        content=request_body(surface, "a long answer please", 40, stream=True),
+                        timeout=30,
+                        headers=key_headers(key),
+                    )
+                )
+                reader = StreamReader(opened(surface, response))
                 lines = response.iter_lines()
-                first = next(lines)
-                assert first.startswith("data: ")
-                process.send_signal(signal.SIGTERM)
-                rest = list(lines)
-                request_id = response.headers["x-request-id"]
-            assert "data: [DONE]" in rest
+                for line in lines:  # up to the first text
+                    reader.feed(line)
+                    if reader.outcome.pieces:
+                        break
+                assert reader.outcome.pieces and not reader.outcome.ended, reader.outcome
+                streams.append((reader, lines))
+            process.send_signal(signal.SIGTERM)
+            for reader, lines in streams:
+                for line in lines:
+                    reader.feed(line)
             assert process.wait(timeout=30) == 0
             with pytest.raises(httpx.TransportError):
                 httpx.get(url + "/healthz", timeout=2)
-        record = stored_records(tmp_path / "home", [request_id])[request_id]
-        assert record is not None
-        assert record.status == "ok"
-        assert record.completion_tokens > 1
+        outcomes = [reader.outcome for reader, _ in streams]
+        for outcome in outcomes:
+            assert outcome.ended and outcome.error is None, outcome
+            assert outcome.usage is not None and outcome.usage[1] == len(outcome.pieces)
+        found = stored_records(tmp_path / "home", [o.request_id or "" for o in outcomes])
+        for outcome in outcomes:
+            record = found[outcome.request_id or ""]
+            assert record is not None, outcome
+            assert (record.status, record.endpoint) == ("ok", outcome.surface)
+            assert record.completion_tokens == len(outcome.pieces) > 1
