@@ -35,6 +35,7 @@ from tokenmill.surfaces.openai_fields import (
     INT_MAX,
     TOOLS_COUNT_MAX,
     ModelAccess,
+    cap_value,
     check_array,
     check_integer,
     check_kind,
@@ -159,19 +160,8 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
 
 
 def _max_tokens(body: dict[str, Any], model: ModelConfig) -> int:
-    value: Any = body.get("max_tokens")
-    if not is_int(value) or value < 1:
-        raise InvalidRequest(
-            "'max_tokens' is required and must be an integer of at least 1.",
-            param="max_tokens",
-            code="integer_below_min_value" if is_int(value) else "invalid_type",
-        )
-    if value > model.context_tokens:
-        raise InvalidRequest(
-            f"'max_tokens' is {value}, more than the model's context of"
-            f" {model.context_tokens} tokens.",
-            param="max_tokens",
-        )
+    value = cap_value(body, "max_tokens", model, required=True)
+    assert value is not None
     return value
 
 

@@ -167,28 +167,44 @@ def stream_of(body: dict[str, Any]) -> tuple[bool, bool]:
     return stream, options.get("include_usage", False)
 
 
-def output_cap(body: dict[str, Any], model: ModelConfig, limits: Limits) -> int:
-    """The smallest of the request's max tokens, the model's limit and the system's."""
+def output_cap(
+    body: dict[str, Any],
+    model: ModelConfig,
+    limits: Limits,
+    names: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
+) -> int:
+    """The smallest of the request's caps (the fields ``names``), the model's limit and the
+    system's."""
     cap = min(model.output_tokens_max, limits.output_tokens_max)
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not is_int(value) or value < 1:
-            raise InvalidRequest(
-                f"'{name}' must be an integer of at least 1.",
-                param=name,
-                code="integer_below_min_value" if is_int(value) else "invalid_type",
-            )
-        if value > model.context_tokens:
-            raise InvalidRequest(
-                f"'{name}' is {value}, more than the model's context of"
-                f" {model.context_tokens} tokens.",
-                param=name,
-            )
-        cap = min(cap, value)
+    for name in names:
+        value = cap_value(body, name, model)
+        if value is not None:
+            cap = min(cap, value)
     assert cap >= 1
     return cap
+
+
+def cap_value(
+    body: dict[str, Any], name: str, model: ModelConfig, *, required: bool = False
+) -> int | None:
+    """The output cap in the field ``name``: an integer of at least 1 within the model's
+    context; None when absent (and not ``required``). Every surface's cap is read here."""
+    value: Any = body.get(name)
+    if value is None and not required:
+        return None
+    if not is_int(value) or value < 1:
+        must = "is required and must be" if required else "must be"
+        raise InvalidRequest(
+            f"'{name}' {must} an integer of at least 1.",
+            param=name,
+            code="integer_below_min_value" if is_int(value) else "invalid_type",
+        )
+    if value > model.context_tokens:
+        raise InvalidRequest(
+            f"'{name}' is {value}, more than the model's context of {model.context_tokens} tokens.",
+            param=name,
+        )
+    return int(value)
 
 
 def stop_of(body: dict[str, Any], limits: Limits) -> tuple[str, ...]:

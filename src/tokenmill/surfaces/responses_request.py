@@ -43,8 +43,8 @@ from tokenmill.surfaces.openai_fields import (
     check_string,
     check_type,
     invalid_type,
-    is_int,
     model_of,
+    output_cap,
 )
 from tokenmill.surfaces.responses_content import images_in
 from tokenmill.surfaces.responses_items import (
@@ -213,23 +213,7 @@ def _check_word(body: dict[str, Any], name: str, words: tuple[str, ...]) -> None
 
 def _output_cap(body: dict[str, Any], model: ModelConfig, limits: Limits) -> int:
     """The smallest of the request's ``max_output_tokens``, the model's and the system's."""
-    cap = min(model.output_tokens_max, limits.output_tokens_max)
-    value = body.get("max_output_tokens")
-    if value is None:
-        return cap
-    if not is_int(value) or value < 1:
-        raise InvalidRequest(
-            "'max_output_tokens' must be an integer of at least 1.",
-            param="max_output_tokens",
-            code="integer_below_min_value" if is_int(value) else "invalid_type",
-        )
-    if value > model.context_tokens:
-        raise InvalidRequest(
-            f"'max_output_tokens' is {value}, more than the model's context of"
-            f" {model.context_tokens} tokens.",
-            param="max_output_tokens",
-        )
-    return min(cap, value)
+    return output_cap(body, model, limits, ("max_output_tokens",))
 
 
 def _output_format(text: dict[str, Any] | None) -> OutputFormat:
