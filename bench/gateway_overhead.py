@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,7 @@ SUT_CORE, LOAD_CORE = 0, 1
 LONG_MIX = "nonstream=50,stream=40,cut=10"
 SURFACES = ("chat", "messages", "responses")
 SURFACE_CONCURRENCY = (1, 64)
+STREAM_CHUNKS_16 = 16 + 3  # a 16-token stream: the role chunk, 16 tokens, the finish, usage
 
 
 def parse_args() -> argparse.Namespace:
@@ -76,6 +79,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--profile-seconds", type=float, default=10.0)
     ap.add_argument("--profile-surface", choices=SURFACES, default="chat")
     ap.add_argument("--profile-stream", action="store_true", help="profile streamed requests")
+    ap.add_argument("--profile-concurrency", type=int, default=16)
+    ap.add_argument(
+        "--profile-max-tokens", type=int, default=16, help="tokens per answer while profiling"
+    )
     ap.add_argument(
         "--profile-model", default="fake", help="fake (metering only) or fake-billed (billing on)"
     )
@@ -156,6 +163,25 @@ class Bench:
         return figures
 
     # -- load runs -----------------------------------------------------------------------
+    def cpu_cost(
+        self, upstream: str, chunks_per_request: int, run: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """``run``'s result with the gateway's CPU time over it, per request its upstream
+        served and, for streams, per relayed chunk (warm-up included on both sides of the
+        ratio; the gateway's few background tasks are in it too)."""
+        assert self.gateway is not None
+        url = self.urls[upstream]
+        cpu_before, served_before = op.cpu_s(self.gateway.pid), op.upstream_stats(url)["requests"]
+        result = run()
+        cpu = op.cpu_s(self.gateway.pid) - cpu_before
+        served = op.upstream_stats(url)["requests"] - served_before
+        result["gateway_cpu_s"] = round(cpu, 3)
+        result["upstream_requests"] = served
+        result["cpu_us_per_request"] = round(cpu / served * 1e6, 1) if served else None
+        if chunks_per_request and served:
+            result["cpu_us_per_chunk"] = round(cpu / (served * chunks_per_request) * 1e6, 2)
+        return result
+
     def load(self, target: str, stream: bool, conc: int, key: str, **kw: Any) -> dict[str, Any]:
         a = self.a
         duration = kw.get("duration", a.duration)
@@ -201,7 +227,15 @@ class Bench:
                     ("gateway_billed", self.gateway_url, self.key, "fake-billed"),
                     ("gateway_fleet", self.gateway_url, self.limited_key, op.FLEET_MODEL),
                 ):
-                    row[side] = self.load(target, mode == "stream", conc, key, model=model)
+                    stream = mode == "stream"
+                    if side == "direct":
+                        row[side] = self.load(target, stream, conc, key, model=model)
+                    else:
+                        row[side] = self.cpu_cost(
+                            "gateway",
+                            STREAM_CHUNKS_16 if stream else 0,
+                            functools.partial(self.load, target, stream, conc, key, model=model),
+                        )
                     row[side]["loadavg_1m_after"] = os.getloadavg()[0]
                     log(f"{row['case']} {side}: {summarize(row[side])}")
                 rows.append(row)
@@ -240,7 +274,14 @@ class Bench:
                 "-n",
                 "1000000",
             ]
-            row[side] = self.client(target, key, args, 2 * a.duration + 6 + 120)
+            if side == "direct":
+                row[side] = self.client(target, key, args, 2 * a.duration + 6 + 120)
+            else:
+                row[side] = self.cpu_cost(
+                    "realistic-gateway",
+                    256 + 3,
+                    functools.partial(self.client, target, key, args, 2 * a.duration + 6 + 120),
+                )
             log(f"{row['case']} {side}: {summarize(row[side])}")
         self.results["realistic"] = row
 
@@ -265,7 +306,15 @@ class Bench:
                     args += ["--max-tokens", "16", "--mix", f"{mode}=1", "-n", "1000000"]
                     args += ["--model", "fake-billed", "--surface", surface]
                     limit_s = a.duration + a.warmup + 90
-                    runs[surface].append(self.client(self.gateway_url, self.key, args, limit_s))
+                    runs[surface].append(
+                        self.cpu_cost(
+                            "gateway",
+                            STREAM_CHUNKS_16 if mode == "stream" else 0,
+                            functools.partial(
+                                self.client, self.gateway_url, self.key, args, limit_s
+                            ),
+                        )
+                    )
                 for surface, pair in runs.items():
                     row[surface] = report.mean_run(pair)
                     log(f"surfaces {row['case']} {surface}: {summarize(row[surface])}")
@@ -281,7 +330,9 @@ class Bench:
         seconds = self.a.profile_seconds
         raw = self.workdir / "profile.raw"
         load_cmd = ["taskset", "-c", str(LOAD_CORE), self.python]
-        common = ["--target", self.gateway_url, "--key", self.key, "-c", "16"]
+        common = ["--target", self.gateway_url, "--key", self.key]
+        common += ["-c", str(self.a.profile_concurrency)]
+        common += ["--max-tokens", str(self.a.profile_max_tokens)]
         common += ["-d", str(seconds + 3), "--warmup", "1", "-n", "10000000"]
         common += ["--model", self.a.profile_model]
         if self.a.profile_surface == "chat" and not self.a.profile_stream:

@@ -202,6 +202,12 @@ def memory_mib(pid: int) -> dict[str, float]:
     return {"rss_mib": fields["VmRSS"], "rss_peak_mib": fields["VmHWM"]}
 
 
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def upstream_stats(base_url: str) -> dict[str, Any]:
     root = base_url.removesuffix("/v1")
     with urllib.request.urlopen(root + "/stats", timeout=5) as response:

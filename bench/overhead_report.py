@@ -134,6 +134,15 @@ def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
             }
     for field in ("errors", "requests_ok", "done_seen", "usage_seen"):
         mean[field] = sum(r.get(field, 0) for r in runs)
+    for field in ("gateway_cpu_s", "upstream_requests"):
+        if all(field in r for r in runs):
+            mean[field] = round(sum(r[field] for r in runs), 3)
+    if mean.get("upstream_requests"):
+        mean["cpu_us_per_request"] = round(
+            mean["gateway_cpu_s"] / mean["upstream_requests"] * 1e6, 1
+        )
+    if all("cpu_us_per_chunk" in r for r in runs):
+        mean["cpu_us_per_chunk"] = round(sum(r["cpu_us_per_chunk"] for r in runs) / len(runs), 2)
     mean["runs"] = len(runs)
     return mean
 
@@ -162,6 +171,33 @@ def surfaces_table(rows: list[dict[str, Any]]) -> list[str]:
             )
         )
     return out
+
+
+def cpu_table(results: dict[str, Any]) -> list[str]:
+    """The gateway's CPU time per request its upstream served and per relayed chunk: what
+    one request and one token cost the gateway's core, whatever the machine's noise."""
+    out = [
+        "| case | side | req/s | gateway CPU s | requests | CPU us/request | CPU us/chunk |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    cells = []
+    for row in results.get("matrix", []):
+        for side in ("gateway", "gateway_billed", "gateway_fleet"):
+            cells.append((row["case"], side, row.get(side)))
+    if "realistic" in results:
+        cells.append((results["realistic"]["case"], "gateway", results["realistic"]["gateway"]))
+    for row in results.get("surfaces", []):
+        for surface in ("chat", "messages", "responses"):
+            cells.append((row["case"], f"billed, {surface}", row.get(surface)))
+    for case, side, r in cells:
+        if not r or "cpu_us_per_request" not in r:
+            continue
+        out.append(
+            f"| {case} | {side} | {r['rps']:.0f} | {r['gateway_cpu_s']:.2f} "
+            f"| {r['upstream_requests']} | {_f(r['cpu_us_per_request'], 1)} "
+            f"| {_f(r.get('cpu_us_per_chunk'), 2) if 'cpu_us_per_chunk' in r else ''} |"
+        )
+    return out if len(out) > 2 else []
 
 
 def realistic_table(row: dict[str, Any]) -> list[str]:
@@ -336,6 +372,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += [*realistic_table(results["realistic"]), ""]
     if results.get("surfaces"):
         out += [*surfaces_table(results["surfaces"]), ""]
+    if cpu := cpu_table(results):
+        out += [*cpu, ""]
     out += [*long_tables(results), ""]
     if "metering" in results:
         out += [*metering_lines(results["metering"]), ""]

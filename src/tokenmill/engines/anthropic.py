@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator
 
 import orjson
-from yarl import URL
 
 from tokenmill.config import AnthropicEngineConfig, DeploymentConfig, Limits
 from tokenmill.engines.anthropic_answers import (
@@ -60,9 +59,6 @@ class AnthropicSession(UpstreamSession):
     ):
         self._version = config.anthropic_version
         super().__init__(name, config, limits, api_key)
-        # Parsed once: aiohttp would parse a string URL on every request.
-        self.url = URL(self.base_url + MESSAGES_PATH)
-        self.models_url = URL(self.base_url + MODELS_PATH)
 
     def credential_headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": self._version}
@@ -85,7 +81,7 @@ class AnthropicBackend:
         """The session belongs to the engine; the app closes it once."""
 
     async def check_health(self) -> bool:
-        return await self._session.check_health(self._session.models_url)
+        return await self._session.check_health(MODELS_PATH)
 
     def _body(self, call: EngineCall) -> bytes:
         """The Messages request; refuses (before any I/O) what cannot be translated."""
@@ -102,7 +98,7 @@ class AnthropicBackend:
     async def complete(self, call: EngineCall) -> Answer | bytes:
         body = self._body(call)
         with mapped_errors(self.engine):
-            async with self._session.session().post(self._session.url, data=body) as response:
+            async with self._session.pool.post(MESSAGES_PATH, body) as response:
                 if response.status != 200:
                     raise await status_error(self.engine, response)
                 raw = await response.read()
@@ -128,10 +124,10 @@ class AnthropicBackend:
         native = call.call.surface == NATIVE_SURFACE
         held: list[StreamPart] = []  # native events before the first token (failover room)
         with mapped_errors(self.engine):
-            async with self._session.session().post(self._session.url, data=body) as response:
+            async with self._session.pool.post(MESSAGES_PATH, body) as response:
                 if response.status != 200:
                     raise await status_error(self.engine, response)
-                async for data in response.content.iter_any():
+                async for data in response.chunks():
                     # What arrived together goes on together: one batch per read.
                     if native:
                         failure = relayed_events(reader, translator, data, held)

@@ -1,6 +1,6 @@
 """The ``openai`` engine: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, ...).
 
-One pooled aiohttp session per upstream, with explicit connect and read timeouts. A chat,
+One connection pool per upstream (``http_client``), with explicit connect and read timeouts. A chat,
 completions or embeddings call's JSON goes up with only the model name, the output cap and
 (for streams) ``stream_options.include_usage`` changed; unknown fields pass through. Stream
 chunks come back as they arrive and are relayed without re-encoding: only chunks that
@@ -16,13 +16,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from tokenmill.config import DeploymentConfig
 from tokenmill.engines.base import Completed, EngineCall, StreamPart, WirePart
 from tokenmill.engines.chat_translate import SURFACES_TRANSLATED
+from tokenmill.engines.http_client import Response
 from tokenmill.engines.openai_translated import TranslatedChat
 from tokenmill.engines.upstream import (
     LINE_BYTES_MAX,
@@ -60,16 +59,13 @@ class OpenAIBackend:
         self.engine = upstream.name
         self._model = config.model
         self._upstream = upstream
-        # Parsed once: aiohttp would parse a string URL on every request.
-        self._urls = {name: URL(upstream.base_url + path) for name, path in _PATHS.items()}
-        self._models_url = URL(upstream.base_url + "/models")
-        self._translated = TranslatedChat(self.engine, self._model, upstream, self._urls["chat"])
+        self._translated = TranslatedChat(self.engine, self._model, upstream, _PATHS["chat"])
 
     async def aclose(self) -> None:
         """The session belongs to the upstream; the app closes it once."""
 
     async def check_health(self) -> bool:
-        return await self._upstream.check_health(self._models_url)
+        return await self._upstream.check_health("/models")
 
     def _body(self, call: EngineCall) -> bytes:
         body = dict(call.body)
@@ -96,9 +92,9 @@ class OpenAIBackend:
         if call.endpoint in SURFACES_TRANSLATED:
             return await self._translated.complete(call)
         self._estimate_prompt(call)
-        url = self._urls[call.endpoint]
+        path = _PATHS[call.endpoint]
         with mapped_errors(self.engine):
-            async with self._upstream.session().post(url, data=self._body(call)) as response:
+            async with self._upstream.pool.post(path, self._body(call)) as response:
                 if response.status != 200:
                     raise await status_error(self.engine, response)
                 raw = await response.read()
@@ -123,21 +119,19 @@ class OpenAIBackend:
 
     async def _relayed_stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
         self._estimate_prompt(call)
-        url = self._urls[call.endpoint]
+        path = _PATHS[call.endpoint]
         with mapped_errors(self.engine):
-            async with self._upstream.session().post(url, data=self._body(call)) as response:
+            async with self._upstream.pool.post(path, self._body(call)) as response:
                 if response.status != 200:
                     raise await status_error(self.engine, response)
                 async for parts in self._relay(call, response):
                     yield parts
 
-    async def _relay(
-        self, call: EngineCall, response: aiohttp.ClientResponse
-    ) -> AsyncIterator[list[StreamPart]]:
+    async def _relay(self, call: EngineCall, response: Response) -> AsyncIterator[list[StreamPart]]:
         """The upstream's events, a batch per read: whatever arrived together goes on together."""
         pending = b""
         checked = False
-        async for data in response.content.iter_any():
+        async for data in response.chunks():
             pending += data
             cut = pending.rfind(b"\n")
             if cut < 0:

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
-from yarl import URL
 
 from tokenmill.engines.base import EngineCall, StreamPart
 from tokenmill.engines.chat_translate import (
@@ -75,13 +74,13 @@ class ChatEventReader:
 
 
 class TranslatedChat:
-    """Neutral calls over one upstream's ``/chat/completions`` (``url``), as ``model``."""
+    """Neutral calls over one upstream's ``/chat/completions`` (``path``), as ``model``."""
 
-    def __init__(self, engine: str, model: str, upstream: UpstreamSession, url: URL) -> None:
+    def __init__(self, engine: str, model: str, upstream: UpstreamSession, path: str) -> None:
         self._engine = engine
         self._model = model
         self._upstream = upstream
-        self._url = url
+        self._path = path
 
     def _body(self, call: EngineCall) -> bytes:
         """The chat request; refuses (before any I/O) what cannot be translated."""
@@ -95,7 +94,7 @@ class TranslatedChat:
     async def complete(self, call: EngineCall) -> Answer:
         body = self._body(call)
         with mapped_errors(self._engine):
-            async with self._upstream.session().post(self._url, data=body) as response:
+            async with self._upstream.pool.post(self._path, body) as response:
                 if response.status != 200:
                     raise await status_error(self._engine, response)
                 raw = await response.read()
@@ -122,10 +121,10 @@ class TranslatedChat:
             call.meter, self._engine, time.perf_counter_ns, logprobs=call.call.logprobs
         )
         with mapped_errors(self._engine):
-            async with self._upstream.session().post(self._url, data=body) as response:
+            async with self._upstream.pool.post(self._path, body) as response:
                 if response.status != 200:
                     raise await status_error(self._engine, response)
-                async for data in response.content.iter_any():
+                async for data in response.chunks():
                     # What arrived together goes on together: one batch per read.
                     deltas, failure = deltas_of_read(reader, translator, data)
                     if deltas:

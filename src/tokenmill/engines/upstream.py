@@ -1,7 +1,7 @@
-"""The HTTP side every remote engine shares: one pooled aiohttp session per upstream (its
-credential, connect and read timeouts, a bounded pool), and the mapping of what fails on
-the wire (statuses, timeouts, dropped connections, ``Retry-After``) to tokenmill's errors,
-once, where they enter."""
+"""The HTTP side every remote engine shares: one connection pool per upstream
+(``http_client.HttpPool``: its credential, connect and read timeouts, a bounded pool), and
+the mapping of what fails on the wire (statuses, timeouts, dropped connections,
+``Retry-After``) to tokenmill's errors, once, where they enter."""
 
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from tokenmill.config import AnthropicEngineConfig, Limits, OpenAIEngineConfig
+from tokenmill.engines.http_client import (
+    BadResponse,
+    ConnectFailed,
+    ConnectionClosed,
+    HttpFailure,
+    HttpPool,
+    Response,
+)
 from tokenmill.errors import (
     InvalidRequest,
     RateLimited,
@@ -29,7 +35,7 @@ from tokenmill.errors import (
 ERROR_BODY_BYTES_MAX = 64 * 1024
 # An idle pooled connection is dropped before the server drops it: uvicorn (vLLM, SGLang)
 # closes idle keep-alive connections after 5 s, and a request sent on a connection the server
-# is closing at that moment fails before its first byte (aiohttp keeps them 15 s by default).
+# is closing at that moment fails before its first byte.
 KEEPALIVE_S = 3.0
 LINE_BYTES_MAX = 4 * 1024 * 1024
 
@@ -47,55 +53,39 @@ class UpstreamSession:
     ):
         self.name = name
         self.base_url = config.base_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json", **self.credential_headers(api_key)}
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=config.timeout_s_connect or limits.timeout_s_connect,
-            sock_read=config.timeout_s_read or limits.timeout_s_read,
+        connect_s = config.timeout_s_connect or limits.timeout_s_connect
+        headers = {"Content-Type": "application/json", **self.credential_headers(api_key)}
+        self.pool = HttpPool(
+            self.base_url,
+            headers,
+            connect_timeout_s=connect_s,
+            read_timeout_s=config.timeout_s_read or limits.timeout_s_read,
+            connections_max=config.connections_max or limits.upstream_connections_max,
+            keepalive_s=KEEPALIVE_S,
         )
-        self._connections_max = config.connections_max or limits.upstream_connections_max
         # A health check waits for a connection and an answer, not for a generation.
-        self.health_timeout = aiohttp.ClientTimeout(
-            total=2 * (config.timeout_s_connect or limits.timeout_s_connect)
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self.health_timeout_s = 2 * connect_s
 
     def credential_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._connections_max,
-                ttl_dns_cache=300,
-                keepalive_timeout=KEEPALIVE_S,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                headers=self._headers,
-                read_bufsize=256 * 1024,
-                max_line_size=LINE_BYTES_MAX,
-                max_field_size=64 * 1024,
-            )
-        return self._session
-
-    async def check_health(self, url: URL) -> bool:
-        """Whether the upstream answers at all: a GET of ``url`` gets any status below 500
+    async def check_health(self, path: str) -> bool:
+        """Whether the upstream answers at all: a GET of ``path`` gets any status below 500
         in time (a server without that route still answers 404: it is up)."""
         try:
-            async with self.session().get(url, timeout=self.health_timeout) as response:
+            exchange = self.pool.request("GET", path, timeout_s=self.health_timeout_s)
+            async with exchange as response:
+                await response.read(ERROR_BODY_BYTES_MAX)
                 return response.status < 500
-        except (aiohttp.ClientError, TimeoutError):
+        except HttpFailure:
             return False
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.pool.aclose()
 
 
-async def status_error(engine: str, response: aiohttp.ClientResponse) -> TokenmillError:
-    body = await response.content.read(ERROR_BODY_BYTES_MAX)
+async def status_error(engine: str, response: Response) -> TokenmillError:
+    body = await response.read(ERROR_BODY_BYTES_MAX)
     message = body.decode("utf-8", "replace")[:500]
     try:
         decoded = orjson.loads(body)
@@ -156,16 +146,18 @@ def _whole_number(text: str | None) -> int | None:
 
 @contextmanager
 def mapped_errors(engine: str) -> Iterator[None]:
-    """Map aiohttp and timeout errors to ours, once, where they enter."""
+    """Map the HTTP client's failures to ours, once, where they enter."""
     try:
         yield
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+    except TimeoutError as exc:  # TimedOut is one
         raise UpstreamTimeout(f"upstream {engine} timed out") from exc
-    except aiohttp.ClientConnectorError as exc:
+    except ConnectFailed as exc:
         raise Unavailable(f"upstream {engine} is unreachable") from exc
-    except aiohttp.ClientPayloadError as exc:
+    except ConnectionClosed as exc:
         raise UpstreamError(f"upstream {engine} closed the connection mid-answer") from exc
-    except (aiohttp.ClientError, ValueError) as exc:
+    except BadResponse as exc:
+        raise UpstreamError(f"upstream {engine} failed: {exc}") from exc
+    except ValueError as exc:  # what the engine made of a body it could not read
         raise UpstreamError(f"upstream {engine} failed: {exc.__class__.__name__}") from exc
 
 
