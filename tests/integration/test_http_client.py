@@ -402,6 +402,31 @@ class TestFailures:
 
         run(scenario)
 
+    def test_a_shorter_timeout_on_a_kept_alive_connection_is_kept(self, run: RunScenario) -> None:
+        """A connection that served a request with a long timeout serves one with a short
+        timeout (a health check) that still times out on time."""
+
+        async def silent(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
+        ) -> bool:
+            await asyncio.sleep(5)
+            return False
+
+        async def scenario() -> None:
+            async with far_side(ok=ok, silent=silent) as side:
+                pool = pool_of(side, read_timeout_s=30)
+                assert await post_read(pool, "/ok") == (200, b'{"ok":true}')
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                with pytest.raises(TimedOut):
+                    async with pool.request("GET", "/silent", timeout_s=0.3) as answer:
+                        await answer.read()
+                assert loop.time() - started < 2.0
+                await pool.aclose()
+            assert side.connections == 1
+
+        run(scenario)
+
     def test_a_response_head_over_the_bound_is_refused(self, run: RunScenario) -> None:
         async def huge(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes

@@ -577,7 +577,7 @@ class TestConfig:
                 False,
             )
         assert isinstance(sessions["claude"], AnthropicSession)
-        assert str(sessions["claude"].url) == "https://api.anthropic.com/v1/messages"
+        assert sessions["claude"].base_url == "https://api.anthropic.com"
 
     def test_a_missing_environment_variable_is_a_configuration_error(self) -> None:
         """The gateway refuses to start without the key, naming the field."""

@@ -5,7 +5,7 @@ it: POST a JSON body on a kept-alive connection, read the status and headers, th
 body whole or as it arrives (everything buffered since the last read comes as one piece,
 so what arrived together goes on together). The request head is built once per pool; a
 response is parsed by httptools (llhttp, in C) straight from the socket's callbacks, with
-no per-request streams, tasks or timers beyond one timer per wait that finds no data.
+no per-request streams or tasks, and one read-timeout timer per connection, not per read.
 
 Bounds: connect and read timeouts (a read timeout is the longest gap between two arrivals,
 as for a socket), the number of connections, how long an idle connection is kept (below
@@ -73,6 +73,12 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._awaiting = False  # a request was sent and its response has not ended
+        # The read timeout: one timer per connection, rescheduled only when it fires early
+        # (a timer per wait would cost more than the rest of a relayed chunk's reading).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timeout_s = 0.0
+        self._active_at = 0.0  # loop time of the last arrival or the start of the wait
         self._begin()
 
     def _begin(self) -> None:
@@ -93,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
+        self._active_at = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -177,15 +184,34 @@ class _Connection(asyncio.Protocol):
         return data
 
     async def wait(self, timeout_s: float) -> None:
-        """Until something arrives (or fails): raise the failure, or TimedOut."""
-        waiter = self._loop.create_future()
+        """Until something arrives (or fails): raise the failure, or TimedOut when nothing
+        came for ``timeout_s``."""
+        loop = self._loop
+        waiter = loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(timeout_s, _expire, waiter)
+        now = loop.time()
+        self._active_at = now
+        self._timeout_s = timeout_s
+        due = now + timeout_s
+        if self._timer is None or self._timer_at > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(due, self._check_timeout), due
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        due = self._active_at + self._timeout_s
+        if self._loop.time() >= due:
+            waiter.set_exception(TimedOut("the upstream sent nothing in time"))
+        else:
+            self._timer, self._timer_at = self._loop.call_at(due, self._check_timeout), due
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -202,17 +228,15 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.close()
 
 
 class _Stop(Exception):
     """Raised in a parser callback to stop the parser (its failure is recorded first)."""
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimedOut("the upstream sent nothing in time"))
 
 
 class Response:
@@ -238,16 +262,20 @@ class Response:
             return body[:limit]
         return body
 
+    async def read_some(self) -> bytes:
+        """What arrived of the body since the last read, as one piece (waiting for some
+        if nothing did); ``b""`` once the body has ended."""
+        connection = self._connection
+        while not connection.buffered:
+            if connection.complete:
+                return b""
+            await self._more()
+        return connection.take()
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives: everything buffered at each step, as one piece."""
-        connection = self._connection
-        while True:
-            if connection.buffered:
-                yield connection.take()
-            elif connection.complete:
-                return
-            else:
-                await self._more()
+        while data := await self.read_some():
+            yield data
 
     async def _more(self) -> None:
         connection = self._connection

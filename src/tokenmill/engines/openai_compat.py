@@ -21,7 +21,6 @@ import orjson
 from tokenmill.config import DeploymentConfig
 from tokenmill.engines.base import Completed, EngineCall, StreamPart, WirePart
 from tokenmill.engines.chat_translate import SURFACES_TRANSLATED
-from tokenmill.engines.http_client import Response
 from tokenmill.engines.openai_translated import TranslatedChat
 from tokenmill.engines.upstream import (
     LINE_BYTES_MAX,
@@ -118,59 +117,76 @@ class OpenAIBackend:
         return self._relayed_stream(call)
 
     async def _relayed_stream(self, call: EngineCall) -> AsyncIterator[list[StreamPart]]:
+        """The upstream's events, a batch per read: whatever arrived together goes on
+        together (one generator between the socket and the relay: each level costs per read)."""
         self._estimate_prompt(call)
         path = _PATHS[call.endpoint]
+        events = _RelayedEvents(self.engine, call)
         with mapped_errors(self.engine):
             async with self._upstream.pool.post(path, self._body(call)) as response:
                 if response.status != 200:
                     raise await status_error(self.engine, response)
-                async for parts in self._relay(call, response):
-                    yield parts
-
-    async def _relay(self, call: EngineCall, response: Response) -> AsyncIterator[list[StreamPart]]:
-        """The upstream's events, a batch per read: whatever arrived together goes on together."""
-        pending = b""
-        checked = False
-        async for data in response.chunks():
-            pending += data
-            cut = pending.rfind(b"\n")
-            if cut < 0:
-                if len(pending) > LINE_BYTES_MAX:
-                    raise UpstreamError(f"upstream {self.engine} sent an over-long event")
-                continue
-            lines, pending = pending[: cut + 1].split(b"\n"), pending[cut + 1 :]
-            parts: list[StreamPart] = []
-            for raw_line in lines:
-                line = raw_line.strip()
-                if not line or line.startswith(b":") or line.startswith(_SSE_FIELDS):
-                    continue
-                if not line.startswith(b"data:"):
-                    raise UpstreamError(f"upstream {self.engine} sent a malformed event stream")
-                payload = line[5:].lstrip()
-                if payload == b"[DONE]":
+                read = response.read_some
+                while data := await read():
+                    parts = events.feed(data)
                     if parts:
                         yield parts
-                    return
-                if not checked:
-                    _check_json_object(self.engine, payload)
-                    checked = True
-                parts.append(self._part(call, payload))
-            if parts:
-                yield parts
+                    if events.done:
+                        return
         raise UpstreamError(f"upstream {self.engine} closed the stream before [DONE]")
 
-    def _part(self, call: EngineCall, payload: bytes) -> WirePart:
-        """Meter one event: parse it only if it carries usage; count it if it carries text."""
-        usage_only = False
-        mentions_usage = b'"usage"' in payload and b'"usage":null' not in payload
-        if mentions_usage and not _USAGE_NULL.search(payload):  # also "usage": null, spaced
-            usage_only = _take_usage(self.engine, payload, call)
-        if _carries_text(payload):
-            meter = call.meter
-            meter.completion_tokens_estimate += 1
-            if meter.first_token_at_ns is None:
-                meter.first_token_at_ns = time.perf_counter_ns()
-        return WirePart(payload, usage_only)
+
+class _RelayedEvents:
+    """A relayed event stream split into its ``data:`` payloads, each metered as it
+    passes (``_part``), until ``[DONE]``; what follows ``[DONE]`` is ignored."""
+
+    def __init__(self, engine: str, call: EngineCall) -> None:
+        self._engine = engine
+        self._call = call
+        self._pending = b""
+        self._checked = False
+        self.done = False
+
+    def feed(self, data: bytes) -> list[StreamPart]:
+        """The events ``data`` completes, metered; raises on a malformed one."""
+        pending = self._pending + data if self._pending else data
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            if len(pending) > LINE_BYTES_MAX:
+                raise UpstreamError(f"upstream {self._engine} sent an over-long event")
+            self._pending = pending
+            return []
+        lines, self._pending = pending[: cut + 1].split(b"\n"), pending[cut + 1 :]
+        parts: list[StreamPart] = []
+        for raw_line in lines:
+            line = raw_line.strip()
+            if not line or line.startswith(b":") or line.startswith(_SSE_FIELDS):
+                continue
+            if not line.startswith(b"data:"):
+                raise UpstreamError(f"upstream {self._engine} sent a malformed event stream")
+            payload = line[5:].lstrip()
+            if payload == b"[DONE]":
+                self.done = True
+                return parts
+            if not self._checked:
+                _check_json_object(self._engine, payload)
+                self._checked = True
+            parts.append(_part(self._engine, self._call, payload))
+        return parts
+
+
+def _part(engine: str, call: EngineCall, payload: bytes) -> WirePart:
+    """Meter one event: parse it only if it carries usage; count it if it carries text."""
+    usage_only = False
+    mentions_usage = b'"usage"' in payload and b'"usage":null' not in payload
+    if mentions_usage and not _USAGE_NULL.search(payload):  # also "usage": null, spaced
+        usage_only = _take_usage(engine, payload, call)
+    if _carries_text(payload):
+        meter = call.meter
+        meter.completion_tokens_estimate += 1
+        if meter.first_token_at_ns is None:
+            meter.first_token_at_ns = time.perf_counter_ns()
+    return WirePart(payload, usage_only)
 
 
 def _carries_text(payload: bytes) -> bool:

@@ -36,13 +36,20 @@ async def relay(
     try:
         watcher.arm()
         batch = first
+        next_batch = parts.__anext__  # per batch: cheaper than anext(parts, None)
         while batch is not None:
-            shown = [p for p in renderer.parts(batch) if show_usage or not p.usage_only]
+            shown = renderer.parts(batch)
+            if not show_usage:
+                shown = [p for p in shown if not p.usage_only]
+            elif not usage_shown:
+                usage_shown = any(p.usage_only for p in shown)
             if shown:
-                usage_shown = usage_shown or any(p.usage_only for p in shown)
-                body = b"".join([frame(part) for part in shown])
+                body = frame(shown[0]) if len(shown) == 1 else b"".join([frame(p) for p in shown])
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-            batch = await anext(parts, None)
+            try:
+                batch = await next_batch()
+            except StopAsyncIteration:
+                batch = None
         return "ok", None, usage_shown
     except TokenmillError as error:
         return "error", error, usage_shown
