@@ -35,9 +35,10 @@ CHUNKS_PER_STREAM = TOKENS + 3  # the role chunk, the tokens, the finish, the us
 
 
 class _Half(asyncio.Protocol):
-    """One side of the pipe: what it receives goes to its peer's transport."""
+    """One side of the pipe: what it receives goes to its peer's transport (held back
+    until the peer is connected)."""
 
-    def __init__(self, peer: asyncio.Transport | None = None) -> None:
+    def __init__(self, peer: _Half | None = None) -> None:
         self.peer = peer
         self.transport: asyncio.Transport | None = None
         self.early: list[bytes] = []
@@ -46,14 +47,21 @@ class _Half(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.peer is None:
+        peer = self.peer
+        if peer is None or peer.transport is None:
             self.early.append(data)
         else:
-            self.peer.write(data)
+            peer.transport.write(data)
+
+    def flush(self) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        for data in self.early:
+            self.peer.transport.write(data)
+        self.early.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None:
-            self.peer.close()
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
 
 
 def pipe_main(listen_port: int, upstream_port: int) -> None:
@@ -69,12 +77,10 @@ def pipe_main(listen_port: int, upstream_port: int) -> None:
 
             async def connect() -> None:
                 _, upstream = await loop.create_connection(
-                    lambda: _Half(client.transport), "127.0.0.1", upstream_port
+                    lambda: _Half(client), "127.0.0.1", upstream_port
                 )
-                client.peer = upstream.transport
-                for data in client.early:
-                    upstream.transport.write(data)  # type: ignore[union-attr]
-                client.early.clear()
+                client.peer = upstream
+                client.flush()
 
             task = loop.create_task(connect())
             connecting.add(task)

@@ -74,6 +74,25 @@ async def ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: b
     return True
 
 
+def replies(raw: bytes, *, keep: bool = False) -> Handler:
+    """A handler that writes ``raw`` as it is (well-formed or not) and keeps the
+    connection or closes it."""
+
+    async def reply(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
+    ) -> bool:
+        writer.write(raw)
+        return keep
+
+    return reply
+
+
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> bool:
+    """Reads the request and answers nothing for longer than any test waits."""
+    await asyncio.sleep(5)
+    return False
+
+
 @asynccontextmanager
 async def far_side(**handlers: Handler) -> AsyncIterator[FarSide]:
     side = FarSide()
@@ -168,11 +187,7 @@ class TestExchanges:
     ) -> None:
         """``Connection: close`` is honoured: the connection is not reused."""
 
-        async def closing(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(response(b"bye", b"Connection: close"))
-            return False
+        closing = replies(response(b"bye", b"Connection: close"))
 
         async def scenario() -> None:
             async with far_side(closing=closing) as side:
@@ -223,11 +238,7 @@ class TestExchanges:
         run(scenario)
 
     def test_a_body_without_a_length_ends_with_the_connection(self, run: RunScenario) -> None:
-        async def unframed(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-            return False
+        unframed = replies(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
 
         async def scenario() -> None:
             async with far_side(unframed=unframed) as side:
@@ -272,11 +283,7 @@ class TestStreams:
         run(scenario)
 
     def test_a_stream_cut_midway_gives_what_came_then_fails(self, run: RunScenario) -> None:
-        async def cut(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhalf.\r\n")
-            return False
+        cut = replies(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhalf.\r\n")
 
         async def scenario() -> None:
             async with far_side(cut=cut) as side:
@@ -375,12 +382,6 @@ class TestFailures:
         """Headers that never come, and a body that stops, each time out after the read
         timeout, not later."""
 
-        async def silent(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            await asyncio.sleep(5)
-            return False
-
         async def stalls(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
         ) -> bool:
@@ -406,12 +407,6 @@ class TestFailures:
         """A connection that served a request with a long timeout serves one with a short
         timeout (a health check) that still times out on time."""
 
-        async def silent(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            await asyncio.sleep(5)
-            return False
-
         async def scenario() -> None:
             async with far_side(ok=ok, silent=silent) as side:
                 pool = pool_of(side, read_timeout_s=30)
@@ -428,11 +423,7 @@ class TestFailures:
         run(scenario)
 
     def test_a_response_head_over_the_bound_is_refused(self, run: RunScenario) -> None:
-        async def huge(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * HEAD_BYTES_MAX + b"\r\n\r\n")
-            return False
+        huge = replies(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * HEAD_BYTES_MAX + b"\r\n\r\n")
 
         async def scenario() -> None:
             async with far_side(huge=huge) as side:
@@ -444,11 +435,7 @@ class TestFailures:
         run(scenario)
 
     def test_garbage_instead_of_http_is_a_bad_response(self, run: RunScenario) -> None:
-        async def garbage(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-            return False
+        garbage = replies(b"SSH-2.0-OpenSSH\r\n\r\n")
 
         async def scenario() -> None:
             async with far_side(garbage=garbage) as side:
@@ -482,11 +469,9 @@ class TestFailures:
         """``read(limit)`` gives the first ``limit`` bytes of a long body; the rest is not
         read, so the connection is not reused."""
 
-        async def long_error(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(response(b"e" * 100_000, status=b"500 Internal Server Error"))
-            return True
+        long_error = replies(
+            response(b"e" * 100_000, status=b"500 Internal Server Error"), keep=True
+        )
 
         async def scenario() -> None:
             async with far_side(long_error=long_error, ok=ok) as side:
@@ -505,11 +490,7 @@ class TestFailures:
         response) makes the client drop that connection; the next request is answered on a
         fresh one, correctly."""
 
-        async def twice(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
-        ) -> bool:
-            writer.write(response(b"one") + response(b"two"))
-            return True
+        twice = replies(response(b"one") + response(b"two"), keep=True)
 
         async def scenario() -> None:
             async with far_side(twice=twice, ok=ok) as side:

@@ -1,8 +1,9 @@
 """The ``openai`` engine: any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, ...).
 
-One connection pool per upstream (``http_client``), with explicit connect and read timeouts. A chat,
-completions or embeddings call's JSON goes up with only the model name, the output cap and
-(for streams) ``stream_options.include_usage`` changed; unknown fields pass through. Stream
+One connection pool per upstream (``http_client``), with explicit connect and read
+timeouts. A chat, completions or embeddings call's JSON goes up with only the model name,
+the output cap and (for streams) ``stream_options.include_usage`` changed; unknown fields
+pass through. Stream
 chunks come back as they arrive and are relayed without re-encoding: only chunks that
 mention ``usage`` are parsed. A call of another surface (Anthropic Messages, OpenAI
 Responses) is translated to chat completions and answered in the neutral language, in
@@ -23,7 +24,7 @@ from tokenmill.engines.base import Completed, EngineCall, StreamPart, WirePart
 from tokenmill.engines.chat_translate import SURFACES_TRANSLATED
 from tokenmill.engines.openai_translated import TranslatedChat
 from tokenmill.engines.upstream import (
-    LINE_BYTES_MAX,
+    DataPayloads,
     UpstreamSession,
     mapped_errors,
     status_error,
@@ -46,7 +47,6 @@ _HAS_TEXT = re.compile(rb'"(?:content|text|arguments|reasoning_content)"\s*:\s*"
 # What an event produced, if it has any: text, a tool call's arguments, or reasoning.
 _TEXT_KEYS = (b'"content":"', b'"text":"', b'"arguments":"', b'"reasoning_content":"')
 _TEXT_NAMES = (b'"content"', b'"text"', b'"arguments"', b'"reasoning_content"')
-_SSE_FIELDS = (b"event:", b"id:", b"retry:")
 
 
 class OpenAIBackend:
@@ -137,37 +137,22 @@ class OpenAIBackend:
 
 
 class _RelayedEvents:
-    """A relayed event stream split into its ``data:`` payloads, each metered as it
-    passes (``_part``), until ``[DONE]``; what follows ``[DONE]`` is ignored."""
+    """A relayed event stream's payloads, each metered as it passes (``_part``)."""
 
     def __init__(self, engine: str, call: EngineCall) -> None:
         self._engine = engine
         self._call = call
-        self._pending = b""
+        self._payloads = DataPayloads(engine)
         self._checked = False
-        self.done = False
+
+    @property
+    def done(self) -> bool:
+        return self._payloads.done
 
     def feed(self, data: bytes) -> list[StreamPart]:
         """The events ``data`` completes, metered; raises on a malformed one."""
-        pending = self._pending + data if self._pending else data
-        cut = pending.rfind(b"\n")
-        if cut < 0:
-            if len(pending) > LINE_BYTES_MAX:
-                raise UpstreamError(f"upstream {self._engine} sent an over-long event")
-            self._pending = pending
-            return []
-        lines, self._pending = pending[: cut + 1].split(b"\n"), pending[cut + 1 :]
         parts: list[StreamPart] = []
-        for raw_line in lines:
-            line = raw_line.strip()
-            if not line or line.startswith(b":") or line.startswith(_SSE_FIELDS):
-                continue
-            if not line.startswith(b"data:"):
-                raise UpstreamError(f"upstream {self._engine} sent a malformed event stream")
-            payload = line[5:].lstrip()
-            if payload == b"[DONE]":
-                self.done = True
-                return parts
+        for payload in self._payloads.feed(data):
             if not self._checked:
                 _check_json_object(self._engine, payload)
                 self._checked = True

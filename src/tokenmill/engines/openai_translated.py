@@ -27,7 +27,7 @@ from tokenmill.engines.chat_translate import (
     chat_request,
 )
 from tokenmill.engines.upstream import (
-    LINE_BYTES_MAX,
+    DataPayloads,
     UpstreamSession,
     json_object,
     mapped_errors,
@@ -37,39 +37,22 @@ from tokenmill.errors import UpstreamError
 from tokenmill.neutral import Answer, Delta, completion_tokens_estimate, prompt_tokens_estimate
 from tokenmill.usage import parse_usage
 
-SSE_OTHER_FIELDS = (b":", b"event:", b"id:", b"retry:")
-
 
 class ChatEventReader:
-    """A chat completions event stream split into its ``data:`` payloads, each a JSON
-    object, until ``[DONE]``; what follows ``[DONE]`` is ignored."""
+    """A chat completions event stream as its events, each a JSON object, until
+    ``[DONE]``."""
 
     def __init__(self, engine: str) -> None:
         self._engine = engine
-        self._pending = b""
-        self.done = False
+        self._payloads = DataPayloads(engine)
+
+    @property
+    def done(self) -> bool:
+        return self._payloads.done
 
     def feed(self, data: bytes) -> Iterator[dict[str, Any]]:
         """The events completed by ``data``, one by one: a bad one raises when reached."""
-        if self.done:
-            return
-        self._pending += data
-        cut = self._pending.rfind(b"\n")
-        if cut < 0:
-            if len(self._pending) > LINE_BYTES_MAX:
-                raise UpstreamError(f"upstream {self._engine} sent an over-long event")
-            return
-        lines, self._pending = self._pending[:cut].split(b"\n"), self._pending[cut + 1 :]
-        for raw_line in lines:
-            line = raw_line.strip()
-            if not line or line.startswith(SSE_OTHER_FIELDS):
-                continue
-            if not line.startswith(b"data:"):
-                raise UpstreamError(f"upstream {self._engine} sent a malformed event stream")
-            payload = line[5:].lstrip()
-            if payload == b"[DONE]":
-                self.done = True
-                return
+        for payload in self._payloads.feed(data):
             yield json_object(payload, self._engine, "a stream event")
 
 

@@ -161,6 +161,46 @@ def mapped_errors(engine: str) -> Iterator[None]:
         raise UpstreamError(f"upstream {engine} failed: {exc.__class__.__name__}") from exc
 
 
+SSE_OTHER_FIELDS = (b":", b"event:", b"id:", b"retry:")
+
+
+class DataPayloads:
+    """An OpenAI-style event stream (``data:`` lines, ending with ``data: [DONE]``) split
+    into its payloads as reads arrive; comments and other fields are skipped, what follows
+    ``[DONE]`` is ignored, a line longer than ``LINE_BYTES_MAX`` or one that is no field
+    raises UpstreamError."""
+
+    def __init__(self, engine: str) -> None:
+        self._engine = engine
+        self._pending = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The payloads ``data`` completes, one by one: a bad line raises when reached, so
+        what came before it is still had."""
+        if self.done:
+            return
+        pending = self._pending + data if self._pending else data
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            if len(pending) > LINE_BYTES_MAX:
+                raise UpstreamError(f"upstream {self._engine} sent an over-long event")
+            self._pending = pending
+            return
+        lines, self._pending = pending[:cut].split(b"\n"), pending[cut + 1 :]
+        for raw_line in lines:
+            line = raw_line.strip()
+            if not line or line.startswith(SSE_OTHER_FIELDS):
+                continue
+            if not line.startswith(b"data:"):
+                raise UpstreamError(f"upstream {self._engine} sent a malformed event stream")
+            payload = line[5:].lstrip()
+            if payload == b"[DONE]":
+                self.done = True
+                return
+            yield payload
+
+
 def json_object(raw: bytes, engine: str, what: str) -> dict[str, Any]:
     """``raw`` as a JSON object; UpstreamError naming ``what`` if it is not one."""
     try:
@@ -174,6 +214,7 @@ def json_object(raw: bytes, engine: str, what: str) -> dict[str, Any]:
 
 __all__ = [
     "LINE_BYTES_MAX",
+    "DataPayloads",
     "UpstreamSession",
     "json_object",
     "mapped_errors",
