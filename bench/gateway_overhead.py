@@ -80,6 +80,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--profile-surface", choices=SURFACES, default="chat")
     ap.add_argument("--profile-stream", action="store_true", help="profile streamed requests")
     ap.add_argument("--profile-concurrency", type=int, default=16)
+    ap.add_argument("--profile-raw", type=Path, help="keep py-spy's raw stacks in this file")
     ap.add_argument(
         "--profile-max-tokens", type=int, default=16, help="tokens per answer while profiling"
     )
@@ -373,6 +374,8 @@ class Bench:
             finally:
                 if load_proc.poll() is None:
                     load_proc.kill()
+        if self.a.profile_raw:
+            shutil.copy(raw, self.a.profile_raw)
         profile = op.profile_self_time(raw, 15)
         profile["load_during_profile"] = summarize(json.loads(out.strip().splitlines()[-1]))
         profile["command"] = " ".join(spy_cmd[3:])
