@@ -18,6 +18,9 @@ exactly what went through the gateway. In one run:
 * optional py-spy profile of the gateway under non-streamed c=16 load (``--profile``);
 * long run, twice: a mix of non-streamed, streamed and cut streams (the client closes the
   socket after the first token) with the gateway's RSS before and after each;
+* peers: LiteLLM's proxy and Portkey's gateway (``peers.py``), each alone on the gateway's
+  core, through the same non-streamed and streamed cells (skipped with a note where not
+  installed; ``--skip-peers``);
 * metering check: usage records in the gateway's SQLite == requests its upstreams served.
 
   .venv/bin/python bench/gateway_overhead.py [--quick] [--profile]
@@ -46,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead_processes as op
 import overhead_report as report
+import peers
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -90,6 +94,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--skip-surfaces", action="store_true", help="no chat/Messages/Responses rows")
+    ap.add_argument("--skip-peers", action="store_true", help="no LiteLLM and Portkey rows")
+    ap.add_argument("--litellm-bin", type=Path, default=Path("/tmp/litellm-venv/bin/litellm"))
+    ap.add_argument(
+        "--portkey-js",
+        type=Path,
+        default=Path("/tmp/portkey/node_modules/@portkey-ai/gateway/build/start-server.js"),
+    )
     ap.add_argument(
         "--shared-bench",
         type=Path,
@@ -131,6 +142,7 @@ class Bench:
             "realistic-direct": realistic,
             "realistic-gateway": realistic,
             "midstream-gateway": ["--itl-ms", "5"],
+            "peers": [],
         }
         for name, extra in specs.items():
             _, self.urls[name] = op.start_upstream(
@@ -206,6 +218,8 @@ class Bench:
         cmd += ["--key", key] if key else []
         cmd += ["--stream"] if stream else []
         cmd += ["--model", kw["model"]] if "model" in kw else []
+        for header in kw.get("headers", ()):
+            cmd += ["--header", header]
         return run_json(cmd, duration + warmup + 90)
 
     def client(self, target: str, key: str, args: list[str], limit_s: float) -> dict[str, Any]:
@@ -241,6 +255,27 @@ class Bench:
                     log(f"{row['case']} {side}: {summarize(row[side])}")
                 rows.append(row)
         self.results["matrix"] = rows
+
+    def peers(self) -> None:
+        """LiteLLM and Portkey through the matrix's cells, one after the other, each alone on
+        the gateway's core (tokenmill idles meanwhile) with an upstream of its own."""
+        cells = [
+            (mode, int(conc))
+            for mode in ("nonstream", "stream")
+            for conc in self.a.concurrency.split(",")
+        ]
+
+        def load(target: str, stream: bool, conc: int, key: str, headers: list[str]) -> Any:
+            return self.load(target, stream, conc, key, model="fake", headers=headers)
+
+        found = {}
+        for peer in peers.peers(self.a.litellm_bin, self.a.portkey_js):
+            log(f"peer {peer.name}")
+            found[peer.name] = peers.measure(
+                peer, self.procs, SUT_CORE, self.urls["peers"], self.workdir, cells, load
+            )
+            log(f"peer {peer.name}: {found[peer.name].get('skipped') or 'measured'}")
+        self.results["peers"] = found
 
     def realistic(self) -> None:
         a = self.a
@@ -528,6 +563,8 @@ def main() -> None:
             bench.realistic()
         if not a.skip_surfaces:
             bench.surfaces()
+        if not a.skip_peers:
+            bench.peers()
         if a.profile:
             bench.profile()
         if not a.skip_long:

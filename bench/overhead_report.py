@@ -173,6 +173,46 @@ def surfaces_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def peers_table(results: dict[str, Any]) -> list[str]:
+    """tokenmill (billing on) beside each peer that ran, per cell: req/s, the ratio, added
+    p50 latency and CPU per request."""
+    found = results.get("peers") or {}
+    ran = {name: peer["cells"] for name, peer in found.items() if "cells" in peer}
+    out = [
+        f"Not measured: {name}: {peer['skipped']}"
+        for name, peer in found.items()
+        if "skipped" in peer
+    ]
+    if not ran:
+        return out
+    header = "| case | tokenmill billed req/s |"
+    rule = "|---|---:|"
+    for name in ran:
+        header += (
+            f" {name} req/s | tokenmill/{name} | {name} added p50 ms | {name} CPU us/request |"
+        )
+        rule += "---:|---:|---:|---:|"
+    out = [*out, "", header, rule] if out else [header, rule]
+    for row in results.get("matrix", []):
+        billed = row.get("gateway_billed") or {}
+        line = f"| {row['case']} | {_f(billed.get('rps'), 0)} |"
+        for cells in ran.values():
+            cell = cells.get(row["case"]) or {}
+            rps = cell.get("rps")
+            ratio = billed["rps"] / rps if rps and billed.get("rps") else None
+            added = None
+            if cell and row.get("direct"):
+                added = _p(cell, "latency_ms", "p50")
+                direct = _p(row["direct"], "latency_ms", "p50")
+                added = None if added is None or direct is None else added - direct
+            line += (
+                f" {_f(rps, 0)} | {_f(ratio, 1)} | {_f(added, 2)} |"
+                f" {_f(cell.get('cpu_us_per_request'), 1)} |"
+            )
+        out.append(line)
+    return out
+
+
 def cpu_table(results: dict[str, Any]) -> list[str]:
     """The gateway's CPU time per request its upstream served and per relayed chunk: what
     one request and one token cost the gateway's core, whatever the machine's noise."""
@@ -327,6 +367,16 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio,
                 None if ratio is None else ratio >= 0.9,
             )
+    portkey = (results.get("peers") or {}).get("portkey", {}).get("cells", {})
+    for mode, times in (("nonstream", 7), ("stream", 5)):
+        row, cell = cases.get(f"{mode} c=64"), portkey.get(f"{mode} c=64")
+        billed = row.get("gateway_billed") if row else None
+        ratio = round(billed["rps"] / cell["rps"], 2) if billed and cell and cell["rps"] else None
+        aim(
+            f">= {times}x Portkey, billing on ({mode} req/s at c=64, same run)",
+            ratio,
+            None if ratio is None else ratio >= times,
+        )
     rss = [m["rss_mib"] for m in results.get("memory", [])]
     aim(
         f"RSS < {RSS_MIB_MAX:.0f} MB",
@@ -372,6 +422,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += [*realistic_table(results["realistic"]), ""]
     if results.get("surfaces"):
         out += [*surfaces_table(results["surfaces"]), ""]
+    if peer_lines := peers_table(results):
+        out += [*peer_lines, ""]
     if cpu := cpu_table(results):
         out += [*cpu, ""]
     out += [*long_tables(results), ""]
