@@ -30,7 +30,7 @@ def cells(results: dict[str, Any]) -> Iterator[Cell]:
     if realistic and realistic.get("gateway"):
         yield realistic["case"], "gateway", realistic["gateway"], realistic.get("direct")
     for row in results.get("surfaces", []):
-        for surface in ("chat", "messages", "responses"):
+        for surface in ("chat", "messages", "responses", "responses_unstored"):
             if row.get(surface):
                 yield row["case"], f"billed, {surface}", row[surface], None
 

@@ -11,8 +11,9 @@ exactly what went through the gateway. In one run:
   (metering only), a priced one (billing on: hold, settle, usage transfer), and a priced
   one behind two deployments called with a rate-limited key (routing and limits on), on
   the same upstream, so each layer's cost is a ratio of two neighbours;
-* surfaces: chat, Anthropic Messages and OpenAI Responses through the gateway on one billed
-  model, non-streamed and streamed at c=1 and c=64 (``stream_client.py --surface``);
+* surfaces: chat, Anthropic Messages and OpenAI Responses (stored, as by default, and with
+  ``store: false``) through the gateway on one billed model, non-streamed and streamed at
+  c=1 and c=64 (``stream_client.py --surface``);
 * realistic stream: upstreams with ``--delay-ms 100 --itl-ms 20``, 256 tokens, c=256,
   TTFT and inter-token gaps direct vs gateway (``stream_client.py``);
 * optional py-spy profile of the gateway under non-streamed c=16 load (``--profile``);
@@ -57,6 +58,14 @@ SHARED_DEFAULT = ROOT.parent / "shared" / "bench"
 SUT_CORE, LOAD_CORE = 0, 1
 LONG_MIX = "nonstream=50,stream=40,cut=10"
 SURFACES = ("chat", "messages", "responses")
+# The surfaces' rows: each surface as its SDK sends it, and Responses with ``store: false``
+# (the same work as chat's but the translation: no stored response in the commit).
+SURFACE_RUNS = {
+    "chat": ["--surface", "chat"],
+    "messages": ["--surface", "messages"],
+    "responses": ["--surface", "responses"],
+    "responses_unstored": ["--surface", "responses", "--no-store"],
+}
 SURFACE_CONCURRENCY = (1, 64)
 STREAM_CHUNKS_16 = 16 + 3  # a 16-token stream: the role chunk, 16 tokens, the finish, usage
 
@@ -328,7 +337,7 @@ class Bench:
         drift of the machine weighs on every surface alike; the two runs are averaged."""
         a = self.a
         rows = []
-        order = (*SURFACES, *reversed(SURFACES))
+        order = (*SURFACE_RUNS, *reversed(SURFACE_RUNS))
         for mode in ("nonstream", "stream"):
             for conc in SURFACE_CONCURRENCY:
                 row: dict[str, Any] = {
@@ -336,11 +345,11 @@ class Bench:
                     "mode": mode,
                     "concurrency": conc,
                 }
-                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SURFACES}
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SURFACE_RUNS}
                 for surface in order:
                     args = ["-c", str(conc), "-d", str(a.duration), "--warmup", str(a.warmup)]
                     args += ["--max-tokens", "16", "--mix", f"{mode}=1", "-n", "1000000"]
-                    args += ["--model", "fake-billed", "--surface", surface]
+                    args += ["--model", "fake-billed", *SURFACE_RUNS[surface]]
                     limit_s = a.duration + a.warmup + 90
                     runs[surface].append(
                         self.cpu_cost(

@@ -170,6 +170,14 @@ def surfaces_table(rows: list[dict[str, Any]]) -> list[str]:
                 c["errors"] + m["errors"] + r["errors"],
             )
         )
+        unstored = row.get("responses_unstored")
+        if unstored and c["rps"]:
+            out.append(
+                f"| {row['case']}, Responses with store: false | {c['rps']:.0f} | |"
+                f" {unstored['rps']:.0f} | | {unstored['rps'] / c['rps']:.2f} |"
+                f" {_f(_p(c, 'latency_ms', 'p50'))} | | {_f(_p(unstored, 'latency_ms', 'p50'))}"
+                f" | {unstored['errors']} |"
+            )
     return out
 
 
@@ -227,7 +235,7 @@ def cpu_table(results: dict[str, Any]) -> list[str]:
     if "realistic" in results:
         cells.append((results["realistic"]["case"], "gateway", results["realistic"]["gateway"]))
     for row in results.get("surfaces", []):
-        for surface in ("chat", "messages", "responses"):
+        for surface in ("chat", "messages", "responses", "responses_unstored"):
             cells.append((row["case"], f"billed, {surface}", row.get(surface)))
     for case, side, r in cells:
         if not r or "cpu_us_per_request" not in r:
@@ -359,7 +367,9 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
     for row in results.get("surfaces", []):
         if row["concurrency"] != 64:
             continue
-        for surface in ("messages", "responses"):
+        for surface in ("messages", "responses", "responses_unstored"):
+            if surface not in row:
+                continue
             chat = row["chat"]["rps"]
             ratio = round(row[surface]["rps"] / chat, 3) if chat else None
             aim(

@@ -216,6 +216,8 @@ class Run:
         body_obj: dict[str, object] = {"model": model}
         if self.surface == "responses":
             body_obj |= {"max_output_tokens": a.max_tokens, "input": a.prompt}
+            if a.no_store:
+                body_obj["store"] = False
         else:
             body_obj |= {"max_tokens": a.max_tokens}
             body_obj["messages"] = [{"role": "user", "content": a.prompt}]
@@ -364,6 +366,7 @@ def main() -> None:
     ap.add_argument("--key", default="", help="API key, sent as Authorization: Bearer")
     ap.add_argument("--model", default="fake")
     ap.add_argument("--surface", choices=sorted(SURFACE_PATHS), default="chat")
+    ap.add_argument("--no-store", action="store_true", help="Responses: send store: false")
     ap.add_argument("--cut-model", default="", help="model for 'cut' requests (default --model)")
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--prompt", default="Say hello to the benchmark in a few words please")
