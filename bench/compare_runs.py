@@ -13,26 +13,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-Cell = tuple[str, str, dict[str, Any], dict[str, Any] | None]
-
-
-def cells(results: dict[str, Any]) -> Iterator[Cell]:
-    """(case, side, figures, direct figures or None) for every gateway cell of a run."""
-    for row in results.get("matrix", []):
-        for side in ("gateway", "gateway_billed", "gateway_fleet"):
-            if row.get(side):
-                yield row["case"], side, row[side], row.get("direct")
-    realistic = results.get("realistic")
-    if realistic and realistic.get("gateway"):
-        yield realistic["case"], "gateway", realistic["gateway"], realistic.get("direct")
-    for row in results.get("surfaces", []):
-        for surface in ("chat", "messages", "responses", "responses_unstored"):
-            if row.get(surface):
-                yield row["case"], f"billed, {surface}", row[surface], None
+from overhead_report import gateway_cells as cells
 
 
 def _ratio(after: float | None, before: float | None) -> str:

@@ -66,6 +66,7 @@ SURFACE_RUNS = {
     "responses": ["--surface", "responses"],
     "responses_unstored": ["--surface", "responses", "--no-store"],
 }
+assert tuple(SURFACE_RUNS) == report.SURFACE_ROWS
 SURFACE_CONCURRENCY = (1, 64)
 STREAM_CHUNKS_16 = 16 + 3  # a 16-token stream: the role chunk, 16 tokens, the finish, usage
 
@@ -192,11 +193,8 @@ class Bench:
         served and, for streams, per relayed chunk (warm-up included on both sides of the
         ratio; the gateway's few background tasks are in it too)."""
         assert self.gateway is not None
-        url = self.urls[upstream]
-        cpu_before, served_before = op.cpu_s(self.gateway.pid), op.upstream_stats(url)["requests"]
-        result = run()
-        cpu = op.cpu_s(self.gateway.pid) - cpu_before
-        served = op.upstream_stats(url)["requests"] - served_before
+        pid = self.gateway.pid
+        result, cpu, served = op.cpu_over(lambda: op.cpu_s(pid), self.urls[upstream], run)
         result["gateway_cpu_s"] = round(cpu, 3)
         result["upstream_requests"] = served
         result["cpu_us_per_request"] = round(cpu / served * 1e6, 1) if served else None

@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,11 @@ class Processes:
         self.logdir = logdir
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, cmd: list[str], core: int) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, cmd: list[str], core: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` pinned to ``core``, with ``env`` added to this process's
+        environment."""
         log_path = self.logdir / f"{name}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
@@ -52,6 +57,7 @@ class Processes:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         self.running.append((name, proc))
         return proc
@@ -132,15 +138,17 @@ def write_config(
     )
 
 
-def post_chat(base_url: str, key: str, model: str, timeout_s: float = 5.0) -> int:
+def post_chat(
+    base_url: str, key: str, model: str, timeout_s: float = 5.0, headers: Sequence[str] = ()
+) -> int:
+    """POST a two-token chat request; its status. ``headers``: extra 'Name: value' lines."""
     body = json.dumps(
         {"model": model, "max_tokens": 2, "messages": [{"role": "user", "content": "ping"}]}
     ).encode()
+    sent = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    sent |= dict(header.split(": ", 1) for header in headers)
     request = urllib.request.Request(
-        base_url + "/chat/completions",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        base_url + "/chat/completions", data=body, method="POST", headers=sent
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         status: int = response.status
@@ -206,6 +214,17 @@ def cpu_s(pid: int) -> float:
     """The CPU seconds (user and system, all threads) process ``pid`` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_over(
+    cpu_of: Callable[[], float], upstream_url: str, run: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], float, int]:
+    """``run``'s result, the CPU seconds ``cpu_of`` grew by over it, and the requests the
+    upstream at ``upstream_url`` served meanwhile: a process's CPU per request."""
+    cpu_before, served_before = cpu_of(), upstream_stats(upstream_url)["requests"]
+    result = run()
+    cpu = cpu_of() - cpu_before
+    return result, cpu, upstream_stats(upstream_url)["requests"] - served_before
 
 
 def upstream_stats(base_url: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 UNITS = {
@@ -21,6 +22,9 @@ LAYOUT = (
     "bench/stream_client.py) pinned to core 1; loopback; closed loop, keep-alive; "
     "separate upstream instances for direct and gateway runs"
 )
+# The surfaces' rows of a run, chat first (the others are compared with it); Responses
+# appears twice: stored (the API's default) and with ``store: false``.
+SURFACE_ROWS = ("chat", "messages", "responses", "responses_unstored")
 RSS_MIB_MAX = 200.0
 RSS_GROWTH_MIB_MAX = 5.0  # "no growth": run 2 may end at most this much above run 1
 
@@ -148,36 +152,32 @@ def mean_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def surfaces_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Messages and Responses beside chat: one billed model, the same upstream, one run."""
+    """Every surface row beside chat: one billed model, the same upstream, one run."""
+    names = [name for name in SURFACE_ROWS if any(name in row for row in rows)]
+    others = [name for name in names if name != "chat"]
     out = [
-        "| case | req/s chat | req/s Messages | req/s Responses | Messages / chat "
-        "| Responses / chat | p50 ms chat | p50 ms Messages | p50 ms Responses | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | "
+        + " | ".join(f"req/s {name}" for name in names)
+        + " | "
+        + " | ".join(f"{name} / chat" for name in others)
+        + " | "
+        + " | ".join(f"p50 ms {name}" for name in names)
+        + " | errors |",
+        "|---|" + "---:|" * (2 * len(names) + len(others) + 1),
     ]
     for row in rows:
-        c, m, r = row["chat"], row["messages"], row["responses"]
+        cells = [row.get(name) or {} for name in names]
+        chat = row["chat"]["rps"]
+        ratios = [(row.get(name) or {}).get("rps") for name in others]
         out.append(
-            "| {} | {:.0f} | {:.0f} | {:.0f} | {:.2f} | {:.2f} | {} | {} | {} | {} |".format(
-                row["case"],
-                c["rps"],
-                m["rps"],
-                r["rps"],
-                m["rps"] / c["rps"] if c["rps"] else 0.0,
-                r["rps"] / c["rps"] if c["rps"] else 0.0,
-                _f(_p(c, "latency_ms", "p50")),
-                _f(_p(m, "latency_ms", "p50")),
-                _f(_p(r, "latency_ms", "p50")),
-                c["errors"] + m["errors"] + r["errors"],
-            )
+            f"| {row['case']} | "
+            + " | ".join(_f(cell.get("rps"), 0) for cell in cells)
+            + " | "
+            + " | ".join(_f(rps / chat if rps and chat else None) for rps in ratios)
+            + " | "
+            + " | ".join(_f(_p(cell, "latency_ms", "p50")) for cell in cells)
+            + f" | {sum(cell.get('errors', 0) for cell in cells)} |"
         )
-        unstored = row.get("responses_unstored")
-        if unstored and c["rps"]:
-            out.append(
-                f"| {row['case']}, Responses with store: false | {c['rps']:.0f} | |"
-                f" {unstored['rps']:.0f} | | {unstored['rps'] / c['rps']:.2f} |"
-                f" {_f(_p(c, 'latency_ms', 'p50'))} | | {_f(_p(unstored, 'latency_ms', 'p50'))}"
-                f" | {unstored['errors']} |"
-            )
     return out
 
 
@@ -201,11 +201,14 @@ def peers_table(results: dict[str, Any]) -> list[str]:
         )
         rule += "---:|---:|---:|---:|"
     out = [*out, "", header, rule] if out else [header, rule]
-    for row in results.get("matrix", []):
+    matrix = {row["case"]: row for row in results.get("matrix", [])}
+    cases = list(matrix) or list(next(iter(ran.values())))  # peers alone: their own cells
+    for case in cases:
+        row = matrix.get(case, {})
         billed = row.get("gateway_billed") or {}
-        line = f"| {row['case']} | {_f(billed.get('rps'), 0)} |"
+        line = f"| {case} | {_f(billed.get('rps'), 0)} |"
         for cells in ran.values():
-            cell = cells.get(row["case"]) or {}
+            cell = cells.get(case) or {}
             rps = cell.get("rps")
             ratio = billed["rps"] / rps if rps and billed.get("rps") else None
             added = None
@@ -221,6 +224,24 @@ def peers_table(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def gateway_cells(
+    results: dict[str, Any],
+) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any] | None]]:
+    """(case, side, figures, the same cell direct to the upstream or None) for every cell a
+    run measured through the gateway: the matrix, the realistic row, the surfaces."""
+    for row in results.get("matrix", []):
+        for side in ("gateway", "gateway_billed", "gateway_fleet"):
+            if row.get(side):
+                yield row["case"], side, row[side], row.get("direct")
+    realistic = results.get("realistic")
+    if realistic and realistic.get("gateway"):
+        yield realistic["case"], "gateway", realistic["gateway"], realistic.get("direct")
+    for row in results.get("surfaces", []):
+        for surface in SURFACE_ROWS:
+            if row.get(surface):
+                yield row["case"], f"billed, {surface}", row[surface], None
+
+
 def cpu_table(results: dict[str, Any]) -> list[str]:
     """The gateway's CPU time per request its upstream served and per relayed chunk: what
     one request and one token cost the gateway's core, whatever the machine's noise."""
@@ -228,17 +249,8 @@ def cpu_table(results: dict[str, Any]) -> list[str]:
         "| case | side | req/s | gateway CPU s | requests | CPU us/request | CPU us/chunk |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    cells = []
-    for row in results.get("matrix", []):
-        for side in ("gateway", "gateway_billed", "gateway_fleet"):
-            cells.append((row["case"], side, row.get(side)))
-    if "realistic" in results:
-        cells.append((results["realistic"]["case"], "gateway", results["realistic"]["gateway"]))
-    for row in results.get("surfaces", []):
-        for surface in ("chat", "messages", "responses", "responses_unstored"):
-            cells.append((row["case"], f"billed, {surface}", row.get(surface)))
-    for case, side, r in cells:
-        if not r or "cpu_us_per_request" not in r:
+    for case, side, r, _ in gateway_cells(results):
+        if "cpu_us_per_request" not in r:
             continue
         out.append(
             f"| {case} | {side} | {r['rps']:.0f} | {r['gateway_cpu_s']:.2f} "
@@ -367,7 +379,7 @@ def aims(results: dict[str, Any]) -> list[dict[str, Any]]:
     for row in results.get("surfaces", []):
         if row["concurrency"] != 64:
             continue
-        for surface in ("messages", "responses", "responses_unstored"):
+        for surface in SURFACE_ROWS[1:]:
             if surface not in row:
                 continue
             chat = row["chat"]["rps"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import itertools
 import json
 import os
@@ -44,9 +45,9 @@ import overhead_processes as op
 from tokenmill.retail.ledger import Transfer, operator_account, usage_transfer_id
 from tokenmill.store.database import open_engine
 from tokenmill.store.group_commit import _Batch, _SqliteWriter
-from tokenmill.store.ledger import TRANSFER_FIELDS, transfer_insert_sql
+from tokenmill.store.ledger import balance_upsert_sql, transfer_insert_sql, transfer_row
 from tokenmill.store.tables import metadata
-from tokenmill.store.usage import insert_sql
+from tokenmill.store.usage import insert_sql, record_row
 from tokenmill.store.wide_sums import split_balance
 from tokenmill.usage import UsageRecord
 
@@ -89,6 +90,25 @@ def secondary_indexes(tables: tuple[str, ...]) -> list[Any]:
     return [index for name in tables for index in metadata.tables[name].indexes]
 
 
+REVENUE = operator_account("revenue", "USD")
+
+
+def billed(
+    request_id: str, account: str, at_ms: int, prompt: int, completion: int, charge_nano: int
+) -> tuple[UsageRecord, Transfer]:
+    """A billed request's usage record and its usage transfer, as the gateway writes them."""
+    record = UsageRecord(
+        request_id, account, f"key_{account[5:]}_{at_ms % 2}", MODELS[at_ms % len(MODELS)],
+        "deployment", "engine", "chat", prompt, completion, 0, False, "ok", 200, None, at_ms,
+        200, 1500, charge_nano=charge_nano, cost_nano=charge_nano // 2, cost_basis="modeled",
+    )  # fmt: skip
+    transfer = Transfer(
+        usage_transfer_id(request_id), account, REVENUE, charge_nano, "USD", "usage", None,
+        at_ms,
+    )  # fmt: skip
+    return record, transfer
+
+
 def build_business(path: Path, records: int, accounts: int, months: int) -> dict[str, Any]:
     """Fill a migrated database at ``path``; returns what was written and how long it took."""
     started = time.monotonic()
@@ -99,7 +119,6 @@ def build_business(path: Path, records: int, accounts: int, months: int) -> dict
     account_ids = [f"acct_bench{index:08d}" for index in range(accounts)]
     weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(accounts)))
     balances = dict.fromkeys(account_ids, GRANT_NANO)
-    revenue = operator_account("revenue", "USD")
     grants = operator_account("grants", "USD")
     connection = sqlite3.connect(path, isolation_level=None)
     connection.execute("PRAGMA journal_mode=OFF")
@@ -117,7 +136,11 @@ def build_business(path: Path, records: int, accounts: int, months: int) -> dict
     connection.executemany(
         transfer_insert_sql("?"),
         [
-            (f"grant:{account}", grants, account, GRANT_NANO, "USD", "grant", "bench", first)
+            transfer_row(
+                Transfer(
+                    f"grant:{account}", grants, account, GRANT_NANO, "USD", "grant", "bench", first
+                )
+            )
             for account in account_ids
         ],
     )
@@ -125,7 +148,6 @@ def build_business(path: Path, records: int, accounts: int, months: int) -> dict
     prefix = ""
     counter = 0
     usage_sql, transfer_sql = insert_sql("?"), transfer_insert_sql("?")
-    assert TRANSFER_FIELDS[0] == "id"
     written = 0
     while written < records:
         count = min(CHUNK_COUNT, records - written)
@@ -140,49 +162,19 @@ def build_business(path: Path, records: int, accounts: int, months: int) -> dict
             prompt, completion = 20 + (at % 3000), 1 + (at % 700)
             charge = prompt * 150 + completion * 600
             balances[account] -= charge
-            usage_rows.append(
-                (
-                    request_id,
-                    account,
-                    f"key_{account[5:]}_{at % 2}",
-                    MODELS[at % len(MODELS)],
-                    "deployment",
-                    "engine",
-                    "chat",
-                    prompt,
-                    completion,
-                    0,
-                    False,
-                    "ok",
-                    200,
-                    None,
-                    at,
-                    200,
-                    1500,
-                    charge,
-                    0,
-                    0,
-                    charge // 2,
-                    "modeled",
-                    0,
-                    0,
-                )
-            )
-            transfer_rows.append(
-                (usage_transfer_id(request_id), account, revenue, charge, "USD", "usage", None, at)
-            )
+            record, transfer = billed(request_id, account, at, prompt, completion, charge)
+            usage_rows.append(record_row(record))
+            transfer_rows.append(transfer_row(transfer))
         connection.executemany(usage_sql, usage_rows)
         connection.executemany(transfer_sql, transfer_rows)
         written += count
         if written % 1_000_000 < CHUNK_COUNT:
             log(f"  {written:,} records written ({time.monotonic() - started:.0f} s)")
     balances[grants] = -GRANT_NANO * accounts
-    balances[revenue] = -sum(balances[account] - GRANT_NANO for account in account_ids)
+    balances[REVENUE] = -sum(balances[account] - GRANT_NANO for account in account_ids)
     connection.executemany(
-        "INSERT INTO ledger_balances"
-        " (account_id, currency, balance_nano_high, balance_nano_low, updated_at_ms)"
-        " VALUES (?, 'USD', ?, ?, ?)",
-        [(account, *split_balance(value), now) for account, value in balances.items()],
+        balance_upsert_sql("?"),
+        [(account, "USD", *split_balance(value), now) for account, value in balances.items()],
     )
     loaded_s = time.monotonic() - started
     for index in indexes:
@@ -226,22 +218,13 @@ def commit_cost(path: Path, label: str) -> dict[str, float]:
     on a thread of its own)."""
     writer = _SqliteWriter(open_engine(f"sqlite:///{path}", migrate=False), "NORMAL", None)
     prefix = f"req_bench{label}{os.getpid():08x}"
-    revenue = operator_account("revenue", "USD")
     serial = itertools.count()
 
     def batch(count: int) -> _Batch:
         items = []
         for _ in range(count):
             request_id = f"{prefix}{next(serial):010x}"
-            at = int(time.time() * 1000)
-            record = UsageRecord(
-                request_id, "acct_live", "key_live", "billed", "deployment", "engine",
-                "chat", 40, 16, 0, False, "ok", 200, None, at, 1, 2, charge_nano=100,
-            )  # fmt: skip
-            transfer = Transfer(
-                usage_transfer_id(request_id), "acct_live", revenue, 100, "USD", "usage",
-                None, at,
-            )  # fmt: skip
+            record, transfer = billed(request_id, "acct_live", int(time.time() * 1000), 40, 16, 100)
             items.append((record, (transfer,), None, None))
         return _Batch(items)  # type: ignore[arg-type]
 
@@ -331,11 +314,11 @@ def measure(home: Path, config: Path, upstream: str, a: argparse.Namespace) -> d
         base_url = f"http://127.0.0.1:{port}/v1"
         cells: dict[str, Any] = {"start_s": round(start_s, 2)}
         for concurrency in (64, 1):
-            cpu_before = op.cpu_s(gateway.pid)
-            served_before = op.upstream_stats(upstream)["requests"]
-            result = load(key, base_url, concurrency, a)
-            cpu = op.cpu_s(gateway.pid) - cpu_before
-            served = op.upstream_stats(upstream)["requests"] - served_before
+            result, cpu, served = op.cpu_over(
+                lambda: op.cpu_s(gateway.pid),
+                upstream,
+                functools.partial(load, key, base_url, concurrency, a),
+            )
             result["cpu_us_per_request"] = round(cpu / served * 1e6, 1) if served else None
             cells[f"c{concurrency}"] = result
             log(
